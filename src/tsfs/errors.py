@@ -1,0 +1,66 @@
+"""One error hierarchy for tsfs.
+
+Every error tsfs raises on purpose is a :class:`TsfsError`. Each subclass also subclasses the
+builtin that a caller would naturally catch (``ValueError``, ``OSError``, ``KeyError`` …), so
+library users can catch either. The CLI turns any :class:`TsfsError` into one line on stderr and
+the subclass's ``exit_code`` — never a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BudgetError",
+    "DataError",
+    "InputError",
+    "MissingRowsError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreFormatError",
+    "StoreReadOnlyError",
+    "TsfsError",
+]
+
+
+class TsfsError(Exception):
+    """Base of every deliberate tsfs error. ``exit_code`` is what the CLI exits with."""
+
+    exit_code: int = 2
+
+
+class InputError(TsfsError, ValueError):
+    """A bad option or argument: names the option and how to fix it."""
+
+
+class DataError(InputError):
+    """A data file that cannot be used: names the file, and the row/column where it applies."""
+
+
+class StoreError(TsfsError):
+    """A problem with a store as a whole."""
+
+
+class StoreFormatError(StoreError, ValueError):
+    """A store (or something in it) that this version cannot read: newer format, bad names."""
+
+
+class StoreReadOnlyError(StoreError, PermissionError):
+    """A store opened for writing that cannot be written."""
+
+
+class StoreCorruptError(StoreError, OSError):
+    """A chunk or record whose checksum or structure is wrong; names the file."""
+
+    exit_code = 1
+
+
+class MissingRowsError(StoreError, KeyError):
+    """Rows asked for are not in the store; the message names the command that fills them."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BudgetError(TsfsError):
+    """A run predicted to exceed the disk budget or the free space."""
+
+    exit_code = 1

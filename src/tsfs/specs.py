@@ -1,0 +1,163 @@
+"""Frozen, keyword-only descriptions of every computation tsfs performs.
+
+A spec's canonical JSON (sorted keys, no whitespace, plus a ``kind`` and a ``version`` tag) is
+hashed into a short fingerprint. The fingerprint names the store namespace that holds the spec's
+results, so two runs with equal specs share rows and two runs with different specs never mix.
+Only fields that change the *values* of a computation belong in a namespace spec: how many jobs
+ran, or which split a window came from, does not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from tsfs.errors import InputError
+
+__all__ = [
+    "BoundaryMode",
+    "FeatureSpec",
+    "Features",
+    "ImageSpec",
+    "NanPolicy",
+    "Preset",
+    "WindowSpec",
+    "canonical_json",
+    "fingerprint",
+]
+
+Preset = Literal["ett_hour", "ett_minute", "custom", "uea", "array"]
+Features = Literal["M", "S", "MS"]
+NanPolicy = Literal["error", "interpolate", "zero"]
+BoundaryMode = Literal["reflect", "zero", "constant", "periodic", "symmetric"]
+
+PRESETS: tuple[str, ...] = ("ett_hour", "ett_minute", "custom", "uea", "array")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def canonical_json(obj: dict[str, Any]) -> str:
+    """JSON with sorted keys and no whitespace: equal dicts give equal strings."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def fingerprint(obj: dict[str, Any]) -> str:
+    """16 hex characters of BLAKE2b over :func:`canonical_json` (64 bits: names, not security)."""
+    return hashlib.blake2b(canonical_json(obj).encode(), digest_size=8).hexdigest()
+
+
+class _Spec:
+    """Shared behaviour of the namespace specs: canonical dict, JSON and fingerprint."""
+
+    kind: ClassVar[str]
+    version: ClassVar[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {"kind": self.kind, "version": self.version, **d}
+
+    def to_json(self) -> str:
+        return canonical_json(self.to_dict())
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.to_dict())
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowSpec:
+    """How a data file becomes windows (Time-Series-Library's conventions).
+
+    Not a namespace spec: rows are content-addressed, so the same row reached through different
+    windowing is stored once.
+    """
+
+    preset: Preset = "ett_hour"
+    seq_len: int = 96
+    label_len: int = 48
+    pred_len: int = 96
+    features: Features = "M"
+    target: str = "OT"
+    stride: int = 1
+    freq: str = "h"
+    scale: bool = True
+    splits: tuple[str, ...] = SPLITS
+    nan: NanPolicy = "error"
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise InputError(
+                f"unknown preset {self.preset!r} (option --preset); choose one of "
+                + ", ".join(PRESETS)
+            )
+        for name in ("seq_len", "stride"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("label_len", "pred_len"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('_', '-')} must not be negative")
+        if self.label_len > self.seq_len:
+            raise InputError(
+                f"--label-len {self.label_len} exceeds --seq-len {self.seq_len}; "
+                "the decoder's known part is taken from the end of the input window"
+            )
+        if self.features not in ("M", "S", "MS"):
+            raise InputError(f"unknown --features {self.features!r}; choose M, S or MS")
+        if self.nan not in ("error", "interpolate", "zero"):
+            raise InputError(f"unknown --nan {self.nan!r}; choose error, interpolate or zero")
+        bad = [s for s in self.splits if s not in SPLITS]
+        if bad or not self.splits:
+            raise InputError(
+                f"unknown split(s) {', '.join(bad) or '(none)'} in --splits; "
+                "use a comma-separated subset of train,val,test"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureSpec(_Spec):
+    """Per-row Time-LLM statistics and DWT prompt features.
+
+    ``level=None`` means ``min(3, pywt.dwt_max_level(T, filter_len))``, resolved per row length;
+    the resolved level is part of what is stored, so the spec stays length-independent.
+    """
+
+    kind: ClassVar[str] = "features"
+    version: ClassVar[int] = 1
+
+    wavelet: str = "db4"
+    level: int | None = None
+    mode: BoundaryMode = "reflect"
+    top_k: int = 5
+    store_coefficients: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageSpec(_Spec):
+    """One line-plot image per row, drawn by matplotlib's Agg (TimesCLIP convention).
+
+    ``ylim="row"`` takes limits from the row with a ``margin`` fraction on each side;
+    ``ylim="sigma"`` fixes them at ``±sigma`` (the row is RevIN-normalised first either way).
+    ``rgb=False`` stores the line's coverage mask (colour applied at read time).
+    """
+
+    kind: ClassVar[str] = "images"
+    version: ClassVar[int] = 1
+
+    size: int = 224
+    linewidth: float = 1.5
+    ylim: Literal["row", "sigma"] = "row"
+    margin: float = 0.05
+    sigma: float = 3.5
+    antialiased: bool = True
+    rgb: bool = False
+    color: str = "#1f77b4"
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.size <= 4096:
+            raise InputError(f"--size {self.size} is out of range; use 8 to 4096 pixels")
+        if self.linewidth <= 0:
+            raise InputError("--linewidth must be positive (points)")
+        if self.ylim not in ("row", "sigma"):
+            raise InputError("--ylim must be 'row' or 'sigma'")
