@@ -24,6 +24,7 @@ __all__ = [
     "ImageSpec",
     "NanPolicy",
     "Preset",
+    "Unequal",
     "WindowSpec",
     "canonical_json",
     "fingerprint",
@@ -32,6 +33,7 @@ __all__ = [
 Preset = Literal["ett_hour", "ett_minute", "custom", "uea", "array"]
 Features = Literal["M", "S", "MS"]
 NanPolicy = Literal["error", "interpolate", "zero"]
+Unequal = Literal["pad", "truncate"]
 BoundaryMode = Literal["reflect", "zero", "constant", "periodic", "symmetric"]
 
 PRESETS: tuple[str, ...] = ("ett_hour", "ett_minute", "custom", "uea", "array")
@@ -72,9 +74,13 @@ class WindowSpec:
 
     Not a namespace spec: rows are content-addressed, so the same row reached through different
     windowing is stored once.
+
+    ``preset=None`` means "infer from the file name" (:func:`tsfs.pipeline.sources.infer_preset`).
+    ``unequal`` says how samples of unequal length (UEA ``.ts``) become one array: ``pad`` repeats
+    each series' last value up to the longest sample, ``truncate`` cuts all to the shortest.
     """
 
-    preset: Preset = "ett_hour"
+    preset: Preset | None = None
     seq_len: int = 96
     label_len: int = 48
     pred_len: int = 96
@@ -85,9 +91,10 @@ class WindowSpec:
     scale: bool = True
     splits: tuple[str, ...] = SPLITS
     nan: NanPolicy = "error"
+    unequal: Unequal = "pad"
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
+        if self.preset is not None and self.preset not in PRESETS:
             raise InputError(
                 f"unknown preset {self.preset!r} (option --preset); choose one of "
                 + ", ".join(PRESETS)
@@ -107,6 +114,8 @@ class WindowSpec:
             raise InputError(f"unknown --features {self.features!r}; choose M, S or MS")
         if self.nan not in ("error", "interpolate", "zero"):
             raise InputError(f"unknown --nan {self.nan!r}; choose error, interpolate or zero")
+        if self.unequal not in ("pad", "truncate"):
+            raise InputError(f"unknown --unequal {self.unequal!r}; choose pad or truncate")
         bad = [s for s in self.splits if s not in SPLITS]
         if bad or not self.splits:
             raise InputError(
