@@ -1,0 +1,1002 @@
+"""The content-addressed Zarr v3 store: namespaces, segments, commits and key lookups.
+
+Layout (all JSON is plain data; nothing is pickled or executed)::
+
+    STORE/
+      zarr.json                       root group, attributes {"tsfs": {"format": 1, "key": ...}}
+      features/<fingerprint>/         one namespace per spec; attributes hold the spec JSON
+        zarr.json
+        segments/<segment-id>/        a Zarr group written by exactly one writer:
+          keys (R, 16) uint8            row keys
+          <output> (R, ...)             one array per output, chunked along rows
+        commits/<segment-id>.json     written last, atomically: rows, arrays, checksums
+      images/<fingerprint>/ ...
+      views/<fingerprint>/            persisted views (window → row keys)
+
+Readers only see segments that have a commit record, so a crash at any moment leaves either a
+complete segment or garbage that :meth:`Store.gc` removes — never a partial row. Writers never
+share a segment, so two processes writing the same namespace cannot corrupt each other; a key
+written twice is harmless (the earliest committed segment wins; ``compact`` drops the rest).
+Every chunk carries a crc32c (Zarr's codec), and every commit records a crc32c of each whole
+array, so a flipped byte is an error naming the file rather than a silently wrong number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import crc32c
+import numpy as np
+import numpy.typing as npt
+
+from tsfs.errors import (
+    InputError,
+    MissingRowsError,
+    StoreCorruptError,
+    StoreError,
+    StoreFormatError,
+    StoreReadOnlyError,
+)
+from tsfs.pipeline.hashing import KEY_ALGORITHMS, KEY_BYTES
+
+__all__ = [
+    "FORMAT",
+    "Codec",
+    "Commit",
+    "GcReport",
+    "KeyIndex",
+    "Locations",
+    "Namespace",
+    "Problem",
+    "Store",
+]
+
+FORMAT = 1
+NAMESPACE_KINDS = ("features", "images")
+Codec = Literal["raw", "zstd"]
+
+_SEGMENT_ID = re.compile(r"^[0-9a-f]{24}$")
+_FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
+_ARRAY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_DTYPES = frozenset(
+    ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"]
+)
+_ZARR_CODECS = frozenset(["bytes", "crc32c", "blosc", "zstd"])
+_MAX_JSON_BYTES = 1 << 20
+_MAX_ROWS = 1 << 40
+# Rows per chunk aim at this many uncompressed bytes: big enough that a loader reads few files,
+# small enough that one chunk decodes in a few milliseconds.
+_CHUNK_TARGET_BYTES = 4 << 20
+
+
+# --------------------------------------------------------------------------------------------
+# small file helpers
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """Read a small JSON object from an untrusted store, bounding its size."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_JSON_BYTES + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror}") from e
+    if len(raw) > _MAX_JSON_BYTES:
+        raise StoreCorruptError(f"{path}: record larger than {_MAX_JSON_BYTES} bytes")
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreCorruptError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise StoreCorruptError(f"{path}: expected a JSON object")
+    return obj
+
+
+def _group_json(attributes: Mapping[str, Any]) -> bytes:
+    doc = {"zarr_format": 3, "node_type": "group", "attributes": dict(attributes)}
+    return json.dumps(doc, indent=2, sort_keys=True).encode()
+
+
+def _new_segment_id() -> str:
+    # Time-ordered (so listing order is commit-ish order) plus randomness (so two writers
+    # never pick the same id, even in the same nanosecond).
+    return f"{time.time_ns():016x}{secrets.token_hex(4)}"
+
+
+def _dir_bytes(path: Path) -> tuple[int, int]:
+    """(bytes, files) under ``path``."""
+    total = files = 0
+    for root, _dirs, names in os.walk(path):
+        for n in names:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(os.path.join(root, n)).st_size
+                files += 1
+    return total, files
+
+
+def _writable_dir(path: Path) -> bool:
+    """Whether ``path`` may be written: mode bits say so and the file system is not read-only.
+
+    The mode bits are honoured even for root, who bypasses them: ``chmod a-w STORE`` is how a
+    person says "do not write here".
+    """
+    st = path.stat()
+    if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        return False
+    return os.access(path, os.W_OK)
+
+
+# --------------------------------------------------------------------------------------------
+# records
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArrayRecord:
+    """One array of a segment as its commit record describes it."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    chunk_rows: int
+    codec: Codec
+    crc32c: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Commit:
+    """A committed segment: the only kind of segment readers ever see."""
+
+    segment: str
+    rows: int
+    arrays: dict[str, ArrayRecord]
+    replaces: tuple[str, ...] = ()
+    created: float = 0.0
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format": FORMAT,
+            "segment": self.segment,
+            "rows": self.rows,
+            "created": self.created,
+            "replaces": list(self.replaces),
+            "arrays": {
+                name: {
+                    "shape": list(a.shape),
+                    "dtype": a.dtype,
+                    "chunk_rows": a.chunk_rows,
+                    "codec": a.codec,
+                    "crc32c": a.crc32c,
+                }
+                for name, a in self.arrays.items()
+            },
+        }
+        return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def parse(cls, path: Path) -> Commit:
+        """Read and validate a commit record; any deviation is a :class:`StoreCorruptError`."""
+        doc = _read_json(path)
+
+        def bad(why: str) -> StoreCorruptError:
+            return StoreCorruptError(f"{path}: invalid commit record ({why})")
+
+        if doc.get("format") != FORMAT:
+            raise StoreFormatError(
+                f"{path}: commit record of format {doc.get('format')!r}; this tsfs reads "
+                f"format {FORMAT}"
+            )
+        seg = doc.get("segment")
+        if not isinstance(seg, str) or not _SEGMENT_ID.match(seg) or path.stem != seg:
+            raise bad("segment id does not match the file name")
+        rows = doc.get("rows")
+        if not isinstance(rows, int) or not 0 <= rows <= _MAX_ROWS:
+            raise bad("rows")
+        replaces = doc.get("replaces", [])
+        if not isinstance(replaces, list) or not all(
+            isinstance(r, str) and _SEGMENT_ID.match(r) for r in replaces
+        ):
+            raise bad("replaces")
+        created = doc.get("created", 0.0)
+        if not isinstance(created, int | float):
+            raise bad("created")
+        arrays_doc = doc.get("arrays")
+        if not isinstance(arrays_doc, dict) or "keys" not in arrays_doc:
+            raise bad("arrays")
+        arrays: dict[str, ArrayRecord] = {}
+        for name, a in arrays_doc.items():
+            if not isinstance(name, str) or not _ARRAY_NAME.match(name) or not isinstance(a, dict):
+                raise bad(f"array name {name!r}")
+            shape = a.get("shape")
+            if (
+                not isinstance(shape, list)
+                or not shape
+                or not all(isinstance(s, int) and 0 <= s <= _MAX_ROWS for s in shape)
+                or shape[0] != rows
+            ):
+                raise bad(f"shape of {name}")
+            if a.get("dtype") not in _DTYPES or a.get("codec") not in ("raw", "zstd"):
+                raise bad(f"dtype or codec of {name}")
+            chunk_rows, crc = a.get("chunk_rows"), a.get("crc32c")
+            if not isinstance(chunk_rows, int) or chunk_rows < 1:
+                raise bad(f"chunk_rows of {name}")
+            if not isinstance(crc, int) or not 0 <= crc < 1 << 32:
+                raise bad(f"crc32c of {name}")
+            arrays[name] = ArrayRecord(
+                shape=tuple(shape),
+                dtype=a["dtype"],
+                chunk_rows=chunk_rows,
+                codec=a["codec"],
+                crc32c=crc,
+            )
+        if arrays["keys"].shape != (rows, KEY_BYTES) or arrays["keys"].dtype != "uint8":
+            raise bad("keys must be (rows, 16) uint8")
+        return cls(
+            segment=seg,
+            rows=rows,
+            arrays=arrays,
+            replaces=tuple(replaces),
+            created=float(created),
+        )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of :meth:`Store.verify`: the file concerned and what is wrong with it."""
+
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+# --------------------------------------------------------------------------------------------
+# key index
+
+
+@dataclass(frozen=True, kw_only=True)
+class Locations:
+    """Where rows live. ``segment[i] == -1`` marks a key that is not in the namespace.
+
+    Attributes:
+        segment: (N,) int32 index into :attr:`KeyIndex.segments`.
+        row: (N,) int64 row within that segment.
+    """
+
+    segment: npt.NDArray[np.int32]
+    row: npt.NDArray[np.int64]
+
+    @property
+    def found(self) -> npt.NDArray[np.bool_]:
+        """(N,) bool: which keys are present."""
+        return self.segment >= 0
+
+
+def _split_keys(keys: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint64], ...]:
+    k = np.ascontiguousarray(keys, dtype=np.uint8).reshape(-1, KEY_BYTES)
+    hi = k[:, :8].copy().view(">u8").ravel().astype(np.uint64)
+    lo = k[:, 8:].copy().view(">u8").ravel().astype(np.uint64)
+    return hi, lo
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyIndex:
+    """A sorted, de-duplicated index of every committed key of one namespace.
+
+    Keys are split into two big-endian uint64 halves and sorted lexicographically, so a lookup
+    of N keys is two ``searchsorted`` calls — no Python loop per key.
+    """
+
+    segments: tuple[Commit, ...]
+    hi: npt.NDArray[np.uint64]
+    lo: npt.NDArray[np.uint64]
+    seg: npt.NDArray[np.int32]
+    row: npt.NDArray[np.int64]
+
+    @classmethod
+    def build(cls, segments: Sequence[Commit], keys: Sequence[npt.NDArray[np.uint8]]) -> KeyIndex:
+        """Index ``keys[i]`` (R_i, 16) of ``segments[i]``; the earliest segment wins duplicates."""
+        if keys:
+            hi, lo = _split_keys(np.concatenate(keys))
+            seg = np.concatenate([np.full(len(k), i, dtype=np.int32) for i, k in enumerate(keys)])
+            row = np.concatenate([np.arange(len(k), dtype=np.int64) for k in keys])
+        else:
+            hi = lo = np.empty(0, np.uint64)
+            seg, row = np.empty(0, np.int32), np.empty(0, np.int64)
+        order = np.lexsort((row, seg, lo, hi))
+        hi, lo, seg, row = hi[order], lo[order], seg[order], row[order]
+        keep = np.ones(len(hi), dtype=bool)
+        keep[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+        return cls(segments=tuple(segments), hi=hi[keep], lo=lo[keep], seg=seg[keep], row=row[keep])
+
+    def __len__(self) -> int:
+        return len(self.hi)
+
+    def lookup(self, keys: npt.NDArray[np.uint8]) -> Locations:
+        """Locations of (N, 16) keys (any leading shape is flattened)."""
+        qhi, qlo = _split_keys(keys)
+        n = len(self.hi)
+        out_seg = np.full(len(qhi), -1, dtype=np.int32)
+        out_row = np.full(len(qhi), -1, dtype=np.int64)
+        if n == 0 or len(qhi) == 0:
+            return Locations(segment=out_seg, row=out_row)
+        left = np.searchsorted(self.hi, qhi, side="left")
+        right = np.searchsorted(self.hi, qhi, side="right")
+        # Common case: the upper half alone identifies the key (or its absence).
+        pos = np.minimum(left, n - 1)
+        single = right - left == 1
+        hit = single & (self.lo[pos] == qlo)
+        # Rare case: several keys share the upper 64 bits; search the lower half within the run.
+        for q in np.flatnonzero(right - left > 1):
+            a, b = int(left[q]), int(right[q])
+            j = a + int(np.searchsorted(self.lo[a:b], qlo[q]))
+            if j < b and self.lo[j] == qlo[q]:
+                hit[q], pos[q] = True, j
+        out_seg[hit] = self.seg[pos[hit]]
+        out_row[hit] = self.row[pos[hit]]
+        return Locations(segment=out_seg, row=out_row)
+
+
+# --------------------------------------------------------------------------------------------
+# namespaces
+
+
+class Namespace:
+    """One spec's rows in a store: committed segments, their key index, reads and writes."""
+
+    def __init__(self, store: Store, kind: str, fingerprint: str) -> None:
+        if kind not in NAMESPACE_KINDS or not _FINGERPRINT.match(fingerprint):
+            raise StoreFormatError(f"invalid namespace {kind}/{fingerprint} in {store.path}")
+        self.store = store
+        self.kind = kind
+        self.fingerprint = fingerprint
+        self.path = store.path / kind / fingerprint
+        self._index: KeyIndex | None = None
+        self._index_commits: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.kind}/{self.fingerprint})"
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        doc = _read_json(self.path / "zarr.json")
+        attrs = doc.get("attributes", {})
+        tsfs = attrs.get("tsfs", {}) if isinstance(attrs, dict) else {}
+        return tsfs if isinstance(tsfs, dict) else {}
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        spec = self.attributes.get("spec", {})
+        return spec if isinstance(spec, dict) else {}
+
+    # ---- commits ---------------------------------------------------------------------------
+
+    def _commit_files(self) -> list[Path]:
+        d = self.path / "commits"
+        if not d.is_dir():
+            return []
+        return sorted(d / n for n in os.listdir(d) if n.endswith(".json") and not n.startswith("."))
+
+    def commits(self) -> list[Commit]:
+        """Committed segments visible to readers, oldest first (replaced ones hidden)."""
+        commits = [Commit.parse(p) for p in self._commit_files()]
+        replaced = {r for c in commits for r in c.replaces}
+        return [c for c in commits if c.segment not in replaced]
+
+    def segment_path(self, segment: str) -> Path:
+        if not _SEGMENT_ID.match(segment):
+            raise StoreFormatError(f"invalid segment id {segment!r} in {self.path}")
+        return self.path / "segments" / segment
+
+    # ---- index and lookup ------------------------------------------------------------------
+
+    def index(self, *, refresh: bool = False) -> KeyIndex:
+        """The key index over all committed segments (rebuilt when commits change)."""
+        commits = self.commits()
+        ids = tuple(c.segment for c in commits)
+        if self._index is None or refresh or ids != self._index_commits:
+            keys = [self._read_array(c, "keys") for c in commits]
+            self._index = KeyIndex.build(commits, keys)
+            self._index_commits = ids
+        return self._index
+
+    def lookup(self, keys: npt.NDArray[np.uint8]) -> Locations:
+        """Vectorized lookup of (..., 16) keys; see :class:`Locations`."""
+        return self.index().lookup(keys)
+
+    def __len__(self) -> int:
+        return len(self.index())
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    def _open_array(self, commit: Commit, name: str) -> Any:
+        import zarr
+        from zarr.storage import LocalStore
+
+        rec = commit.arrays.get(name)
+        if rec is None:
+            raise StoreError(f"segment {commit.segment} of {self} has no array {name!r}")
+        apath = self.segment_path(commit.segment) / name
+        meta_path = apath / "zarr.json"
+        try:
+            meta = _read_json(meta_path)
+        except FileNotFoundError as e:
+            raise StoreCorruptError(f"{meta_path}: missing (committed array)") from e
+        codecs = meta.get("codecs")
+        if not isinstance(codecs, list) or not all(
+            isinstance(c, dict) and c.get("name") in _ZARR_CODECS for c in codecs
+        ):
+            raise StoreCorruptError(f"{meta_path}: unknown or missing codecs")
+        arr = zarr.open_array(
+            LocalStore(self.store.path, read_only=True),
+            path=str(apath.relative_to(self.store.path)),
+            mode="r",
+        )
+        if tuple(arr.shape) != rec.shape or str(arr.dtype) != rec.dtype:
+            raise StoreCorruptError(
+                f"{meta_path}: shape/dtype {arr.shape}/{arr.dtype} differ from the commit record"
+            )
+        return arr
+
+    def _chunk_file(self, commit: Commit, name: str, chunk: int) -> Path:
+        ndim = len(commit.arrays[name].shape)
+        return self.segment_path(commit.segment).joinpath(
+            name, "c", str(chunk), *(["0"] * (ndim - 1))
+        )
+
+    def _read_array(
+        self, commit: Commit, name: str, start: int = 0, stop: int | None = None
+    ) -> npt.NDArray[Any]:
+        """Rows ``[start:stop]`` of one array; a bad chunk raises naming its file."""
+        arr = self._open_array(commit, name)
+        stop = commit.rows if stop is None else stop
+        try:
+            return np.asarray(arr[start:stop])
+        except Exception as e:
+            rec = commit.arrays[name]
+            # Find the chunk(s) at fault so the message names a file a person can look at.
+            bad = []
+            for c in range(start // rec.chunk_rows, -(-stop // rec.chunk_rows)):
+                try:
+                    arr[c * rec.chunk_rows : (c + 1) * rec.chunk_rows]
+                except Exception:
+                    bad.append(str(self._chunk_file(commit, name, c)))
+            where = ", ".join(bad) or str(self.segment_path(commit.segment) / name)
+            raise StoreCorruptError(
+                f"corrupt chunk in {where} ({e}); run `tsfs store gc --drop-corrupt "
+                f"{self.store.path}` and re-run the prep command to recompute its rows"
+            ) from e
+
+    def read(
+        self,
+        locations: Locations,
+        names: Sequence[str] | None = None,
+        *,
+        index: KeyIndex | None = None,
+    ) -> dict[str, npt.NDArray[Any]]:
+        """Gather rows at ``locations`` for each array in ``names`` (default: all outputs).
+
+        ``locations`` refer to ``index`` (default: the current index). Reads go segment by
+        segment, one contiguous row range per segment and array, so each chunk is decoded once
+        however many of its rows are asked for.
+        """
+        index = self.index() if index is None else index
+        if not locations.found.all():
+            raise MissingRowsError(
+                f"{int((~locations.found).sum())} of {len(locations.segment)} rows are not in "
+                f"{self.kind} namespace {self.fingerprint}; run `tsfs prep {self.kind}` first"
+            )
+        if names is None:
+            names = [n for n in index.segments[0].arrays if n != "keys"] if index.segments else []
+        out: dict[str, npt.NDArray[Any]] = {}
+        if not index.segments:
+            return out
+        for name in names:
+            first = index.segments[0].arrays.get(name)
+            if first is None:
+                raise StoreError(f"{self} has no output {name!r}")
+            res = np.empty((len(locations.row), *first.shape[1:]), dtype=first.dtype)
+            for s in np.unique(locations.segment):
+                sel = np.flatnonzero(locations.segment == s)
+                rows = locations.row[sel]
+                lo, hi = int(rows.min()), int(rows.max()) + 1
+                block = self._read_array(index.segments[int(s)], name, lo, hi)
+                res[sel] = block[rows - lo]
+            out[name] = res
+        return out
+
+    def read_keys(
+        self, keys: npt.NDArray[np.uint8], names: Sequence[str] | None = None
+    ) -> dict[str, npt.NDArray[Any]]:
+        """Rows for (N, 16) keys; raises :class:`MissingRowsError` naming the fill command."""
+        return self.read(self.lookup(keys), names)
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    def write_segment(
+        self,
+        keys: npt.NDArray[np.uint8],
+        arrays: Mapping[str, npt.NDArray[Any]],
+        *,
+        codecs: Mapping[str, Codec] | None = None,
+        replaces: Sequence[str] = (),
+    ) -> Commit:
+        """Write one immutable segment and commit it. Returns its commit record.
+
+        Args:
+            keys: (R, 16) uint8 row keys.
+            arrays: name → (R, ...) array, one per output.
+            codecs: name → "raw" (uncompressed, memory-mappable) or "zstd" (blosc-zstd);
+                default raw.
+            replaces: segments this one supersedes (used by compaction).
+
+        The segment directory is locked (``flock``) while it is written, so ``gc`` never
+        removes a segment that a live writer is still producing.
+        """
+        self.store._require_writable()
+        keys = np.ascontiguousarray(keys, dtype=np.uint8)
+        if keys.ndim != 2 or keys.shape[1] != KEY_BYTES:
+            raise ValueError(f"keys must be (R, {KEY_BYTES}) uint8, got {keys.shape}")
+        rows = len(keys)
+        for name, a in arrays.items():
+            if not _ARRAY_NAME.match(name) or name == "keys":
+                raise ValueError(f"invalid array name {name!r}")
+            if a.shape[:1] != (rows,):
+                raise ValueError(f"array {name} has {a.shape[0]} rows, keys have {rows}")
+            if str(a.dtype) not in _DTYPES:
+                raise ValueError(f"array {name} has unsupported dtype {a.dtype}")
+        codecs = dict(codecs or {})
+        seg = _new_segment_id()
+        seg_dir = self.segment_path(seg)
+        try:
+            seg_dir.mkdir(parents=True)
+            with _locked(seg_dir):
+                (seg_dir / "zarr.json").write_bytes(_group_json({}))
+                records: dict[str, ArrayRecord] = {}
+                for name, a in {"keys": keys, **arrays}.items():
+                    records[name] = self._write_array(seg_dir, name, a, codecs.get(name, "raw"))
+                commit = Commit(
+                    segment=seg,
+                    rows=rows,
+                    arrays=records,
+                    replaces=tuple(replaces),
+                    created=time.time(),
+                )
+                _atomic_write(self.path / "commits" / f"{seg}.json", commit.to_json())
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise StoreError(
+                    f"the disk holding {self.store.path} is full; the store is consistent "
+                    "(the unfinished segment is not committed). Free space, run "
+                    f"`tsfs store gc {self.store.path}`, then re-run to resume"
+                ) from e
+            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise StoreReadOnlyError(f"cannot write to store {self.store.path}: {e}") from e
+            raise
+        return commit
+
+    def _write_array(
+        self, seg_dir: Path, name: str, data: npt.NDArray[Any], codec: Codec
+    ) -> ArrayRecord:
+        import zarr
+        from zarr.codecs import BloscCodec, Crc32cCodec
+        from zarr.storage import LocalStore
+
+        data = np.ascontiguousarray(data)
+        row_bytes = max(1, data[:1].nbytes)
+        chunk_rows = max(1, min(len(data), _CHUNK_TARGET_BYTES // row_bytes))
+        compressors: list[Any] = [Crc32cCodec()]
+        if codec == "zstd":
+            compressors.insert(0, BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"))
+        arr = zarr.create_array(
+            LocalStore(self.store.path),
+            name=str((seg_dir / name).relative_to(self.store.path)),
+            shape=data.shape,
+            chunks=(chunk_rows, *data.shape[1:]),
+            dtype=data.dtype,
+            compressors=compressors,
+            fill_value=0,
+            zarr_format=3,
+            # Every chunk file must exist, so a deleted file is detected rather than read as 0.
+            config={"write_empty_chunks": True},
+        )
+        if len(data):
+            arr[:] = data
+        return ArrayRecord(
+            shape=tuple(data.shape),
+            dtype=str(data.dtype),
+            chunk_rows=chunk_rows,
+            codec=codec,
+            crc32c=crc32c.crc32c(data.data.cast("B")) if data.nbytes else 0,
+        )
+
+    # ---- maintenance -----------------------------------------------------------------------
+
+    def uncommitted(self) -> list[str]:
+        """Segment directories with no commit record (in progress, or left by a crash)."""
+        d = self.path / "segments"
+        if not d.is_dir():
+            return []
+        committed = {p.stem for p in self._commit_files()}
+        return sorted(n for n in os.listdir(d) if _SEGMENT_ID.match(n) and n not in committed)
+
+    def verify(self) -> list[Problem]:
+        """Read every chunk and commit record; report each bad file."""
+        problems: list[Problem] = []
+        for p in self._commit_files():
+            try:
+                commit = Commit.parse(p)
+            except StoreError as e:
+                problems.append(Problem(p, str(e).removeprefix(f"{p}: ")))
+                continue
+            problems.extend(self._verify_segment(commit))
+        return problems
+
+    def _verify_segment(self, commit: Commit) -> list[Problem]:
+        problems: list[Problem] = []
+        seg_dir = self.segment_path(commit.segment)
+        if not seg_dir.is_dir():
+            return [Problem(seg_dir, "segment directory missing for a committed segment")]
+        for name, rec in commit.arrays.items():
+            try:
+                arr = self._open_array(commit, name)
+            except StoreError as e:
+                problems.append(Problem(seg_dir / name, str(e)))
+                continue
+            crc = 0
+            ok = True
+            n_chunks = -(-rec.shape[0] // rec.chunk_rows)
+            for c in range(n_chunks):
+                f = self._chunk_file(commit, name, c)
+                if not f.is_file():
+                    problems.append(Problem(f, "chunk file missing"))
+                    ok = False
+                    continue
+                try:
+                    block = np.ascontiguousarray(arr[c * rec.chunk_rows : (c + 1) * rec.chunk_rows])
+                except Exception as e:
+                    problems.append(Problem(f, f"unreadable chunk ({e})"))
+                    ok = False
+                    continue
+                crc = crc32c.crc32c(block.data.cast("B"), crc) if block.nbytes else crc
+            if ok and crc != rec.crc32c:
+                problems.append(
+                    Problem(seg_dir / name, "array checksum differs from its commit record")
+                )
+        return problems
+
+    def drop_segment(self, segment: str) -> None:
+        """Remove a segment: its commit record first (readers stop seeing it), then its data."""
+        commit_file = self.path / "commits" / f"{segment}.json"
+        with contextlib.suppress(FileNotFoundError):
+            commit_file.unlink()
+            _fsync_dir(commit_file.parent)
+        shutil.rmtree(self.segment_path(segment), ignore_errors=True)
+        self._index = None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on a directory while a writer fills it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _is_locked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# the store
+
+
+@dataclass(kw_only=True)
+class GcReport:
+    """What :meth:`Store.gc` removed (or would remove, with ``dry_run``)."""
+
+    uncommitted: list[Path] = field(default_factory=list)
+    replaced: list[Path] = field(default_factory=list)
+    corrupt: list[Path] = field(default_factory=list)
+    temp_files: list[Path] = field(default_factory=list)
+    skipped_active: int = 0
+    bytes_freed: int = 0
+
+
+class Store:
+    """A tsfs store on a local directory.
+
+    Args:
+        path: the store directory.
+        mode: ``"r"`` to read an existing store; ``"a"`` to read and write, creating the store
+            when it does not exist.
+        key: key algorithm for a new store (an existing store keeps its own).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, mode: Literal["r", "a"] = "r", key: str = "xxh3-128"
+    ) -> None:
+        self.path = Path(path)
+        self.mode = mode
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(
+                f"store path {self.path} is a file, not a directory; pass another --store"
+            )
+        root = self.path / "zarr.json"
+        if not root.exists():
+            if mode == "r":
+                raise InputError(
+                    f"no tsfs store at {self.path} (no zarr.json); check --store, or create "
+                    "one with a `tsfs prep` command"
+                )
+            if self.path.exists() and any(self.path.iterdir()):
+                raise InputError(
+                    f"{self.path} is a non-empty directory that is not a tsfs store; "
+                    "pass an empty or new directory as --store"
+                )
+            if key not in KEY_ALGORITHMS:
+                raise InputError(f"unknown key algorithm {key!r}")
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreReadOnlyError(f"cannot create store {self.path}: {e.strerror}") from e
+            self._require_writable()
+            _atomic_write(root, _group_json({"tsfs": {"format": FORMAT, "key": key}}))
+        attrs = _read_json(root).get("attributes", {})
+        meta = attrs.get("tsfs") if isinstance(attrs, dict) else None
+        if not isinstance(meta, dict) or not isinstance(meta.get("format"), int):
+            raise StoreFormatError(f"{self.path} is a Zarr group but not a tsfs store")
+        if meta["format"] > FORMAT:
+            raise StoreFormatError(
+                f"store {self.path} has format {meta['format']}, newer than this tsfs reads "
+                f"(format {FORMAT}); upgrade tsfs to use it"
+            )
+        if meta.get("key") not in KEY_ALGORITHMS:
+            raise StoreFormatError(
+                f"store {self.path} uses unknown key algorithm {meta.get('key')!r}"
+            )
+        self.format: int = meta["format"]
+        self.key: str = meta["key"]
+        if mode == "a":
+            self._require_writable()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, mode={self.mode!r})"
+
+    def _require_writable(self) -> None:
+        if self.mode != "a":
+            raise StoreReadOnlyError(f"store {self.path} was opened read-only")
+        if not _writable_dir(self.path):
+            raise StoreReadOnlyError(
+                f"store {self.path} is read-only (no write permission); make it writable "
+                "(chmod u+w) or pass another --store"
+            )
+
+    # ---- namespaces ------------------------------------------------------------------------
+
+    def namespace(self, kind: str, spec: Mapping[str, Any], fingerprint: str) -> Namespace:
+        """The namespace for ``spec`` (created, in write mode, when missing)."""
+        ns = Namespace(self, kind, fingerprint)
+        if not (ns.path / "zarr.json").exists():
+            if self.mode != "a":
+                raise MissingRowsError(
+                    f"store {self.path} has no {kind} for this spec ({fingerprint}); "
+                    f"run `tsfs prep {kind}` first"
+                )
+            self._require_writable()
+            from tsfs import __version__
+
+            kind_dir = self.path / kind
+            if not (kind_dir / "zarr.json").exists():
+                kind_dir.mkdir(exist_ok=True)
+                _atomic_write(kind_dir / "zarr.json", _group_json({}))
+            for sub in ("segments", "commits"):
+                (ns.path / sub).mkdir(parents=True, exist_ok=True)
+            _atomic_write(ns.path / "segments" / "zarr.json", _group_json({}))
+            attrs = {"tsfs": {"kind": kind, "spec": dict(spec), "versions": _versions(__version__)}}
+            # Equal specs give equal bytes, so two writers racing here write the same file.
+            _atomic_write(ns.path / "zarr.json", _group_json(attrs))
+        return ns
+
+    def namespaces(self) -> list[Namespace]:
+        out = []
+        for kind in NAMESPACE_KINDS:
+            d = self.path / kind
+            if d.is_dir():
+                for fp in sorted(os.listdir(d)):
+                    if _FINGERPRINT.match(fp) and (d / fp / "zarr.json").is_file():
+                        out.append(Namespace(self, kind, fp))
+        return out
+
+    # ---- maintenance -----------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """A JSON-able summary: namespaces, specs, rows, segments, bytes and files on disk."""
+        total_bytes, total_files = _dir_bytes(self.path)
+        spaces = []
+        for ns in self.namespaces():
+            commits = ns.commits()
+            nbytes, nfiles = _dir_bytes(ns.path)
+            spaces.append(
+                {
+                    "kind": ns.kind,
+                    "fingerprint": ns.fingerprint,
+                    "spec": ns.spec,
+                    "rows": len(ns.index()),
+                    "segments": len(commits),
+                    "uncommitted_segments": len(ns.uncommitted()),
+                    "bytes": nbytes,
+                    "files": nfiles,
+                }
+            )
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "key": self.key,
+            "namespaces": spaces,
+            "bytes": total_bytes,
+            "files": total_files,
+        }
+
+    def verify(self) -> list[Problem]:
+        problems: list[Problem] = []
+        for ns in self.namespaces():
+            problems.extend(ns.verify())
+        return problems
+
+    def gc(
+        self, *, dry_run: bool = False, drop_corrupt: bool = False, grace_s: float = 10.0
+    ) -> GcReport:
+        """Remove what no reader can see: uncommitted segments of dead writers, segments a
+        compaction replaced, stray temp files; with ``drop_corrupt``, committed segments that
+        fail verification (re-running prep recomputes their rows).
+
+        Segments still locked by a live writer, or younger than ``grace_s`` seconds, are kept.
+        """
+        if not dry_run:
+            self._require_writable()
+        report = GcReport()
+        now = time.time()
+        to_remove: list[tuple[Namespace, str]] = []
+        for ns in self.namespaces():
+            for seg in ns.uncommitted():
+                p = ns.segment_path(seg)
+                try:
+                    young = now - p.stat().st_mtime < grace_s
+                except FileNotFoundError:
+                    continue
+                if young or _is_locked(p):
+                    report.skipped_active += 1
+                    continue
+                report.uncommitted.append(p)
+                to_remove.append((ns, seg))
+            files = ns._commit_files()
+            all_commits = []
+            for f in files:
+                with contextlib.suppress(StoreError):
+                    all_commits.append(Commit.parse(f))
+            for seg in sorted({r for c in all_commits for r in c.replaces}):
+                p = ns.segment_path(seg)
+                if p.exists() or (ns.path / "commits" / f"{seg}.json").exists():
+                    report.replaced.append(p)
+                    to_remove.append((ns, seg))
+            if drop_corrupt:
+                bad_segments = set()
+                for prob in ns.verify():
+                    rel = prob.path.relative_to(ns.path).parts
+                    if len(rel) >= 2 and rel[0] in ("segments", "commits"):
+                        bad_segments.add(rel[1].removesuffix(".json"))
+                for seg in sorted(bad_segments):
+                    if _SEGMENT_ID.match(seg):
+                        report.corrupt.append(ns.segment_path(seg))
+                        to_remove.append((ns, seg))
+            cdir = ns.path / "commits"
+            if cdir.is_dir():
+                for n in os.listdir(cdir):
+                    p = cdir / n
+                    if n.endswith(".tmp") and now - p.stat().st_mtime >= grace_s:
+                        report.temp_files.append(p)
+        for p in report.temp_files:
+            report.bytes_freed += p.stat().st_size
+            if not dry_run:
+                p.unlink(missing_ok=True)
+        for ns, seg in to_remove:
+            report.bytes_freed += _dir_bytes(ns.segment_path(seg))[0]
+            if not dry_run:
+                ns.drop_segment(seg)
+        return report
+
+    def compact(self, *, max_rows_per_segment: int = 1 << 20) -> dict[str, int]:
+        """Merge each namespace's segments into as few as possible, dropping duplicate keys.
+
+        The merged segments are committed first (the last one names every segment it
+        replaces); only then are the old ones removed, so readers always see every row.
+        Returns namespace path → rows kept.
+        """
+        self._require_writable()
+        kept: dict[str, int] = {}
+        for ns in self.namespaces():
+            index = ns.index(refresh=True)
+            commits = index.segments
+            if len(commits) <= 1 and len(index) == sum(c.rows for c in commits):
+                kept[str(ns.path)] = len(index)
+                continue
+            # Keep rows in segment order so the merged layout follows the original writes.
+            order = np.lexsort((index.row, index.seg))
+            seg, row = index.seg[order], index.row[order]
+            keys = np.concatenate(
+                [
+                    index.hi[order].astype(">u8").view(np.uint8).reshape(-1, 8),
+                    index.lo[order].astype(">u8").view(np.uint8).reshape(-1, 8),
+                ],
+                axis=1,
+            )
+            names = [n for n in commits[0].arrays if n != "keys"]
+            codecs = {n: commits[0].arrays[n].codec for n in names}
+            starts = list(range(0, len(seg), max_rows_per_segment)) or [0]
+            for i, a in enumerate(starts):
+                b = min(a + max_rows_per_segment, len(seg))
+                loc = Locations(segment=seg[a:b], row=row[a:b])
+                data = ns.read(loc, names, index=index)
+                last = i == len(starts) - 1
+                ns.write_segment(
+                    keys[a:b],
+                    data,
+                    codecs=codecs,
+                    replaces=[c.segment for c in commits] if last else (),
+                )
+            for c in commits:
+                ns.drop_segment(c.segment)
+            kept[str(ns.path)] = len(seg)
+        return kept
+
+
+def _versions(tsfs_version: str) -> dict[str, str]:
+    import zarr
+
+    return {"tsfs": tsfs_version, "zarr": zarr.__version__, "numpy": np.__version__}
