@@ -1,0 +1,71 @@
+"""What every tsfs command shares: error handling, output helpers, and the data options."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+
+from tsfs.errors import TsfsError
+
+__all__ = [
+    "DEFAULT_STORE",
+    "StoreArg",
+    "StoreOpt",
+    "echo_json",
+    "fail",
+    "human_bytes",
+    "reports_errors",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_STORE = Path("tsfs-store")
+
+StoreArg = Annotated[Path, typer.Argument(help="Store directory.", show_default=False)]
+StoreOpt = Annotated[Path, typer.Option("--store", help="Store directory (created if missing).")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one line to stderr and return the Exit to raise."""
+    typer.echo(f"tsfs: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn deliberate tsfs errors into one line on stderr and their exit code; Ctrl-C into
+    a short note (committed work is kept, re-running resumes) and exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except TsfsError as e:
+            raise fail(str(e), e.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo(
+                "tsfs: interrupted; committed segments are kept, re-run the command to resume",
+                err=True,
+            )
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def echo_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")

@@ -1,0 +1,186 @@
+"""Contract tests of the store on real directories and real Zarr files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tsfs.errors import (
+    InputError,
+    MissingRowsError,
+    StoreCorruptError,
+    StoreFormatError,
+    StoreReadOnlyError,
+)
+from tsfs.pipeline.hashing import row_keys
+from tsfs.stores.store import KeyIndex, Store
+
+SPEC = {"kind": "features", "version": 1, "wavelet": "db4"}
+FP = "0123456789abcdef"
+
+
+def _rows(n: int, t: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, t)).astype(np.float32)
+
+
+def _outputs(rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "mean": rows.mean(axis=1).astype(np.float32),
+        "band": np.stack([rows.min(axis=1), rows.max(axis=1)], axis=1).astype(np.float64),
+        "mask": (np.abs(rows[:, :, None]) * np.ones((1, 1, 8)) * 40).astype(np.uint8),
+    }
+
+
+def _write(store: Store, rows: np.ndarray) -> None:
+    ns = store.namespace("features", SPEC, FP)
+    ns.write_segment(row_keys(rows), _outputs(rows), codecs={"mask": "zstd"})
+
+
+def test_write_lookup_read_roundtrip(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    rows = _rows(300)
+    _write(store, rows[:200])
+    _write(store, rows[150:])  # overlaps by 50 rows: duplicates are harmless
+    ns = Store(tmp_path / "s").namespace("features", SPEC, FP)
+    assert len(ns) == 300
+    loc = ns.lookup(row_keys(rows[::-1]))
+    assert loc.found.all()
+    got = ns.read(loc)
+    want = _outputs(rows[::-1])
+    for name, arr in want.items():
+        np.testing.assert_array_equal(got[name], arr)
+    # unknown keys are reported missing, and reading them names the command that fills them
+    other = row_keys(_rows(5, seed=1))
+    assert not ns.lookup(other).found.any()
+    with pytest.raises(MissingRowsError, match="tsfs prep features"):
+        ns.read_keys(other)
+
+
+def test_index_lookup_matches_a_dict(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    keys = [rng.integers(0, 256, (n, 16), dtype=np.uint8) for n in (1000, 500)]
+    # force shared upper halves (the rare path) and a duplicate across segments
+    keys[1][:10, :8] = keys[0][:10, :8]
+    keys[1][10] = keys[0][20]
+    idx = KeyIndex.build([], keys)  # type: ignore[arg-type]
+    oracle: dict[bytes, tuple[int, int]] = {}
+    for s, k in enumerate(keys):
+        for r, key in enumerate(k):
+            oracle.setdefault(key.tobytes(), (s, r))
+    queries = np.concatenate([keys[1], keys[0][::7], rng.integers(0, 256, (50, 16), np.uint8)])
+    loc = idx.lookup(queries)
+    for q, s, r in zip(queries, loc.segment, loc.row, strict=True):
+        assert oracle.get(q.tobytes(), (-1, -1)) == (s, r)
+
+
+def test_uncommitted_segment_is_invisible_and_gc_removes_it(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    rows = _rows(50)
+    _write(store, rows)
+    ns = store.namespace("features", SPEC, FP)
+    commit = ns.commits()[0]
+    (ns.path / "commits" / f"{commit.segment}.json").unlink()  # as if killed before commit
+    assert len(Store(tmp_path / "s").namespace("features", SPEC, FP)) == 0
+    report = store.gc(grace_s=0, dry_run=True)
+    assert len(report.uncommitted) == 1
+    assert ns.segment_path(commit.segment).exists()
+    store.gc(grace_s=0)
+    assert not ns.segment_path(commit.segment).exists()
+
+
+def test_flipped_byte_is_named_verified_and_repaired(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    rows = _rows(64)
+    _write(store, rows)
+    ns = store.namespace("features", SPEC, FP)
+    seg = ns.commits()[0].segment
+    chunk = ns.segment_path(seg) / "band" / "c" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[5] ^= 0x10
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(StoreCorruptError, match=re.escape(str(chunk))):
+        ns.read_keys(row_keys(rows), ["band"])
+    problems = store.verify()
+    assert [p.path for p in problems] == [chunk]
+    report = store.gc(drop_corrupt=True, grace_s=0)
+    assert report.corrupt == [ns.segment_path(seg)]
+    assert store.verify() == []
+    assert not ns.lookup(row_keys(rows)).found.any()  # rows are gone: prep recomputes them
+
+
+def test_deleted_chunk_file_is_reported(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    _write(store, _rows(10))
+    ns = store.namespace("features", SPEC, FP)
+    f = ns.segment_path(ns.commits()[0].segment) / "mean" / "c" / "0"
+    f.unlink()
+    assert [p.path for p in store.verify()] == [f]
+
+
+def test_compact_merges_and_dedups(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    rows = _rows(120)
+    for a in range(0, 120, 30):
+        _write(store, rows[a : a + 40])  # 10 duplicate rows between neighbours
+    ns = store.namespace("features", SPEC, FP)
+    assert len(ns.commits()) == 4
+    store.compact()
+    assert len(ns.commits()) == 1
+    assert ns.commits()[0].rows == 120
+    got = ns.read_keys(row_keys(rows))
+    np.testing.assert_array_equal(got["band"], _outputs(rows)["band"])
+    assert store.verify() == []
+    assert len(list((ns.path / "segments").iterdir())) == 2  # zarr.json + one segment
+
+
+def test_bad_store_paths(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        Store(f, mode="a")
+    with pytest.raises(InputError, match="no tsfs store"):
+        Store(tmp_path / "missing")
+    (tmp_path / "notempty").mkdir()
+    (tmp_path / "notempty" / "x").write_text("x")
+    with pytest.raises(InputError, match="not a tsfs store"):
+        Store(tmp_path / "notempty", mode="a")
+
+
+def test_newer_format_is_refused(tmp_path: Path) -> None:
+    Store(tmp_path / "s", mode="a")
+    root = tmp_path / "s" / "zarr.json"
+    doc = json.loads(root.read_text())
+    doc["attributes"]["tsfs"]["format"] = 99
+    root.write_text(json.dumps(doc))
+    with pytest.raises(StoreFormatError, match=r"format 99.*upgrade tsfs"):
+        Store(tmp_path / "s")
+
+
+def test_read_only_store_refuses_writes(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    _write(store, _rows(5))
+    os.chmod(tmp_path / "s", 0o555)
+    try:
+        with pytest.raises(StoreReadOnlyError, match="read-only"):
+            Store(tmp_path / "s", mode="a")
+        assert len(Store(tmp_path / "s").namespace("features", SPEC, FP)) == 5
+    finally:
+        os.chmod(tmp_path / "s", 0o755)
+
+
+def test_untrusted_commit_records_are_validated(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    _write(store, _rows(5))
+    ns = store.namespace("features", SPEC, FP)
+    cfile = next((ns.path / "commits").iterdir())
+    doc = json.loads(cfile.read_text())
+    doc["arrays"]["../../etc"] = doc["arrays"].pop("mean")
+    cfile.write_text(json.dumps(doc))
+    with pytest.raises(StoreCorruptError, match="array name"):
+        ns.commits()
+    assert [p.path for p in store.verify()] == [cfile]
