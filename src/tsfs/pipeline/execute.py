@@ -1,0 +1,248 @@
+"""Batched, resumable execution of a per-row computation into a store namespace.
+
+The plan of a run is pure arithmetic on keys: hash every row of every window (no copies: rows
+are hashed straight out of the series), keep the first occurrence of each distinct key, drop
+the keys the namespace already holds, and cut what is left into batches. Each batch is computed
+and written as one segment by one writer, so a crash or Ctrl-C loses at most the batches in
+flight, and re-running the same command resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tsfs.pipeline.hashing import KEY_BYTES, row_keys, window_keys
+from tsfs.stores.store import Codec, Namespace
+
+__all__ = [
+    "Batch",
+    "Block",
+    "PrepReport",
+    "RowPlan",
+    "plan_rows",
+    "run_batches",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Block:
+    """Rows of one split, in one of two shapes.
+
+    Either ``series`` (L, V) with window ``starts`` (N,) of length ``seq_len`` — overlapping
+    windows of one long series, hashed and computed without materialising them — or
+    ``samples`` (N, T, V) of independent windows (classification data).
+    """
+
+    name: str
+    seq_len: int
+    series: npt.NDArray[np.float32] | None = None
+    starts: npt.NDArray[np.int64] | None = None
+    samples: npt.NDArray[np.float32] | None = None
+
+    @property
+    def n_windows(self) -> int:
+        if self.samples is not None:
+            return len(self.samples)
+        assert self.starts is not None
+        return len(self.starts)
+
+    @property
+    def n_variables(self) -> int:
+        arr = self.samples if self.samples is not None else self.series
+        assert arr is not None
+        return int(arr.shape[-1])
+
+    def keys(self, algorithm: str) -> npt.NDArray[np.uint8]:
+        """(N, V, 16) keys of every row of every window."""
+        if self.samples is not None:
+            n, t, v = self.samples.shape
+            rows = np.ascontiguousarray(self.samples.transpose(0, 2, 1)).reshape(n * v, t)
+            return row_keys(rows, algorithm).reshape(n, v, KEY_BYTES)
+        assert self.series is not None
+        assert self.starts is not None
+        return window_keys(self.series, self.starts, self.seq_len, algorithm)
+
+    def rows(
+        self, windows: npt.NDArray[np.int64], variables: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        """(R, T) float32 rows ``(windows[r], variables[r])``."""
+        if self.samples is not None:
+            return np.ascontiguousarray(self.samples[windows, :, variables], dtype=np.float32)
+        assert self.series is not None
+        assert self.starts is not None
+        idx = self.starts[windows][:, None] + np.arange(self.seq_len)
+        return np.ascontiguousarray(self.series[idx, variables[:, None]], dtype=np.float32)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Batch:
+    """Rows to compute together and write as one segment: all from one block.
+
+    ``windows`` (n,) lists the windows touched, ascending; ``select`` (n, V) marks the rows of
+    those windows to store (first occurrences of keys the namespace lacks); ``keys`` (R, 16)
+    are the selected rows' keys in window-major order.
+    """
+
+    block: Block
+    windows: npt.NDArray[np.int64]
+    select: npt.NDArray[np.bool_]
+    keys: npt.NDArray[np.uint8]
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.keys)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RowPlan:
+    """What a run must do: counts, and the batches of missing rows."""
+
+    windows: dict[str, int]
+    rows_total: int
+    rows_unique: int
+    rows_present: int
+    batches: list[Batch]
+
+    @property
+    def rows_missing(self) -> int:
+        return sum(b.n_rows for b in self.batches)
+
+
+def _first_occurrence(keys: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """(M,) mask of the first occurrence of each distinct (M, 16) key."""
+    k = np.ascontiguousarray(keys).reshape(-1, KEY_BYTES)
+    hi = k[:, :8].copy().view("<u8").ravel()
+    lo = k[:, 8:].copy().view("<u8").ravel()
+    order = np.lexsort((np.arange(len(k)), lo, hi))
+    new = np.ones(len(k), dtype=bool)
+    new[1:] = (hi[order][1:] != hi[order][:-1]) | (lo[order][1:] != lo[order][:-1])
+    first = np.zeros(len(k), dtype=bool)
+    first[order[new]] = True
+    return first
+
+
+def plan_rows(
+    blocks: Sequence[Block],
+    namespace: Namespace | None,
+    *,
+    key_algorithm: str,
+    batch_rows: int,
+) -> RowPlan:
+    """Hash every row, de-duplicate, look up the namespace, and cut batches of missing rows."""
+    all_keys = [b.keys(key_algorithm) for b in blocks]
+    flat = (
+        np.concatenate([k.reshape(-1, KEY_BYTES) for k in all_keys])
+        if all_keys
+        else np.empty((0, KEY_BYTES), np.uint8)
+    )
+    first = _first_occurrence(flat)
+    present = namespace.lookup(flat).found if namespace is not None else np.zeros(len(flat), bool)
+    todo = first & ~present
+    batches: list[Batch] = []
+    offset = 0
+    for block, keys in zip(blocks, all_keys, strict=True):
+        n, v = keys.shape[:2]
+        sel = todo[offset : offset + n * v].reshape(n, v)
+        offset += n * v
+        windows = np.flatnonzero(sel.any(axis=1))
+        if not len(windows):
+            continue
+        # Cut on window boundaries so a batch holds about `batch_rows` rows.
+        counts = np.cumsum(sel[windows].sum(axis=1))
+        cuts = np.searchsorted(counts, np.arange(batch_rows, counts[-1], batch_rows), "right")
+        for w in np.split(windows, cuts):
+            if len(w):
+                s = sel[w]
+                batches.append(Batch(block=block, windows=w, select=s, keys=keys[w][s]))
+    return RowPlan(
+        windows={b.name: b.n_windows for b in blocks},
+        rows_total=len(flat),
+        rows_unique=int(first.sum()),
+        rows_present=int((first & present).sum()),
+        batches=batches,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepReport:
+    """The closing summary of a prep run (JSON-able via :meth:`to_dict`)."""
+
+    namespace: str
+    windows: dict[str, int]
+    rows_total: int
+    rows_unique: int
+    rows_reused: int
+    rows_computed: int
+    segments_written: int
+    bytes_written: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+ComputeFn = Callable[[Batch], dict[str, npt.NDArray[Any]]]
+
+
+def _segment_bytes(namespace: Namespace, segment: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(namespace.segment_path(segment)):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
+def _compute_and_commit(
+    store_path: str,
+    kind: str,
+    fingerprint: str,
+    batch: Batch,
+    compute: ComputeFn,
+    codecs: dict[str, Codec],
+) -> tuple[int, int]:
+    """One unit of work, run in whichever process: compute a batch, write and commit it."""
+    from tsfs.stores.store import Store
+
+    namespace = Namespace(Store(store_path, mode="a"), kind, fingerprint)
+    commit = namespace.write_segment(batch.keys, compute(batch), codecs=codecs)
+    return batch.n_rows, _segment_bytes(namespace, commit.segment)
+
+
+def run_batches(
+    plan: RowPlan,
+    namespace: Namespace,
+    compute: ComputeFn,
+    *,
+    codecs: dict[str, Codec],
+    jobs: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[int, int]:
+    """Compute every batch of ``plan`` and commit each as its own segment.
+
+    With ``jobs > 1`` batches run in joblib worker processes, each writing and committing its
+    own segments (nothing computed travels back). ``compute`` must then be picklable (a
+    module-level function or a ``functools.partial`` of one). Returns (segments, bytes written).
+    """
+    args = (str(namespace.store.path), namespace.kind, namespace.fingerprint)
+    if jobs <= 1 or len(plan.batches) <= 1:
+        results: Iterator[tuple[int, int]] = (
+            _compute_and_commit(*args, b, compute, codecs) for b in plan.batches
+        )
+    else:
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+            delayed(_compute_and_commit)(*args, b, compute, codecs) for b in plan.batches
+        )
+    segments = written = 0
+    for rows, nbytes in results:
+        segments += 1
+        written += nbytes
+        if progress is not None:
+            progress(rows)
+    return segments, written
