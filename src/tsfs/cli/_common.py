@@ -28,7 +28,9 @@ R = TypeVar("R")
 
 DEFAULT_STORE = Path("tsfs-store")
 
-StoreArg = Annotated[Path, typer.Argument(help="Store directory.", show_default=False)]
+StoreArg = Annotated[
+    Path, typer.Argument(help="Store directory.", metavar="STORE", show_default=False)
+]
 StoreOpt = Annotated[Path, typer.Option("--store", help="Store directory (created if missing).")]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tsfs import __version__
-from tsfs.cli import store
+from tsfs.cli import prep, store
 
 __all__ = ["app"]
 
@@ -28,4 +28,5 @@ Examples:
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.add_typer(prep.app, name="prep")
 app.add_typer(store.app, name="store")
