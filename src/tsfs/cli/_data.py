@@ -16,7 +16,6 @@ from tsfs.specs import SPLITS, WindowSpec
 
 __all__ = [
     "DataArg",
-    "data_options",
     "FeaturesOpt",
     "LabelLenOpt",
     "NanOpt",
@@ -26,6 +25,7 @@ __all__ = [
     "SplitsOpt",
     "StrideOpt",
     "TargetOpt",
+    "data_options",
     "window_spec",
 ]
 

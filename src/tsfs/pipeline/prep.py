@@ -23,10 +23,10 @@ from tsfs.stores.store import Codec, Namespace, Store
 
 __all__ = [
     "dataset_blocks",
-    "prep_features",
-    "prep_images",
     "features_namespace",
     "images_namespace",
+    "prep_features",
+    "prep_images",
 ]
 
 
