@@ -32,6 +32,13 @@ JobsOpt = Annotated[
     typer.Option("--jobs", "-j", help="Worker processes (default: all cores)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+BatchOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        "--batch-rows",
+        help="Rows per segment: what a crash can lose at most, and the memory a batch takes.",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
@@ -79,6 +86,7 @@ def features(
         bool, typer.Option("--coefficients", help="Also store the DWT coefficients.")
     ] = False,
     jobs: JobsOpt = None,
+    batch_rows: BatchOpt = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -105,6 +113,7 @@ def features(
         Store(store, mode="a"),
         jobs=_jobs(jobs),
         device=dev,
+        **({"batch_rows": batch_rows} if batch_rows else {}),
         progress=not quiet and not json_out and sys.stderr.isatty(),
     )
     _summary(report, json_out)
@@ -124,6 +133,7 @@ def images(
         bool, typer.Option("--rgb", help="Store matplotlib's RGB instead of a coverage mask.")
     ] = False,
     jobs: JobsOpt = None,
+    batch_rows: BatchOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -143,6 +153,7 @@ def images(
         Store(store, mode="a"),
         jobs=_jobs(jobs),
         progress=not quiet and not json_out and sys.stderr.isatty(),
+        **({"batch_rows": batch_rows} if batch_rows else {}),
     )
     _summary(report, json_out)
 
