@@ -184,3 +184,18 @@ def test_untrusted_commit_records_are_validated(tmp_path: Path) -> None:
     with pytest.raises(StoreCorruptError, match="array name"):
         ns.commits()
     assert [p.path for p in store.verify()] == [cfile]
+
+
+def test_views_persist_atomically_and_first_copy_wins(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    keys = np.random.default_rng(0).integers(0, 256, (40, 7, 16), dtype=np.uint8)
+    store.save_view("00112233aabbccdd", {"train": keys, "test": keys[:0]}, {"seq_len": 96})
+    store.save_view("00112233aabbccdd", {"train": keys[:1]}, {"seq_len": 1})  # kept: first wins
+    loaded = Store(tmp_path / "s").load_view("00112233aabbccdd")
+    assert loaded is not None
+    arrays, attrs = loaded
+    np.testing.assert_array_equal(arrays["train"], keys)
+    assert arrays["test"].shape == (0, 7, 16)
+    assert attrs == {"seq_len": 96}
+    assert store.load_view("ffffffffffffffff") is None
+    assert not [p for p in (tmp_path / "s" / "views").iterdir() if p.name.endswith(".tmp")]

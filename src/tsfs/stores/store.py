@@ -889,6 +889,88 @@ class Store:
             problems.extend(ns.verify())
         return problems
 
+    # ---- views -----------------------------------------------------------------------------
+
+    def save_view(
+        self,
+        fingerprint: str,
+        arrays: Mapping[str, npt.NDArray[Any]],
+        attributes: Mapping[str, Any],
+    ) -> None:
+        """Persist a view (e.g. ``{"train": (N, V, 16) keys, …}``) under ``views/<fp>``.
+
+        The view is written into a private temporary directory and renamed into place, so
+        readers see all of it or nothing; if another process saved the same view first, its
+        copy is kept (equal fingerprints mean equal contents).
+        """
+        import zarr
+        from zarr.codecs import Crc32cCodec
+        from zarr.storage import LocalStore
+
+        self._require_writable()
+        if not _FINGERPRINT.match(fingerprint):
+            raise ValueError(f"invalid view fingerprint {fingerprint!r}")
+        views = self.path / "views"
+        final = views / fingerprint
+        if final.exists():
+            return
+        views.mkdir(exist_ok=True)
+        if not (views / "zarr.json").exists():
+            _atomic_write(views / "zarr.json", _group_json({}))
+        tmp = views / f".{fingerprint}.{secrets.token_hex(4)}.tmp"
+        tmp.mkdir()
+        try:
+            (tmp / "zarr.json").write_bytes(_group_json({"tsfs": dict(attributes)}))
+            for name, data in arrays.items():
+                if not _ARRAY_NAME.match(name) or str(data.dtype) not in _DTYPES:
+                    raise ValueError(f"invalid view array {name!r} ({data.dtype})")
+                arr = zarr.create_array(
+                    LocalStore(tmp),
+                    name=name,
+                    shape=data.shape,
+                    chunks=tuple(max(1, n) for n in data.shape),
+                    dtype=data.dtype,
+                    compressors=[Crc32cCodec()],
+                    fill_value=0,
+                    config={"write_empty_chunks": True},
+                )
+                if data.size:
+                    arr[...] = data
+            try:
+                tmp.rename(final)
+            except OSError as e:
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def load_view(
+        self, fingerprint: str
+    ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]] | None:
+        """A persisted view's arrays and attributes, or None when there is none."""
+        import zarr
+        from zarr.storage import LocalStore
+
+        if not _FINGERPRINT.match(fingerprint):
+            raise ValueError(f"invalid view fingerprint {fingerprint!r}")
+        path = self.path / "views" / fingerprint
+        if not (path / "zarr.json").is_file():
+            return None
+        attrs = _read_json(path / "zarr.json").get("attributes", {})
+        tsfs_attrs = attrs.get("tsfs", {}) if isinstance(attrs, dict) else {}
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        for child in sorted(path.iterdir()):
+            if child.is_dir() and _ARRAY_NAME.match(child.name):
+                try:
+                    arrays[child.name] = np.asarray(
+                        zarr.open_array(
+                            LocalStore(path, read_only=True), path=child.name, mode="r"
+                        )[...]
+                    )
+                except Exception as e:
+                    raise StoreCorruptError(f"view array {child}: unreadable ({e})") from e
+        return arrays, tsfs_attrs if isinstance(tsfs_attrs, dict) else {}
+
     def gc(
         self, *, dry_run: bool = False, drop_corrupt: bool = False, grace_s: float = 10.0
     ) -> GcReport:
