@@ -515,7 +515,7 @@ def _load_uea(path: Path, spec: WindowSpec) -> Dataset:
             )
     filled = {name: _fill_ts(ts, spec.nan) for name, ts in files.items()}
     lengths = {
-        name: np.array([max(len(s) for s in dims) for dims in ts.samples], dtype=np.int64)
+        name: np.array([[len(s) for s in dims] for dims in ts.samples], dtype=np.int64)
         for name, ts in files.items()
     }
     all_lengths = [len(s) for ts in files.values() for dims in ts.samples for s in dims]
@@ -602,7 +602,7 @@ def _load_array(path: Path, spec: WindowSpec) -> Dataset:
         names = np.unique(np.concatenate(list(raw_labels.values())))
         classes = tuple(str(c) for c in names.tolist())
         codes = {s: np.searchsorted(names, lab).astype(np.int64) for s, lab in raw_labels.items()}
-    lengths = {s: np.full(x.shape[0], x.shape[1], dtype=np.int64) for s, x in samples.items()}
+    lengths = {s: np.full((x.shape[0], x.shape[2]), x.shape[1]) for s, x in samples.items()}
     return _sample_dataset(path, spec, samples, lengths, codes, classes)
 
 
@@ -614,7 +614,7 @@ def _sample_dataset(
     codes: dict[str, I64] | None,
     classes: tuple[str, ...] | None,
 ) -> Dataset:
-    """The Dataset of a sample preset (UEA or array) from its parsed splits."""
+    """The Dataset of a sample preset from its splits: (N, T, V) samples, (N, V) lengths."""
     assert spec.preset is not None  # load() resolved it
     splits, mean, scale = sample_splits(samples, lengths, codes, spec=spec, source=str(path))
     n_vars = next(iter(samples.values())).shape[2]

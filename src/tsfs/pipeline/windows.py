@@ -284,8 +284,8 @@ def sample_splits(
     Args:
         samples: split name → (N, T, V) float64 values (equal T across splits, missing values
             already handled).
-        lengths: split name → (N,) int64 original sample lengths (values past ``min(length, T)``
-            are padding and do not enter the scaler fit).
+        lengths: split name → (N, V) int64 original length of each sample's series (values
+            past it are padding and do not enter the scaler fit).
         labels: split name → (N,) int64 class codes, or None.
         spec: ``scale`` and ``splits`` are read.
         source: the file's name, for error messages.
@@ -312,8 +312,10 @@ def sample_splits(
                 "(its _TEST sibling comes along) or turn scaling off (--no-scale)"
             )
         train = samples["train"]
-        real = np.arange(train.shape[1]) < lengths["train"][:, None]  # (N, T)
-        mean, scale = fit_standard_scaler(train[real])
+        real = np.arange(train.shape[1])[:, None] < lengths["train"][:, None, :]  # (N, T, V)
+        fits = [fit_standard_scaler(train[..., v][real[..., v], None]) for v in range(n_vars)]
+        mean = np.concatenate([m for m, _ in fits])
+        scale = np.concatenate([s for _, s in fits])
     else:
         mean, scale = np.zeros(n_vars), np.ones(n_vars)
     splits = {}
@@ -323,7 +325,7 @@ def sample_splits(
             name=name,
             x=_read_only(x.astype(np.float32, copy=False)),
             starts=_read_only(np.arange(x.shape[0], dtype=np.int64)),
-            lengths=_read_only(lengths[name].astype(np.int64)),
+            lengths=_read_only(lengths[name].max(axis=1).astype(np.int64)),
             labels=None if labels is None else _read_only(labels[name].astype(np.int64)),
         )
     return splits, mean, scale
