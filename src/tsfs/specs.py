@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -146,9 +148,12 @@ class FeatureSpec(_Spec):
 class ImageSpec(_Spec):
     """One line-plot image per row, drawn by matplotlib's Agg (TimesCLIP convention).
 
-    ``ylim="row"`` takes limits from the row with a ``margin`` fraction on each side;
-    ``ylim="sigma"`` fixes them at ``±sigma`` (the row is RevIN-normalised first either way).
-    ``rgb=False`` stores the line's coverage mask (colour applied at read time).
+    ``ylim="row"`` takes limits from the row with a ``margin`` fraction of its range on each
+    side (±0.5 around a constant row); ``ylim="sigma"`` fixes them at ``±sigma`` (the row is
+    RevIN-normalised first either way). ``linewidth`` is in points on a 100-dpi canvas
+    (1.5 pt ≈ 2.08 px). ``rgb=False`` stores the line's coverage mask, coloured at read time;
+    ``rgb=True`` stores the pixels drawn in ``color`` (``#rrggbb``, kept lower-case so equal
+    colours give equal fingerprints).
     """
 
     kind: ClassVar[str] = "images"
@@ -166,7 +171,14 @@ class ImageSpec(_Spec):
     def __post_init__(self) -> None:
         if not 8 <= self.size <= 4096:
             raise InputError(f"--size {self.size} is out of range; use 8 to 4096 pixels")
-        if self.linewidth <= 0:
-            raise InputError("--linewidth must be positive (points)")
+        if not 0 < self.linewidth < math.inf:
+            raise InputError("--linewidth must be a positive number of points")
         if self.ylim not in ("row", "sigma"):
             raise InputError("--ylim must be 'row' or 'sigma'")
+        if not 0 <= self.margin < math.inf:
+            raise InputError("--margin must be a non-negative fraction of the row's range")
+        if not 0 < self.sigma < math.inf:
+            raise InputError("--sigma must be positive")
+        if not re.fullmatch(r"#[0-9a-fA-F]{6}", self.color):
+            raise InputError(f"--color {self.color!r} must be of the form #rrggbb (e.g. #1f77b4)")
+        object.__setattr__(self, "color", self.color.lower())
