@@ -519,3 +519,18 @@ def test_sample_presets_need_train_to_scale(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no training samples to fit the scaler"):
         load(tmp_path / "t.npz")
     assert len(load(tmp_path / "t.npz", WindowSpec(scale=False)).splits["test"]) == 2
+
+
+def test_block_wise_parsing_matches_and_names_lines(tmp_path: Path, monkeypatch) -> None:
+    from tsfs.pipeline import sources
+
+    def bad(lines: list[str]) -> None:
+        lines[77] = lines[77].split(",")[0] + ",x,1"
+
+    path = write_csv(tmp_path / "b.csv")
+    whole = load(path, SMALL)
+    monkeypatch.setattr(sources, "_BLOCK_CELLS", 6)  # three rows of two columns per block
+    blocks = load(path, SMALL)
+    np.testing.assert_array_equal(whole.splits["train"].series, blocks.splits["train"].series)
+    with pytest.raises(DataError, match=r"line 78, column 'a': 'x' is not a number"):
+        load(write_csv(tmp_path / "bad.csv", edit=bad), SMALL)
