@@ -30,10 +30,12 @@ Presets (``WindowSpec.preset``; ``None`` infers one from the name, see :func:`in
 
 For ``uea`` and ``array`` a window is a whole sample: ``seq_len``, ``label_len``, ``pred_len``,
 ``stride``, ``features``, ``target`` and ``freq`` are ignored, and ``spec.splits`` selects
-among the splits the data has. Missing and non-finite values follow ``spec.nan``: ``error``
-names the first one, ``zero`` fills 0, ``interpolate`` interpolates linearly along time per
-series and holds the end values at the edges (pandas ``interpolate(limit_direction='both')``,
-as TSLib does for UEA data).
+among the splits the data has.
+
+Missing and non-finite values, in every preset, follow ``spec.nan``: ``error`` names the first
+one, ``zero`` fills 0, ``interpolate`` interpolates linearly along time per series and holds the
+end values at the edges (pandas ``interpolate(limit_direction='both')``, as TSLib does for UEA
+data).
 """
 
 from __future__ import annotations
@@ -67,26 +69,28 @@ I64 = npt.NDArray[np.int64]
 _Where = Callable[[int | None, int], str]
 
 # pandas.read_csv's default NA strings: TSLib reads its CSVs with pandas, so these are missing.
-_NA_STRINGS = (
-    "",
-    "#N/A",
-    "#N/A N/A",
-    "#NA",
-    "-1.#IND",
-    "-1.#QNAN",
-    "-NaN",
-    "-nan",
-    "1.#IND",
-    "1.#QNAN",
-    "<NA>",
-    "N/A",
-    "NA",
-    "NULL",
-    "NaN",
-    "None",
-    "n/a",
-    "nan",
-    "null",
+_NA_STRINGS = frozenset(
+    {
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    }
 )
 _LOOSE_DATE = re.compile(
     r"\s*(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})"
@@ -185,6 +189,23 @@ def _handle_missing(values: F64, policy: NanPolicy, where: _Where) -> F64:
     return filled
 
 
+def _read_error(path: Path, error: UnicodeDecodeError | OSError) -> DataError:
+    if isinstance(error, UnicodeDecodeError):
+        return DataError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8"
+        )
+    return DataError(f"{path}: cannot be read ({error.strerror})")
+
+
+def _is_number(text: str) -> bool:
+    """Whether numpy's float parser (the one the bulk conversions use) accepts ``text``."""
+    try:
+        np.array([text], dtype=np.float64)
+    except ValueError:
+        return False
+    return True
+
+
 def _fingerprint(spec: WindowSpec, meta: dict[str, object], arrays: Iterable[np.ndarray]) -> str:
     """BLAKE2b-64 of the spec, names and raw data: equal content and spec, equal fingerprint."""
     digest = hashlib.blake2b(digest_size=8)
@@ -209,12 +230,8 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
                         yield reader.line_num, row
             except csv.Error as error:
                 raise DataError(f"{path} line {reader.line_num}: {error}") from None
-    except UnicodeDecodeError as error:
-        raise DataError(
-            f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8"
-        ) from None
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error.strerror})") from None
+    except (UnicodeDecodeError, OSError) as error:
+        raise _read_error(path, error) from None
 
 
 def _parse_numbers(rows: list[Sequence[str]], first: int, where: _Where) -> F64:
@@ -227,8 +244,7 @@ def _parse_numbers(rows: list[Sequence[str]], first: int, where: _Where) -> F64:
         return np.array(rows, dtype=np.float64)
     except ValueError:
         pass
-    na = frozenset(_NA_STRINGS)
-    rows = [["nan" if cell in na else cell for cell in row] for row in rows]
+    rows = [["nan" if cell in _NA_STRINGS else cell for cell in row] for row in rows]
     try:
         return np.array(rows, dtype=np.float64)
     except ValueError:
@@ -433,34 +449,22 @@ def _ts_header(path: Path, lines: list[str]) -> tuple[int, int | None, tuple[str
 
 def _ts_series(field: str, where: str) -> F64:
     """One dimension's comma-separated values, ``?`` → NaN."""
-    parts = field.replace("?", "nan").split(",")
     try:
-        return np.array(parts, dtype=np.float64)
+        return np.array(field.replace("?", "nan").split(","), dtype=np.float64)
     except ValueError:
-        position = next(i for i, p in enumerate(parts) if not _is_number(p))
+        parts = field.split(",")
+        position = next(i for i, p in enumerate(parts) if p.strip() != "?" and not _is_number(p))
         raise DataError(
             f"{where}, value index {position}: {parts[position]!r} is not a number "
             "(values are separated by ',', dimensions by ':', '?' marks a missing value)"
         ) from None
 
 
-def _is_number(text: str) -> bool:
-    try:
-        np.array([text]).astype(np.float64)
-    except ValueError:
-        return False
-    return True
-
-
 def _read_ts(path: Path) -> _TsFile:
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as error:
-        raise DataError(
-            f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8"
-        ) from None
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error.strerror})") from None
+    except (UnicodeDecodeError, OSError) as error:
+        raise _read_error(path, error) from None
     if not any(line.strip() for line in lines):
         raise DataError(f"{path}: the file is empty; expected an sktime/UEA .ts file")
     first, dims, classes = _ts_header(path, lines)

@@ -242,8 +242,7 @@ def forecast_splits(
         mean, scale = np.zeros(n_vars), np.ones(n_vars)
         data = raw.astype(np.float32)
     data.flags.writeable = False
-    marks = np.asarray(marks, dtype=np.float32)
-    marks.flags.writeable = False
+    marks = _read_only(np.asarray(marks, dtype=np.float32).view())  # the caller's array stays
 
     splits: dict[str, Split] = {}
     decoder = spec.label_len + pred_len
@@ -309,7 +308,7 @@ def sample_splits(
         if "train" not in samples:
             raise DataError(
                 f"{source}: no training samples to fit the scaler on; load the _TRAIN file "
-                "(its _TEST sibling comes along) or turn scaling off (--no-scale)"
+                "(its _TEST sibling comes along) or turn scaling off (scale=False, --no-scale)"
             )
         train = samples["train"]
         real = np.arange(train.shape[1])[:, None] < lengths["train"][:, None, :]  # (N, T, V)
