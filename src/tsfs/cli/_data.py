@@ -17,14 +17,17 @@ from tsfs.specs import SPLITS, WindowSpec
 __all__ = [
     "DataArg",
     "FeaturesOpt",
+    "FreqOpt",
     "LabelLenOpt",
     "NanOpt",
     "PredLenOpt",
     "PresetOpt",
+    "ScaleOpt",
     "SeqLenOpt",
     "SplitsOpt",
     "StrideOpt",
     "TargetOpt",
+    "UnequalOpt",
     "data_options",
     "window_spec",
 ]
@@ -51,6 +54,13 @@ FeaturesOpt = Annotated[str, typer.Option(help="M (all variables), S (target onl
 TargetOpt = Annotated[str, typer.Option(help="Target column for S / MS.")]
 StrideOpt = Annotated[int, typer.Option(help="Step between window starts.")]
 SplitsOpt = Annotated[str, typer.Option(help="Comma-separated subset of train,val,test.")]
+FreqOpt = Annotated[str, typer.Option(help="Time-feature frequency (TSLib's --freq): h, t, d, …")]
+ScaleOpt = Annotated[
+    bool, typer.Option("--scale/--no-scale", help="Standardise with train-split statistics.")
+]
+UnequalOpt = Annotated[
+    str, typer.Option(help="Samples of unequal length (UEA): pad (repeat last) | truncate.")
+]
 NanOpt = Annotated[
     str, typer.Option(help="NaN/inf cells: error (name the position) | interpolate | zero.")
 ]
@@ -67,6 +77,9 @@ def window_spec(
     stride: int,
     splits: str,
     nan: str,
+    freq: str = "h",
+    scale: bool = True,
+    unequal: str = "pad",
 ) -> WindowSpec:
     """Build the :class:`WindowSpec` the options describe (validation happens there)."""
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
@@ -80,6 +93,9 @@ def window_spec(
         "stride": stride,
         "splits": split_names,
         "nan": nan,
+        "freq": freq,
+        "scale": scale,
+        "unequal": unequal,
     }
     if not split_names:
         raise InputError(f"--splits is empty; use a subset of {','.join(SPLITS)}")
@@ -97,6 +113,9 @@ _DATA_OPTIONS: dict[str, tuple[Any, Any]] = {
     "stride": (StrideOpt, 1),
     "splits": (SplitsOpt, ",".join(SPLITS)),
     "nan": (NanOpt, "error"),
+    "freq": (FreqOpt, "h"),
+    "scale": (ScaleOpt, True),
+    "unequal": (UnequalOpt, "pad"),
 }
 
 
