@@ -1,0 +1,107 @@
+"""The command line as a person meets it: help with examples, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tsfs.cli.main import app
+
+ROOT = Path(__file__).resolve().parents[1]
+ETTH1 = ROOT / "data" / "ETTh1.csv"
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    "args", [["--help"], ["store", "--help"], ["prep", "--help"], ["prep", "features", "--help"]]
+)
+def test_help_shows_examples(args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0
+    assert "Example" in result.output
+    assert "tsfs " in result.output
+
+
+def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
+    empty = tmp / "empty.csv"
+    empty.write_text("")
+    header = tmp / "header.csv"
+    header.write_text("date,a,b\n")
+    text = tmp / "text.csv"
+    rows = [f"2020-01-01 {h % 24:02d}:00:00,{h},{h}" for h in range(300)]
+    rows[41] = "2020-01-02 17:00:00,1.5,oops"
+    text.write_text("date,a,b\n" + "\n".join(rows) + "\n")
+    nan = tmp / "nan.csv"
+    rows = [f"2020-01-01 {h % 24:02d}:00:00,{h},{h}" for h in range(300)]
+    rows[9] = "2020-01-01 09:00:00,nan,1"
+    nan.write_text("date,a,b\n" + "\n".join(rows) + "\n")
+    short = tmp / "short.csv"
+    short.write_text("date,a\n" + "\n".join(f"2020-01-01 0{h}:00:00,{h}" for h in range(5)) + "\n")
+    a_file = tmp / "afile"
+    a_file.write_text("x")
+    st = ["--store", str(tmp / "store"), "--target", "a"]
+    return [
+        ([str(tmp / "missing.csv"), *st], "missing.csv"),
+        ([str(empty), *st], "empty"),
+        ([str(header), *st], "header"),
+        ([str(text), *st], "line 43"),
+        ([str(nan), *st], "line 11"),
+        ([str(short), "--preset", "custom", *st], "short.csv"),
+        ([str(ETTH1), "--preset", "ett_year", *st], "--preset"),
+        ([str(ETTH1), "--features", "S", "--target", "nope", "--store", str(tmp / "s2")], "nope"),
+        ([str(ETTH1), "--store", str(a_file)], "is a file"),
+        ([str(ETTH1), "--seq-len", "0", *st], "--seq-len"),
+        ([str(ETTH1), "--splits", "train,dev", *st], "dev"),
+    ]
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    for args, needle in _bad_inputs(tmp_path):
+        result = runner.invoke(app, ["prep", "features", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert isinstance(result.exception, SystemExit), (args, result.exception)
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert len(lines) == 1, (args, result.output)
+        assert lines[0].startswith("tsfs: error:"), lines
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_newer_store_format_and_read_only_store(tmp_path: Path) -> None:
+    from tsfs.stores.store import Store
+
+    Store(tmp_path / "s", mode="a")
+    root = tmp_path / "s" / "zarr.json"
+    doc = json.loads(root.read_text())
+    doc["attributes"]["tsfs"]["format"] = 7
+    root.write_text(json.dumps(doc))
+    result = runner.invoke(app, ["store", "info", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "format 7" in result.output
+    Store(tmp_path / "ro", mode="a")
+    os.chmod(tmp_path / "ro", 0o555)
+    try:
+        result = runner.invoke(
+            app, ["prep", "features", str(ETTH1), "--store", str(tmp_path / "ro")]
+        )
+        assert result.exit_code == 2
+        assert "read-only" in result.output
+    finally:
+        os.chmod(tmp_path / "ro", 0o755)
+
+
+def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tsfs", "prep", "features", str(tmp_path / "nope.csv")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("tsfs: error:")
+    assert "nope.csv" in proc.stderr
