@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,17 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except TsfsError as e:
             raise fail(str(e), e.exit_code) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as e:
+            # A bug, not bad input: one line by default, the traceback on request.
+            if os.environ.get("TSFS_DEBUG"):
+                raise
+            raise fail(
+                f"internal error: {type(e).__name__}: {e} (set TSFS_DEBUG=1 to see the "
+                "traceback, and please report it)",
+                1,
+            ) from None
         except KeyboardInterrupt:
             typer.echo(
                 "tsfs: interrupted; committed segments are kept, re-run the command to resume",

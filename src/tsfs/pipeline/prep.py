@@ -147,7 +147,7 @@ def prep_images(
     blocks = dataset_blocks(dataset)
     plan = plan_rows(blocks, namespace, key_algorithm=store.key, batch_rows=batch_rows)
     name = "rgb" if spec.rgb else "mask"
-    lengths = sorted({b.seq_len for b in plan.batches})
+    lengths = sorted({b.block.seq_len for b in plan.batches})
     segments = nbytes = 0
     with _progress(plan.rows_missing, progress, "images") as update:
         for length in lengths:
