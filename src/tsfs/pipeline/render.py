@@ -144,6 +144,9 @@ class Renderer:
         # (H, W, 4) view of Agg's own buffer.
         self._pixels = np.asarray(self._agg.buffer_rgba())  # type: ignore[no-untyped-call]
         self._words = self._pixels.view(np.uint32)
+        # The red byte of each pixel, read as one contiguous little-endian word per pixel (a
+        # strided byte view copies ~5x slower).
+        self._red_words = self._pixels.view("<u4")[:, :, 0]
         # Data → pixels as Line2D's transData (transScale is the identity on linear axes).
         self._view = Bbox([[0.0, -1.0], [length - 1.0, 1.0]])
         self._transform = BboxTransformFrom(self._view) + axes.transAxes
@@ -186,8 +189,10 @@ class Renderer:
         with _default_rc():
             for i in range(z.shape[0]):
                 self._draw(z[i], limits[i])
-                # Black over white leaves gray = 255 − coverage, in every channel.
-                np.subtract(255, self._pixels[:, :, 0], out=out[i])
+                # Black over white leaves gray = 255 − coverage in every channel, and 255 − g
+                # is ~g in uint8. The cast keeps each word's low byte: red.
+                np.copyto(out[i], self._red_words, casting="unsafe")
+                np.invert(out[i], out=out[i])
 
     def render_rgb(
         self,
@@ -220,7 +225,8 @@ class Renderer:
                     # Agg rounds these floats back to exactly the same bytes.
                     self._gc.set_foreground((*(v / 255 for v in current), 1.0), isRGBA=True)
                 self._draw(z[i], limits[i])
-                out[i] = self._pixels[:, :, :3]
+                for channel in range(3):  # one plane at a time copies ~5x faster than RGB at once
+                    np.copyto(out[i, :, :, channel], self._pixels[:, :, channel])
 
     def _check(
         self,
