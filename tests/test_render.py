@@ -24,6 +24,8 @@ import torch
 
 from tsfs.errors import DataError, InputError
 from tsfs.pipeline.compose import (
+    _take_channels,
+    _take_channels_torch,
     blend_table,
     clip_normalize,
     compose,
@@ -263,7 +265,20 @@ def test_compose_torch_matches_numpy_and_clip_normalises() -> None:
     with pytest.raises(InputError):
         compose_torch(t.float(), colors)
     with pytest.raises(InputError):
+        compose_torch(t, colors, output="rgb")  # type: ignore[arg-type]
+    with pytest.raises(InputError):
         clip_normalize(rgb.float())
+
+
+def test_device_gather_equals_cpu_gather() -> None:
+    """The gather used on accelerators, run here on CPU tensors (CI has no GPU)."""
+    rng = np.random.default_rng(2)
+    masks = torch.from_numpy(rng.integers(0, 256, size=(2, 1, 6, 5), dtype=np.uint8))
+    table = torch.from_numpy(np.swapaxes(blend_table(palette(3)), -1, -2).copy())  # (3, 3, 256)
+    for t in (table, table.float() / 255):
+        expected = _take_channels(masks.numpy(), t.numpy())
+        assert expected.shape == (2, 3, 3, 6, 5)
+        np.testing.assert_array_equal(_take_channels_torch(masks, t).numpy(), expected)
 
 
 @pytest.mark.gpu

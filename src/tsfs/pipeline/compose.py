@@ -16,7 +16,7 @@ torch at import time: only :func:`compose_torch` and :func:`clip_normalize` need
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -60,6 +60,7 @@ _OFFSET: Final = _WHITE_SQ * 256
 _DENOM_BASE: Final = 65280
 
 Output = Literal["uint8", "float", "clip"]
+_T = TypeVar("_T", bound=np.generic)
 
 
 def parse_color(color: str) -> npt.NDArray[np.uint8]:
@@ -95,6 +96,12 @@ def _as_colors(colors: npt.ArrayLike) -> npt.NDArray[np.int32]:
     return c.astype(np.int32)
 
 
+def _as_masks(m: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
+    if m.dtype != np.uint8 or m.ndim < 2:
+        raise InputError(f"masks must be uint8 (..., H, W), got {m.dtype} {m.shape}")
+    return m.astype(np.uint8, copy=False)
+
+
 def blend_table(colors: npt.ArrayLike) -> npt.NDArray[np.uint8]:
     """Agg's pixel for every coverage level, per colour.
 
@@ -122,13 +129,12 @@ def compose(masks: npt.ArrayLike, colors: npt.ArrayLike) -> npt.NDArray[np.uint8
         (..., H, W, 3) uint8, equal to matplotlib's render of the same line in that colour.
     """
     m = _as_masks(np.asarray(masks))
-    tables = blend_table(colors)
-    lead = np.broadcast_shapes(m.shape[:-2], tables.shape[:-2])
-    flat_tables = np.broadcast_to(tables, (*lead, 256, 3)).reshape(-1, 3)
-    # One gather from all tables stacked: mask value + 256·(index of its colour).
-    base = (np.arange(flat_tables.shape[0] // 256, dtype=np.intp) * 256).reshape(*lead, 1, 1)
-    rgb: npt.NDArray[np.uint8] = flat_tables[np.broadcast_to(m, (*lead, *m.shape[-2:])) + base]
-    return rgb
+    lead, flat_masks, tables = _flatten(m, blend_table(colors), 2)
+    out = np.empty((len(flat_masks), *m.shape[-2:], 3), np.uint8)
+    for i, mask in enumerate(flat_masks):
+        # A per-image gather from a 768-byte table is ~4x faster than one big fancy index.
+        np.take(tables[i], mask, axis=0, out=out[i])
+    return out.reshape(*lead, *m.shape[-2:], 3)
 
 
 def compose_torch(
@@ -138,16 +144,17 @@ def compose_torch(
     device: torch.device | str | None = None,
     output: Output = "uint8",
 ) -> torch.Tensor:
-    """Channel-first RGB images from coverage masks on any torch device.
+    """Channel-first RGB images from coverage masks, on any torch device.
 
-    The blend runs in int32 arithmetic (exact on every device; no gather tables).
+    Pixels come from :func:`blend_table`'s table, converted to the output type before the
+    gather, so ``"clip"`` output equals :func:`clip_normalize` of the ``"uint8"`` output exactly.
 
     Args:
         masks: (..., H, W) uint8 coverage.
         colors: (..., 3) 8-bit RGB, broadcast against the masks' leading dimensions.
-        device: where to compute; default the masks' device.
+        device: where the images are made; default the masks' device.
         output: ``"uint8"`` pixels, ``"float"`` pixels / 255 (float32), or ``"clip"``:
-            float32 normalised with CLIP's mean and std (:func:`clip_normalize`).
+            float32 normalised with CLIP's mean and std.
 
     Returns:
         (..., 3, H, W) uint8 or float32 on ``device``.
@@ -156,18 +163,58 @@ def compose_torch(
 
     if masks.dtype != torch.uint8 or masks.ndim < 2:
         raise InputError(f"masks must be uint8 (..., H, W), got {masks.dtype} {tuple(masks.shape)}")
-    dev = masks.device if device is None else torch.device(device)
-    a = masks.to(dev, non_blocking=True).unsqueeze(-3).to(torch.int32)
-    c_np = colors.cpu().numpy() if isinstance(colors, torch.Tensor) else colors
-    c = torch.from_numpy(_as_colors(c_np)).to(dev)[..., :, None, None]
-    rgb = (((256 * c - _WHITE_SQ) * a + _OFFSET) // (a + _DENOM_BASE)).to(torch.uint8)
-    if output == "uint8":
-        return rgb
+    c = colors.cpu().numpy() if isinstance(colors, torch.Tensor) else colors
+    # (..., 3, 256): one contiguous row of levels per channel.
+    table = torch.from_numpy(np.ascontiguousarray(np.swapaxes(blend_table(c), -1, -2)))
     if output == "float":
-        return rgb.to(torch.float32) / 255
-    if output == "clip":
-        return clip_normalize(rgb)
-    raise InputError(f"output must be 'uint8', 'float' or 'clip', got {output!r}")
+        table = table.to(torch.float32) / 255
+    elif output == "clip":
+        table = clip_normalize(table.unsqueeze(-2)).squeeze(-2)
+    elif output != "uint8":
+        raise InputError(f"output must be 'uint8', 'float' or 'clip', got {output!r}")
+    dev = masks.device if device is None else torch.device(device)
+    m = masks.to(dev)
+    if dev.type == "cpu":
+        return torch.from_numpy(_take_channels(m.numpy(), table.numpy()))
+    return _take_channels_torch(m, table.to(dev))
+
+
+def _take_channels(masks: npt.NDArray[np.uint8], table: npt.NDArray[_T]) -> npt.NDArray[_T]:
+    """(..., H, W) levels through (..., 3, 256) tables → (..., 3, H, W), with numpy."""
+    lead, flat_masks, tables = _flatten(masks, table, 2)
+    out = np.empty((len(flat_masks), 3, *masks.shape[-2:]), table.dtype)
+    for i, mask in enumerate(flat_masks):
+        index = mask.astype(np.intp)  # converted once for the three channels
+        for ch in range(3):
+            np.take(tables[i, ch], index, out=out[i, ch])
+    return out.reshape(*lead, 3, *masks.shape[-2:])
+
+
+def _take_channels_torch(masks: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """:func:`_take_channels` on the tensors' device (one gather per channel)."""
+    import torch
+
+    lead = np.broadcast_shapes(tuple(masks.shape[:-2]), tuple(table.shape[:-2]))
+    hw = masks.shape[-2:]
+    flat_masks = masks.expand(*lead, *hw).reshape(-1, *hw)
+    n = flat_masks.shape[0]
+    tables = table.expand(*lead, 3, 256).reshape(-1)
+    index = flat_masks.long() + (torch.arange(n, device=masks.device) * 768)[:, None, None]
+    out = torch.empty((n, 3, *hw), dtype=table.dtype, device=masks.device)
+    for ch in range(3):
+        out[:, ch] = tables.take(index + 256 * ch)
+    return out.reshape(*lead, 3, *hw)
+
+
+def _flatten(
+    masks: npt.NDArray[np.uint8], tables: npt.NDArray[_T], table_dims: int
+) -> tuple[tuple[int, ...], npt.NDArray[np.uint8], npt.NDArray[_T]]:
+    """Broadcast masks (..., H, W) and tables (..., *table) to one flat leading dimension."""
+    lead = np.broadcast_shapes(masks.shape[:-2], tables.shape[:-table_dims])
+    flat_masks = np.broadcast_to(masks, (*lead, *masks.shape[-2:])).reshape(-1, *masks.shape[-2:])
+    table_shape = tables.shape[-table_dims:]
+    flat_tables = np.broadcast_to(tables, (*lead, *table_shape)).reshape(-1, *table_shape)
+    return lead, flat_masks, flat_tables
 
 
 def clip_normalize(images: torch.Tensor) -> torch.Tensor:
@@ -188,9 +235,3 @@ def clip_normalize(images: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=images.device)[:, None, None]
     std = torch.tensor(CLIP_STD, dtype=torch.float32, device=images.device)[:, None, None]
     return (images.to(torch.float32) / 255 - mean) / std
-
-
-def _as_masks(m: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
-    if m.dtype != np.uint8 or m.ndim < 2:
-        raise InputError(f"masks must be uint8 (..., H, W), got {m.dtype} {m.shape}")
-    return m.astype(np.uint8, copy=False)
