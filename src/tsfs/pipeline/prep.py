@@ -1,22 +1,26 @@
-"""`prep`: compute what a store lacks for a data set, and nothing else.
+"""`prep` and `plan`: compute what a store lacks for a data set — or predict what that costs.
 
-:func:`prep_features` and :func:`prep_images` are what the ``tsfs prep`` commands call. Both
-follow :mod:`tsfs.pipeline.execute`: hash every row, look up the namespace, compute only the
-missing rows in batches, commit each batch as one segment.
+:func:`prep_features` and :func:`prep_images` are what the ``tsfs prep`` commands call;
+:func:`plan_features` and :func:`plan_images` are ``tsfs plan``. All four share one job
+description per kind (namespace, codecs, how a batch is computed), so a plan measures exactly
+the computation and layout that prep then performs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from tsfs.pipeline.execute import Batch, Block, PrepReport, RowPlan, plan_rows, run_batches
+from tsfs.pipeline.plan import Estimate, check_budget, estimate
 from tsfs.pipeline.windows import Dataset
 from tsfs.specs import FeatureSpec, ImageSpec
 from tsfs.stores.store import Codec, Namespace, Store
@@ -25,9 +29,13 @@ __all__ = [
     "dataset_blocks",
     "features_namespace",
     "images_namespace",
+    "plan_features",
+    "plan_images",
     "prep_features",
     "prep_images",
 ]
+
+ComputeFn = Callable[[Batch], dict[str, npt.NDArray[Any]]]
 
 
 def dataset_blocks(dataset: Dataset) -> list[Block]:
@@ -53,35 +61,8 @@ def images_namespace(store: Store, spec: ImageSpec) -> Namespace:
     return store.namespace("images", spec.to_dict(), spec.fingerprint)
 
 
-@contextmanager
-def _progress(total: int, enabled: bool, desc: str) -> Iterator[Callable[[int], None]]:
-    from tqdm import tqdm
-
-    with tqdm(
-        total=total,
-        unit="row",
-        unit_scale=True,
-        disable=not enabled or total == 0,
-        desc=desc,
-        dynamic_ncols=True,
-    ) as bar:
-        yield bar.update
-
-
-def _report(
-    namespace: Namespace, plan: RowPlan, segments: int, nbytes: int, t0: float
-) -> PrepReport:
-    return PrepReport(
-        namespace=f"{namespace.kind}/{namespace.fingerprint}",
-        windows=plan.windows,
-        rows_total=plan.rows_total,
-        rows_unique=plan.rows_unique,
-        rows_reused=plan.rows_present,
-        rows_computed=plan.rows_missing,
-        segments_written=segments,
-        bytes_written=nbytes,
-        seconds=time.perf_counter() - t0,
-    )
+# --------------------------------------------------------------------------------------------
+# how each kind computes a batch
 
 
 def _feature_batch(spec: FeatureSpec, device: str, batch: Batch) -> dict[str, npt.NDArray[Any]]:
@@ -98,6 +79,183 @@ def _feature_batch(spec: FeatureSpec, device: str, batch: Batch) -> dict[str, np
     return compute_rows(block.rows(batch.windows[w], v), spec, device=device)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Job:
+    """One prep run's parts: where it writes, how it encodes, how it computes."""
+
+    store: Store
+    kind: str
+    spec: dict[str, Any]
+    fingerprint: str
+    codecs: dict[str, Codec]
+    # (row length, processes) → a compute function; images hold a render pool open meanwhile.
+    computer: Callable[[int, int], contextlib.AbstractContextManager[ComputeFn]]
+    # Batches run in joblib workers that commit their own segments (features), or the compute
+    # function is parallel itself and the parent writes (images).
+    joblib: bool = False
+    parallel_startup_s: float = 1.0
+
+    def namespace(self, *, create: bool) -> Namespace:
+        if create:
+            return self.store.namespace(self.kind, self.spec, self.fingerprint)
+        return Namespace(self.store, self.kind, self.fingerprint)
+
+
+def _features_job(store: Store, spec: FeatureSpec, device: str) -> _Job:
+    @contextmanager
+    def computer(_length: int, _jobs: int) -> Iterator[ComputeFn]:
+        yield functools.partial(_feature_batch, spec, device)
+
+    return _Job(
+        store=store,
+        kind="features",
+        spec=spec.to_dict(),
+        fingerprint=spec.fingerprint,
+        codecs={},
+        computer=computer,
+        joblib=True,
+    )
+
+
+def _images_job(store: Store, spec: ImageSpec) -> _Job:
+    name = "rgb" if spec.rgb else "mask"
+
+    @contextmanager
+    def computer(length: int, jobs: int) -> Iterator[ComputeFn]:
+        from tsfs.pipeline.render import RenderPool
+
+        with RenderPool(spec, length, jobs=jobs) as pool:
+
+            def render(batch: Batch) -> dict[str, npt.NDArray[Any]]:
+                w, v = np.nonzero(batch.select)
+                return {name: pool.render(batch.block.rows(batch.windows[w], v))}
+
+            yield render
+
+    return _Job(
+        store=store,
+        kind="images",
+        spec=spec.to_dict(),
+        fingerprint=spec.fingerprint,
+        codecs={name: "zstd"},
+        computer=computer,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# running and planning
+
+
+@contextmanager
+def _progress(total: int, enabled: bool, desc: str) -> Iterator[Callable[[int], None]]:
+    from tqdm import tqdm
+
+    with tqdm(
+        total=total,
+        unit="row",
+        unit_scale=True,
+        disable=not enabled or total == 0,
+        desc=desc,
+        dynamic_ncols=True,
+    ) as bar:
+        yield bar.update
+
+
+def _by_length(plan: RowPlan) -> dict[int, RowPlan]:
+    lengths = sorted({b.block.seq_len for b in plan.batches})
+    return {
+        n: replace(plan, batches=[b for b in plan.batches if b.block.seq_len == n]) for n in lengths
+    }
+
+
+def _estimate(
+    job: _Job,
+    plan: RowPlan,
+    *,
+    jobs: int,
+    hash_seconds: float,
+    budget_bytes: int | None,
+) -> Estimate:
+    # Sample in this process: its rate per process is what gets spread over the workers.
+    sample_len = plan.batches[0].block.seq_len if plan.batches else 0
+    with job.computer(sample_len, 1) as compute:
+        return estimate(
+            kind=job.kind,
+            plan=plan,
+            namespace=job.namespace(create=False),
+            spec=job.spec,
+            compute=compute,
+            codecs=job.codecs,
+            jobs=jobs,
+            hash_seconds=hash_seconds,
+            budget_bytes=budget_bytes,
+            parallel_startup_s=job.parallel_startup_s,
+        )
+
+
+def _run(
+    job: _Job,
+    dataset: Dataset,
+    *,
+    jobs: int,
+    batch_rows: int,
+    progress: bool,
+    budget_bytes: int | None,
+    force: bool,
+) -> PrepReport:
+    t0 = time.perf_counter()
+    namespace = job.namespace(create=True)
+    plan = plan_rows(
+        dataset_blocks(dataset), namespace, key_algorithm=job.store.key, batch_rows=batch_rows
+    )
+    if plan.batches and not force:
+        check_budget(_estimate(job, plan, jobs=jobs, hash_seconds=0.0, budget_bytes=budget_bytes))
+    segments = nbytes = 0
+    with _progress(plan.rows_missing, progress, job.kind) as update:
+        for length, sub in _by_length(plan).items():
+            with job.computer(length, 1 if job.joblib else jobs) as compute:
+                s, b = run_batches(
+                    sub,
+                    namespace,
+                    compute,
+                    codecs=job.codecs,
+                    jobs=jobs if job.joblib else 1,
+                    progress=update,
+                )
+            segments += s
+            nbytes += b
+    return PrepReport(
+        namespace=f"{job.kind}/{job.fingerprint}",
+        windows=plan.windows,
+        rows_total=plan.rows_total,
+        rows_unique=plan.rows_unique,
+        rows_reused=plan.rows_present,
+        rows_computed=plan.rows_missing,
+        segments_written=segments,
+        bytes_written=nbytes,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _plan(
+    job: _Job, dataset: Dataset, *, jobs: int, batch_rows: int, budget_bytes: int | None
+) -> Estimate:
+    t0 = time.perf_counter()
+    plan = plan_rows(
+        dataset_blocks(dataset),
+        job.namespace(create=False),
+        key_algorithm=job.store.key,
+        batch_rows=batch_rows,
+    )
+    return _estimate(
+        job, plan, jobs=jobs, hash_seconds=time.perf_counter() - t0, budget_bytes=budget_bytes
+    )
+
+
+_FEATURE_BATCH_ROWS = 1 << 16
+_IMAGE_BATCH_ROWS = 2048
+
+
 def prep_features(
     dataset: Dataset,
     spec: FeatureSpec,
@@ -105,25 +263,25 @@ def prep_features(
     *,
     jobs: int = 1,
     device: str = "cpu",
-    batch_rows: int = 1 << 16,
+    batch_rows: int = _FEATURE_BATCH_ROWS,
     progress: bool = False,
+    budget_bytes: int | None = None,
+    force: bool = False,
 ) -> PrepReport:
-    """Compute and store the features of every row of ``dataset`` that ``store`` lacks."""
-    t0 = time.perf_counter()
-    namespace = features_namespace(store, spec)
-    plan = plan_rows(
-        dataset_blocks(dataset), namespace, key_algorithm=store.key, batch_rows=batch_rows
+    """Compute and store the features of every row of ``dataset`` that ``store`` lacks.
+
+    Refuses (``BudgetError``) when the predicted size exceeds ``budget_bytes`` or the free
+    space, unless ``force``.
+    """
+    return _run(
+        _features_job(store, spec, device),
+        dataset,
+        jobs=jobs,
+        batch_rows=batch_rows,
+        progress=progress,
+        budget_bytes=budget_bytes,
+        force=force,
     )
-    with _progress(plan.rows_missing, progress, "features") as update:
-        segments, nbytes = run_batches(
-            plan,
-            namespace,
-            functools.partial(_feature_batch, spec, device),
-            codecs={},
-            jobs=jobs,
-            progress=update,
-        )
-    return _report(namespace, plan, segments, nbytes, t0)
 
 
 def prep_images(
@@ -132,40 +290,60 @@ def prep_images(
     store: Store,
     *,
     jobs: int = 1,
-    batch_rows: int = 2048,
+    batch_rows: int = _IMAGE_BATCH_ROWS,
     progress: bool = False,
+    budget_bytes: int | None = None,
+    force: bool = False,
 ) -> PrepReport:
     """Render and store the image of every row of ``dataset`` that ``store`` lacks.
 
     Rendering runs in ``jobs`` long-lived worker processes that draw straight into shared
     memory; the parent compresses and commits each batch as one segment.
     """
-    from tsfs.pipeline.render import RenderPool
+    return _run(
+        _images_job(store, spec),
+        dataset,
+        jobs=jobs,
+        batch_rows=batch_rows,
+        progress=progress,
+        budget_bytes=budget_bytes,
+        force=force,
+    )
 
-    t0 = time.perf_counter()
-    namespace = images_namespace(store, spec)
-    blocks = dataset_blocks(dataset)
-    plan = plan_rows(blocks, namespace, key_algorithm=store.key, batch_rows=batch_rows)
-    name = "rgb" if spec.rgb else "mask"
-    lengths = sorted({b.block.seq_len for b in plan.batches})
-    segments = nbytes = 0
-    with _progress(plan.rows_missing, progress, "images") as update:
-        for length in lengths:
-            sub = RowPlan(
-                windows=plan.windows,
-                rows_total=plan.rows_total,
-                rows_unique=plan.rows_unique,
-                rows_present=plan.rows_present,
-                batches=[b for b in plan.batches if b.block.seq_len == length],
-            )
-            with RenderPool(spec, length, jobs=jobs) as pool:
 
-                def render(batch: Batch, pool: Any = pool) -> dict[str, npt.NDArray[Any]]:
-                    w, v = np.nonzero(batch.select)
-                    return {name: pool.render(batch.block.rows(batch.windows[w], v))}
+def plan_features(
+    dataset: Dataset,
+    spec: FeatureSpec,
+    store: Store,
+    *,
+    jobs: int = 1,
+    batch_rows: int = _FEATURE_BATCH_ROWS,
+    budget_bytes: int | None = None,
+) -> Estimate:
+    """Predict what :func:`prep_features` would write and how long it would take."""
+    return _plan(
+        _features_job(store, spec, "cpu"),
+        dataset,
+        jobs=jobs,
+        batch_rows=batch_rows,
+        budget_bytes=budget_bytes,
+    )
 
-                codecs: dict[str, Codec] = {name: "zstd"}
-                s, b = run_batches(sub, namespace, render, codecs=codecs, progress=update)
-            segments += s
-            nbytes += b
-    return _report(namespace, plan, segments, nbytes, t0)
+
+def plan_images(
+    dataset: Dataset,
+    spec: ImageSpec,
+    store: Store,
+    *,
+    jobs: int = 1,
+    batch_rows: int = _IMAGE_BATCH_ROWS,
+    budget_bytes: int | None = None,
+) -> Estimate:
+    """Predict what :func:`prep_images` would write and how long it would take."""
+    return _plan(
+        _images_job(store, spec),
+        dataset,
+        jobs=jobs,
+        batch_rows=batch_rows,
+        budget_bytes=budget_bytes,
+    )

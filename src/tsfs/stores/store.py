@@ -62,6 +62,7 @@ __all__ = [
     "Namespace",
     "Problem",
     "Store",
+    "chunk_rows_for",
 ]
 
 FORMAT = 1
@@ -80,6 +81,15 @@ _MAX_ROWS = 1 << 40
 # Rows per chunk aim at this many uncompressed bytes: big enough that a loader reads few files,
 # small enough that one chunk decodes in a few milliseconds.
 _CHUNK_TARGET_BYTES = 4 << 20
+
+
+def chunk_rows_for(rows: int, row_bytes: int) -> int:
+    """Rows per chunk of an array of ``rows`` rows of ``row_bytes`` bytes each.
+
+    The one place the chunk layout is decided, shared by writers and by the planner, so that
+    predicted sizes follow the real layout.
+    """
+    return max(1, min(rows, _CHUNK_TARGET_BYTES // max(1, row_bytes)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -615,8 +625,7 @@ class Namespace:
         from zarr.storage import LocalStore
 
         data = np.ascontiguousarray(data)
-        row_bytes = max(1, data[:1].nbytes)
-        chunk_rows = max(1, min(len(data), _CHUNK_TARGET_BYTES // row_bytes))
+        chunk_rows = chunk_rows_for(len(data), int(np.prod(data.shape[1:])) * data.itemsize)
         compressors: list[Any] = [Crc32cCodec()]
         if codec == "zstd":
             compressors.insert(0, BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"))
@@ -756,10 +765,17 @@ class Store:
         mode: ``"r"`` to read an existing store; ``"a"`` to read and write, creating the store
             when it does not exist.
         key: key algorithm for a new store (an existing store keeps its own).
+        missing_ok: with ``mode="r"``, a store that does not exist yet reads as empty (for
+            planning a run before anything is written).
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, mode: Literal["r", "a"] = "r", key: str = "xxh3-128"
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mode: Literal["r", "a"] = "r",
+        key: str = "xxh3-128",
+        missing_ok: bool = False,
     ) -> None:
         self.path = Path(path)
         self.mode = mode
@@ -769,6 +785,9 @@ class Store:
             )
         root = self.path / "zarr.json"
         if not root.exists():
+            if mode == "r" and missing_ok and not (self.path.exists() and any(self.path.iterdir())):
+                self.format, self.key = FORMAT, key
+                return
             if mode == "r":
                 raise InputError(
                     f"no tsfs store at {self.path} (no zarr.json); check --store, or create "

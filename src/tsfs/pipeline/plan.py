@@ -1,0 +1,256 @@
+"""Disk and time budgets before any work: what a prep run will write, and how long it takes.
+
+The prediction is built from the run's real plan (every row hashed, duplicates and rows already
+in the store removed, batches cut exactly as prep cuts them) and from a real sample: a few
+contiguous stretches of rows are computed and written as a segment into a scratch store with
+the same codecs and chunking. Uncompressed arrays then have exact sizes (rows × bytes per row +
+a checksum per chunk); compressed arrays use the sample's measured bytes per row; metadata and
+commit records use the sample's measured sizes. Time is the sample's compute and write rate,
+spread over the worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tsfs.errors import BudgetError
+from tsfs.pipeline.execute import Batch, RowPlan
+from tsfs.stores.store import Codec, Namespace, Store, chunk_rows_for
+from tsfs.units import human_bytes
+
+__all__ = ["Estimate", "check_budget", "estimate", "free_bytes"]
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the file system that holds ``path`` (or its nearest existing parent)."""
+    p = path.absolute()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+@dataclass(frozen=True, kw_only=True)
+class Estimate:
+    """A prediction of one prep run. Sizes in bytes, time in seconds."""
+
+    kind: str
+    namespace: str
+    windows: dict[str, int]
+    rows_total: int
+    rows_unique: int
+    rows_present: int
+    rows_missing: int
+    segments: int
+    bytes_uncompressed: int
+    bytes_on_disk: int
+    files: int
+    seconds: float
+    jobs: int
+    free_bytes: int
+    budget_bytes: int | None
+    sample_rows: int
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        if self.rows_missing == 0:
+            return "nothing to do"
+        if self.bytes_on_disk > self.free_bytes:
+            return "does not fit the free space"
+        if self.budget_bytes is not None and self.bytes_on_disk > self.budget_bytes:
+            return "over budget"
+        return "ok"
+
+    @property
+    def fits(self) -> bool:
+        return self.verdict in ("ok", "nothing to do")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["verdict"] = self.verdict
+        return d
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Sample:
+    """What one sample segment measured."""
+
+    rows: int
+    compute_s: float
+    write_s: float
+    commit_bytes_fixed: int
+    meta_bytes: dict[str, int]  # per array: its zarr.json
+    group_bytes: int
+    compressed_per_row: dict[str, float]  # compressed arrays: bytes per row (checksums out)
+    row_bytes: dict[str, int]
+    namespace_bytes: int
+
+
+def _sample_batches(plan: RowPlan, sample_rows: int, stretches: int) -> list[Batch]:
+    """A few contiguous stretches of the plan's rows, ``sample_rows`` in all."""
+    if not plan.batches:
+        return []
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(plan.batches), size=min(stretches, len(plan.batches)), replace=False)
+    per = max(1, sample_rows // len(picks))
+    out = []
+    for i in sorted(picks.tolist()):
+        b = plan.batches[i]
+        counts = np.cumsum(b.select.sum(axis=1))
+        n_win = int(np.searchsorted(counts, per)) + 1
+        start = int(rng.integers(0, max(1, len(b.windows) - n_win + 1)))
+        w = slice(start, start + n_win)
+        sel = b.select[w]
+        keys_before = int(b.select[:start].sum())
+        out.append(
+            Batch(
+                block=b.block,
+                windows=b.windows[w],
+                select=sel,
+                keys=b.keys[keys_before : keys_before + int(sel.sum())],
+            )
+        )
+    return out
+
+
+def _measure(
+    namespace: Namespace,
+    spec: dict[str, Any],
+    batches: list[Batch],
+    compute: Callable[[Batch], dict[str, npt.NDArray[Any]]],
+    codecs: dict[str, Codec],
+) -> _Sample:
+    """Compute the sample and write it into a scratch store with the real codecs."""
+    t0 = time.perf_counter()
+    outputs = [compute(b) for b in batches]
+    compute_s = time.perf_counter() - t0
+    names = list(outputs[0])
+    keys = np.concatenate([b.keys for b in batches])
+    arrays = {n: np.concatenate([o[n] for o in outputs]) for n in names}
+    scratch = Path(tempfile.mkdtemp(prefix="tsfs-plan-"))
+    try:
+        store = Store(scratch / "s", mode="a", key=namespace.store.key)
+        t1 = time.perf_counter()
+        ns = store.namespace(namespace.kind, spec, namespace.fingerprint)
+        ns_bytes = sum(f.stat().st_size for f in ns.path.rglob("*") if f.is_file())
+        ns_bytes += (store.path / namespace.kind / "zarr.json").stat().st_size
+        compressed: dict[str, float] = {}
+        commit = ns.write_segment(keys, arrays, codecs=codecs)
+        write_s = time.perf_counter() - t1
+        seg_dir = ns.segment_path(commit.segment)
+        meta = {n: (seg_dir / n / "zarr.json").stat().st_size for n in ["keys", *names]}
+        for n in names:
+            if codecs.get(n, "raw") != "raw":
+                chunk_files = [f for f in (seg_dir / n / "c").rglob("*") if f.is_file()]
+                total = sum(f.stat().st_size - 4 for f in chunk_files)
+                compressed[n] = total / max(1, len(keys))
+        commit_file = ns.path / "commits" / f"{commit.segment}.json"
+        row_bytes = {
+            n: int(np.prod(a.shape[1:], dtype=np.int64)) * a.itemsize for n, a in arrays.items()
+        }
+        row_bytes["keys"] = 16
+        return _Sample(
+            rows=len(keys),
+            compute_s=compute_s,
+            write_s=write_s,
+            commit_bytes_fixed=commit_file.stat().st_size,
+            meta_bytes=meta,
+            group_bytes=(seg_dir / "zarr.json").stat().st_size,
+            compressed_per_row=compressed,
+            row_bytes=row_bytes,
+            namespace_bytes=ns_bytes,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def estimate(
+    *,
+    kind: str,
+    plan: RowPlan,
+    namespace: Namespace,
+    spec: dict[str, Any],
+    compute: Callable[[Batch], dict[str, npt.NDArray[Any]]],
+    codecs: dict[str, Codec],
+    jobs: int,
+    hash_seconds: float,
+    budget_bytes: int | None = None,
+    sample_rows: int = 512,
+    stretches: int = 4,
+    parallel_startup_s: float = 0.0,
+) -> Estimate:
+    """Predict bytes, files and seconds of running ``plan`` (see the module docstring)."""
+    new_namespace = not (namespace.path / "zarr.json").exists()
+    bytes_unc = files = bytes_disk = 0
+    seconds = hash_seconds
+    sample_n = 0
+    if plan.batches:
+        batches = _sample_batches(plan, sample_rows, stretches)
+        sample = _measure(namespace, spec, batches, compute, codecs)
+        sample_n = sample.rows
+        for b in plan.batches:
+            r = b.n_rows
+            bytes_disk += sample.group_bytes + sample.commit_bytes_fixed
+            files += 2  # the segment's zarr.json and its commit record
+            for name, row_b in sample.row_bytes.items():
+                cr = chunk_rows_for(r, row_b)
+                n_chunks = -(-r // cr)
+                bytes_unc += r * row_b
+                files += 1 + n_chunks
+                bytes_disk += sample.meta_bytes[name] + 4 * n_chunks
+                if name in sample.compressed_per_row:
+                    bytes_disk += round(r * sample.compressed_per_row[name])
+                else:
+                    bytes_disk += r * row_b
+        if new_namespace:
+            bytes_disk += sample.namespace_bytes
+            files += 4
+        per_row_compute = sample.compute_s / max(1, sample.rows)
+        per_row_write = sample.write_s / max(1, sample.rows)
+        workers = max(1, min(jobs, os.cpu_count() or 1))
+        rows = plan.rows_missing
+        seconds += rows * per_row_compute / workers + rows * per_row_write
+        seconds += parallel_startup_s if workers > 1 else 0.0
+    return Estimate(
+        kind=kind,
+        namespace=f"{namespace.kind}/{namespace.fingerprint}",
+        windows=plan.windows,
+        rows_total=plan.rows_total,
+        rows_unique=plan.rows_unique,
+        rows_present=plan.rows_present,
+        rows_missing=plan.rows_missing,
+        segments=len(plan.batches),
+        bytes_uncompressed=bytes_unc,
+        bytes_on_disk=bytes_disk,
+        files=files,
+        seconds=seconds,
+        jobs=jobs,
+        free_bytes=free_bytes(namespace.store.path),
+        budget_bytes=budget_bytes,
+        sample_rows=sample_n,
+    )
+
+
+def check_budget(est: Estimate) -> None:
+    """Refuse a run predicted not to fit (prep calls this before writing anything)."""
+    if est.fits:
+        return
+    where = (
+        f"the {human_bytes(est.free_bytes)} free"
+        if est.verdict == "does not fit the free space"
+        else f"the budget of {human_bytes(est.budget_bytes or 0)}"
+    )
+    raise BudgetError(
+        f"this run would write about {human_bytes(est.bytes_on_disk)}, more than {where}; "
+        "see `tsfs plan` for cheaper settings, or pass --force to run anyway"
+    )
