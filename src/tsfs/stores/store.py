@@ -779,6 +779,8 @@ class Store:
     ) -> None:
         self.path = Path(path)
         self.mode = mode
+        self.format: int = FORMAT
+        self.key: str = key
         if self.path.exists() and not self.path.is_dir():
             raise InputError(
                 f"store path {self.path} is a file, not a directory; pass another --store"
@@ -786,7 +788,6 @@ class Store:
         root = self.path / "zarr.json"
         if not root.exists():
             if mode == "r" and missing_ok and not (self.path.exists() and any(self.path.iterdir())):
-                self.format, self.key = FORMAT, key
                 return
             if mode == "r":
                 raise InputError(
@@ -819,8 +820,8 @@ class Store:
             raise StoreFormatError(
                 f"store {self.path} uses unknown key algorithm {meta.get('key')!r}"
             )
-        self.format: int = meta["format"]
-        self.key: str = meta["key"]
+        self.format = meta["format"]
+        self.key = meta["key"]
         if mode == "a":
             self._require_writable()
 
