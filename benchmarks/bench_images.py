@@ -146,7 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--length", type=int, default=512, help="T, values per row")
     parser.add_argument("--rows", type=int, default=2048, help="rows per pool run")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per case")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per case")
     args = parser.parse_args()
     setup = Setup(ImageSpec(), load_rows(args.length, args.rows), args.repeats)
     print(f"ETTh1 rows, T={args.length}, {setup.spec.size}² px, medians of {args.repeats} runs")

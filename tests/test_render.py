@@ -399,3 +399,16 @@ def test_pool_rgb_mode_and_closed_pool(etth1: npt.NDArray[np.float32]) -> None:
         RenderPool(spec, 37, jobs=0)
     with pytest.raises(InputError, match="at least 2 values"):  # raised in a worker
         RenderPool(spec, 1, jobs=2)
+
+
+def test_pool_raises_when_a_worker_dies(etth1: npt.NDArray[np.float32]) -> None:
+    rows = windows(etth1, 37, 8)
+    pool = RenderPool(ImageSpec(size=32), 37, jobs=2)
+    pool.render(rows)
+    victim = pool._procs[0]
+    victim.kill()
+    victim.join()
+    with pytest.raises(RuntimeError, match="exited unexpectedly"):
+        pool.render(rows)
+    with pytest.raises(InputError, match="closed"):
+        pool.render(rows)

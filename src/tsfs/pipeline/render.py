@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from multiprocessing.connection import Connection, Pipe, wait
 from types import TracebackType
-from typing import Final, Literal
+from typing import Final, Literal, NoReturn
 
 import matplotlib as mpl
 import numpy as np
@@ -463,7 +463,7 @@ class RenderPool:
             images_path, images = _shared_file((n, *self.image_shape), np.uint8)
             paths.append(images_path)
             for conn in self._conns:
-                conn.send(("map", rows_path, rows.shape, images_path, images.shape))
+                self._send(conn, ("map", rows_path, rows.shape, images_path, images.shape))
             self._collect(self._conns)
         finally:
             # Every process has its mapping now; the memory lives until the last one is gone.
@@ -481,7 +481,7 @@ class RenderPool:
         def feed(conn: Connection) -> None:
             start = next(starts, None) if failure is None else None
             if start is not None:
-                conn.send(("run", start, min(start + chunk, n)))
+                self._send(conn, ("run", start, min(start + chunk, n)))
                 busy.append(conn)
 
         for conn in self._conns:
@@ -504,15 +504,24 @@ class RenderPool:
             if reply[0] != "ok":
                 self._raise(reply)
 
+    def _send(self, conn: Connection, message: tuple[object, ...]) -> None:
+        try:
+            conn.send(message)
+        except OSError:
+            self._worker_lost()
+
     def _receive(self, conn: Connection) -> tuple[str, ...]:
         try:
             reply: tuple[str, ...] = conn.recv()
         except (EOFError, OSError):
-            self.close()
-            raise RuntimeError(
-                "a render worker exited unexpectedly (killed, or out of memory?); pool closed"
-            ) from None
+            self._worker_lost()
         return reply
+
+    def _worker_lost(self) -> NoReturn:
+        self.close()
+        raise RuntimeError(
+            "a render worker exited unexpectedly (killed, or out of memory?); pool closed"
+        ) from None
 
     @staticmethod
     def _raise(reply: tuple[str, ...]) -> None:
