@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tsfs import __version__
-from tsfs.cli import prep, store
+from tsfs.cli import plan, prep, store
 
 __all__ = ["app"]
 
@@ -29,4 +29,5 @@ Examples:
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(prep.app, name="prep")
+app.add_typer(plan.app, name="plan")
 app.add_typer(store.app, name="store")

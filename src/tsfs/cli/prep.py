@@ -8,12 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from tsfs.cli._common import DEFAULT_STORE, StoreOpt, echo_json, human_bytes, reports_errors
+from tsfs.cli._common import DEFAULT_STORE, StoreOpt, echo_json, reports_errors
 from tsfs.cli._data import DataArg, data_options
 from tsfs.pipeline.execute import PrepReport
 from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec
+from tsfs.units import human_bytes, parse_size
 
-__all__ = ["app"]
+__all__ = ["BatchOpt", "JobsOpt", "JsonOpt", "app", "feature_spec", "image_spec", "jobs_or_cores"]
 
 app = typer.Typer(
     help="""Compute features or images into a store (only rows it does not hold yet).
@@ -42,8 +43,31 @@ BatchOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
-def _jobs(jobs: int | None) -> int:
-    return jobs if jobs and jobs > 0 else (os.cpu_count() or 1)
+BudgetOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Refuse to start when the run is predicted to write more, e.g. 2G."),
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Run even when predicted over --budget or free space.")
+]
+
+
+def jobs_or_cores(jobs: int | None) -> int:
+    """``--jobs``, defaulting to every usable core."""
+    return jobs if jobs and jobs > 0 else len(os.sched_getaffinity(0))
+
+
+def feature_spec(wavelet: str, level: int | None, mode: str, coefficients: bool) -> FeatureSpec:
+    return FeatureSpec(
+        wavelet=wavelet,
+        level=level,
+        mode=mode,  # type: ignore[arg-type]  # validated by FeatureSpec
+        store_coefficients=coefficients,
+    )
+
+
+def image_spec(size: int, linewidth: float, ylim: str, rgb: bool) -> ImageSpec:
+    return ImageSpec(size=size, linewidth=linewidth, ylim=ylim, rgb=rgb)  # type: ignore[arg-type]
 
 
 def _summary(report: PrepReport, json_out: bool) -> None:
@@ -87,6 +111,8 @@ def features(
     ] = False,
     jobs: JobsOpt = None,
     batch_rows: BatchOpt = None,
+    budget: BudgetOpt = None,
+    force: ForceOpt = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -99,19 +125,16 @@ def features(
     from tsfs.pipeline.sources import load
     from tsfs.stores.store import Store
 
-    spec = FeatureSpec(
-        wavelet=wavelet,
-        level=level,
-        mode=mode,  # type: ignore[arg-type]  # validated by FeatureSpec
-        store_coefficients=coefficients,
-    )
+    spec = feature_spec(wavelet, level, mode, coefficients)
     dev = _device(device)
     dataset = load(data, window)
     report = prep_features(
         dataset,
         spec,
         Store(store, mode="a"),
-        jobs=_jobs(jobs),
+        jobs=jobs_or_cores(jobs),
+        budget_bytes=parse_size(budget) if budget else None,
+        force=force,
         device=dev,
         **({"batch_rows": batch_rows} if batch_rows else {}),
         progress=not quiet and not json_out and sys.stderr.isatty(),
@@ -134,6 +157,8 @@ def images(
     ] = False,
     jobs: JobsOpt = None,
     batch_rows: BatchOpt = None,
+    budget: BudgetOpt = None,
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -145,13 +170,15 @@ def images(
     from tsfs.pipeline.sources import load
     from tsfs.stores.store import Store
 
-    spec = ImageSpec(size=size, linewidth=linewidth, ylim=ylim, rgb=rgb)  # type: ignore[arg-type]
+    spec = image_spec(size, linewidth, ylim, rgb)
     dataset = load(data, window)
     report = prep_images(
         dataset,
         spec,
         Store(store, mode="a"),
-        jobs=_jobs(jobs),
+        jobs=jobs_or_cores(jobs),
+        budget_bytes=parse_size(budget) if budget else None,
+        force=force,
         progress=not quiet and not json_out and sys.stderr.isatty(),
         **({"batch_rows": batch_rows} if batch_rows else {}),
     )

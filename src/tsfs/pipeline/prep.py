@@ -26,6 +26,7 @@ from tsfs.specs import FeatureSpec, ImageSpec
 from tsfs.stores.store import Codec, Namespace, Store
 
 __all__ = [
+    "cheaper_settings",
     "dataset_blocks",
     "features_namespace",
     "images_namespace",
@@ -347,3 +348,49 @@ def plan_images(
         batch_rows=batch_rows,
         budget_bytes=budget_bytes,
     )
+
+
+def cheaper_settings(
+    dataset: Dataset,
+    spec: FeatureSpec | ImageSpec,
+    store: Store,
+    *,
+    jobs: int = 1,
+) -> list[tuple[str, Estimate]]:
+    """Predicted sizes of cheaper variants of a run (for a plan that does not fit)."""
+    from tsfs.pipeline.sources import load
+
+    variants: list[tuple[str, Dataset, FeatureSpec | ImageSpec]] = []
+    if isinstance(spec, ImageSpec):
+        if spec.rgb:
+            variants.append(
+                ("masks instead of RGB (drop --rgb)", dataset, replace(spec, rgb=False))
+            )
+        for size in (spec.size // 2, spec.size // 4):
+            if size >= 32:
+                variants.append((f"--size {size}", dataset, replace(spec, size=size)))
+    elif spec.store_coefficients:
+        variants.append(
+            ("without --coefficients", dataset, replace(spec, store_coefficients=False))
+        )
+    if dataset.kind == "forecast":
+        for k in (2, 4):
+            stride = dataset.spec.stride * k
+            variants.append(
+                (
+                    f"--stride {stride}",
+                    load(dataset.path, replace(dataset.spec, stride=stride)),
+                    spec,
+                )
+            )
+    if len(dataset.splits) > 1 and "train" in dataset.splits:
+        variants.append(
+            ("--splits train", load(dataset.path, replace(dataset.spec, splits=("train",))), spec)
+        )
+    out = []
+    for label, ds, sp in variants:
+        if isinstance(sp, ImageSpec):
+            out.append((label, plan_images(ds, sp, store, jobs=jobs)))
+        else:
+            out.append((label, plan_features(ds, sp, store, jobs=jobs)))
+    return out

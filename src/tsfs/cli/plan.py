@@ -1,0 +1,154 @@
+"""`tsfs plan features|images`: disk and time budget before any work."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from tsfs.cli._common import DEFAULT_STORE, StoreOpt, echo_json, reports_errors
+from tsfs.cli._data import DataArg, data_options
+from tsfs.cli.prep import JobsOpt, JsonOpt, feature_spec, image_spec, jobs_or_cores
+from tsfs.pipeline.plan import Estimate
+from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec
+from tsfs.units import human_bytes, parse_size
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="""Predict what a prep run will write and how long it takes, before any work.
+
+Examples:
+
+  tsfs plan images data/ETTh1.csv --seq-len 512 --budget 2G
+
+  tsfs plan features data/ETTh1.csv --seq-len 512 --json
+""",
+    no_args_is_help=True,
+)
+
+BudgetOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Most bytes the run may write, e.g. 500M, 2G."),
+]
+
+
+def _show(est: Estimate, alternatives: list[tuple[str, Estimate]], json_out: bool) -> None:
+    if json_out:
+        d = est.to_dict()
+        d["alternatives"] = [
+            {"setting": label, "bytes_on_disk": a.bytes_on_disk, "files": a.files}
+            for label, a in alternatives
+        ]
+        echo_json(d)
+        return
+    windows = ", ".join(f"{k} {v:,}" for k, v in est.windows.items())
+    dup = est.rows_total - est.rows_unique
+    lines = [
+        f"{est.namespace}",
+        f"  windows          {windows}",
+        f"  rows             {est.rows_total:,} ({est.rows_unique:,} distinct, {dup:,} duplicates)",
+        f"  already stored   {est.rows_present:,}",
+        f"  to compute       {est.rows_missing:,} in {est.segments} segments",
+        f"  uncompressed     {human_bytes(est.bytes_uncompressed)}",
+        f"  on disk          {human_bytes(est.bytes_on_disk)} in {est.files:,} files"
+        f"  (from a {est.sample_rows}-row sample)",
+        f"  time             {est.seconds:,.1f} s with --jobs {est.jobs}",
+        f"  free space       {human_bytes(est.free_bytes)}"
+        + (f", budget {human_bytes(est.budget_bytes)}" if est.budget_bytes is not None else ""),
+        f"  verdict          {est.verdict}",
+    ]
+    typer.echo("\n".join(lines))
+    if alternatives:
+        typer.echo("  cheaper settings:")
+        for label, a in alternatives:
+            typer.echo(f"    {label:<36} {human_bytes(a.bytes_on_disk):>12}")
+
+
+def _run(
+    est: Estimate,
+    spec: FeatureSpec | ImageSpec,
+    dataset: object,
+    store: object,
+    jobs: int,
+    json_out: bool,
+) -> None:
+    from tsfs.pipeline.prep import cheaper_settings
+
+    alternatives = (
+        cheaper_settings(dataset, spec, store, jobs=jobs)  # type: ignore[arg-type]
+        if not est.fits and est.rows_missing
+        else []
+    )
+    _show(est, alternatives, json_out)
+    if not est.fits:
+        raise typer.Exit(1)
+
+
+@app.command()
+@reports_errors
+@data_options
+def features(
+    data: DataArg,
+    window: WindowSpec,
+    store: StoreOpt = DEFAULT_STORE,
+    wavelet: Annotated[str, typer.Option(help="Any PyWavelets discrete wavelet.")] = "db4",
+    level: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="DWT levels (default: min(3, max level for T))."),
+    ] = None,
+    mode: Annotated[str, typer.Option(help="Boundary mode.")] = "reflect",
+    coefficients: Annotated[bool, typer.Option("--coefficients")] = False,
+    budget: BudgetOpt = None,
+    jobs: JobsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Budget of `tsfs prep features` with the same options; exit 1 when it does not fit.
+
+    Example: tsfs plan features data/ETTh1.csv --seq-len 512 --budget 100M
+    """
+    from tsfs.pipeline.prep import plan_features
+    from tsfs.pipeline.sources import load
+    from tsfs.stores.store import Store
+
+    spec = feature_spec(wavelet, level, mode, coefficients)
+    st = Store(store, missing_ok=True)
+    dataset = load(data, window)
+    n = jobs_or_cores(jobs)
+    est = plan_features(
+        dataset, spec, st, jobs=n, budget_bytes=parse_size(budget) if budget else None
+    )
+    _run(est, spec, dataset, st, n, json_out)
+
+
+@app.command()
+@reports_errors
+@data_options
+def images(
+    data: DataArg,
+    window: WindowSpec,
+    store: StoreOpt = DEFAULT_STORE,
+    size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 224,
+    linewidth: Annotated[float, typer.Option(help="Line width in points.")] = 1.5,
+    ylim: Annotated[str, typer.Option(help="row | sigma.")] = "row",
+    rgb: Annotated[bool, typer.Option("--rgb")] = False,
+    budget: BudgetOpt = None,
+    jobs: JobsOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Budget of `tsfs prep images` with the same options; exit 1 when it does not fit.
+
+    Example: tsfs plan images data/ETTh1.csv --seq-len 512 --budget 2G
+    """
+    from tsfs.pipeline.prep import plan_images
+    from tsfs.pipeline.sources import load
+    from tsfs.stores.store import Store
+
+    spec = image_spec(size, linewidth, ylim, rgb)
+    st = Store(store, missing_ok=True)
+    dataset = load(data, window)
+    n = jobs_or_cores(jobs)
+    est = plan_images(
+        dataset, spec, st, jobs=n, budget_bytes=parse_size(budget) if budget else None
+    )
+    _run(est, spec, dataset, st, n, json_out)
