@@ -308,7 +308,10 @@ def _shared_file(shape: tuple[int, ...], dtype: type[np.generic]) -> tuple[str, 
             continue
         fd, path = tempfile.mkstemp(prefix="tsfs-render-", dir=directory)
         try:
-            os.posix_fallocate(fd, 0, nbytes)
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, nbytes)
+            else:  # no way to reserve tmpfs pages here (macOS): size the file only
+                os.ftruncate(fd, nbytes)
         except OSError:
             os.unlink(path)
             continue
@@ -421,7 +424,6 @@ class RenderPool:
             z, _, _ = revin(x)
             self._renderer.render(z, out)
             return out
-        _check_finite(x)
         self._reserve(n)
         self._rows[:n] = x
         self._run(n)
