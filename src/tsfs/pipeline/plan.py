@@ -214,7 +214,7 @@ def estimate(
                     bytes_disk += r * row_b
         if new_namespace:
             bytes_disk += sample.namespace_bytes
-            files += 4
+            files += 3  # the kind's, the namespace's and its segments group's zarr.json
         per_row_compute = sample.compute_s / max(1, sample.rows)
         per_row_write = sample.write_s / max(1, sample.rows)
         workers = max(1, min(jobs, os.cpu_count() or 1))

@@ -95,6 +95,10 @@ class _Job:
     # function is parallel itself and the parent writes (images).
     joblib: bool = False
     parallel_startup_s: float = 1.0
+    # Rows to sample when planning, in how many contiguous stretches: features are computed
+    # per stretch of windows, so their sample must be long enough to show the real rate.
+    sample_rows: int = 512
+    sample_stretches: int = 4
 
     def namespace(self, *, create: bool) -> Namespace:
         if create:
@@ -115,6 +119,8 @@ def _features_job(store: Store, spec: FeatureSpec, device: str) -> _Job:
         codecs={},
         computer=computer,
         joblib=True,
+        sample_rows=16384,
+        sample_stretches=2,
     )
 
 
@@ -191,6 +197,8 @@ def _estimate(
             hash_seconds=hash_seconds,
             budget_bytes=budget_bytes,
             parallel_startup_s=job.parallel_startup_s,
+            sample_rows=job.sample_rows,
+            stretches=job.sample_stretches,
         )
 
 

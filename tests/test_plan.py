@@ -1,0 +1,88 @@
+"""The planner's predictions against what prep then really writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tsfs.errors import BudgetError, InputError
+from tsfs.pipeline.prep import plan_features, plan_images, prep_features, prep_images
+from tsfs.pipeline.sources import load
+from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec
+from tsfs.stores.store import Store
+from tsfs.units import parse_size
+
+ROOT = Path(__file__).resolve().parents[1]
+ETTH1 = ROOT / "data" / "ETTh1.csv"
+BASIC = ROOT.parent / "shared" / "data" / "BasicMotions_TRAIN.ts"
+
+
+def _written(store: Path) -> tuple[int, int]:
+    """Bytes and files a run added to a fresh store (everything but the root zarr.json)."""
+    info = Store(store).info()
+    root = (store / "zarr.json").stat().st_size
+    return info["bytes"] - root, info["files"] - 1
+
+
+CASES = [
+    pytest.param(ETTH1, WindowSpec(seq_len=96, stride=4), id="etth1-96"),
+    pytest.param(ETTH1, WindowSpec(seq_len=512, stride=8), id="etth1-512"),
+    pytest.param(BASIC, WindowSpec(preset="uea"), id="basicmotions"),
+]
+
+
+def _load(path: Path, window: WindowSpec):  # type: ignore[no-untyped-def]
+    if not path.exists():
+        pytest.skip(f"{path.name} is not available")
+    return load(path, window)
+
+
+@pytest.mark.parametrize(("path", "window"), CASES)
+def test_feature_bytes_within_10_percent(tmp_path: Path, path: Path, window: WindowSpec) -> None:
+    data = _load(path, window)
+    spec = FeatureSpec()
+    est = plan_features(data, spec, Store(tmp_path / "s", missing_ok=True))
+    assert not (tmp_path / "s").exists()  # planning writes nothing
+    report = prep_features(data, spec, Store(tmp_path / "s", mode="a"))
+    nbytes, files = _written(tmp_path / "s")
+    assert report.rows_computed == est.rows_missing
+    assert abs(est.bytes_on_disk - nbytes) <= 0.10 * nbytes
+    assert est.files == files
+
+
+@pytest.mark.parametrize(("path", "window"), CASES)
+@pytest.mark.parametrize("rgb", [False, True], ids=["mask", "rgb"])
+def test_image_bytes_within_10_percent(
+    tmp_path: Path, path: Path, window: WindowSpec, rgb: bool
+) -> None:
+    from dataclasses import replace
+
+    if path == ETTH1:
+        window = replace(window, stride=window.stride * 8, splits=("val",))
+    data = _load(path, window)
+    spec = ImageSpec(size=64 if rgb else 112, rgb=rgb)
+    est = plan_images(data, spec, Store(tmp_path / "s", missing_ok=True))
+    prep_images(data, spec, Store(tmp_path / "s", mode="a"))
+    nbytes, files = _written(tmp_path / "s")
+    assert abs(est.bytes_on_disk - nbytes) <= 0.10 * nbytes, (est.bytes_on_disk, nbytes)
+    assert est.files == files
+
+
+def test_prep_refuses_a_run_over_budget_and_force_overrides(tmp_path: Path) -> None:
+    data = load(ETTH1, WindowSpec(seq_len=96, stride=16, splits=("test",)))
+    store = Store(tmp_path / "s", mode="a")
+    with pytest.raises(BudgetError, match="--force"):
+        prep_features(data, FeatureSpec(), store, budget_bytes=1000)
+    assert Store(tmp_path / "s").info()["namespaces"][0]["rows"] == 0  # nothing written
+    report = prep_features(data, FeatureSpec(), store, budget_bytes=1000, force=True)
+    assert report.rows_computed > 0
+
+
+def test_parse_size() -> None:
+    assert parse_size("500M") == 500 * 2**20
+    assert parse_size("2.5G") == int(2.5 * 2**30)
+    assert parse_size("10GiB") == 10 * 2**30
+    assert parse_size("123") == 123
+    with pytest.raises(InputError, match="--budget"):
+        parse_size("lots")
