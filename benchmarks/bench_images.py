@@ -1,15 +1,15 @@
 """Line-plot images: a pyplot figure per image vs tsfs's render pool, same pixels.
 
-Prints images/s for each case (median of several runs) and its ratio to the baseline, checks
-that the pool's masks, coloured, are the baseline's pixels, then bytes per image for
-blosc-zstd-compressed chunks of masks and of RGB images.
+Prints images/s for each case (median and range of several runs, the cases taking turns) and its
+ratio to the baseline, checks that the pool's masks, coloured, are the baseline's pixels, then
+bytes per image for blosc-zstd-compressed chunks of masks and of RGB images.
 
-    python benchmarks/bench_images.py [--length 512] [--rows 2048] [--repeats 3]
+    python benchmarks/bench_images.py [--length 512] [--rows 2048] [--repeats 5]
 
 The baseline is what TimesCLIP-style pipelines commonly run per image: ``plt.figure``, ``plot``,
-``axis("off")``, ``canvas.draw()``, buffer to array, ``plt.close``. Every other case is a function
-in ``CASES`` taking the same :class:`Setup`; an end-to-end case that writes into a store adds one
-entry there.
+``axis("off")``, ``canvas.draw()``, buffer to array, ``plt.close``. Every case is an entry in
+``CASES``: a context manager taking the same :class:`Setup` and yielding one timed run; an
+end-to-end case that writes into a store adds one entry there.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import argparse
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,42 +73,79 @@ def pyplot_image(row: npt.NDArray[np.float32], spec: ImageSpec) -> npt.NDArray[n
     return image
 
 
-def timed(run: Callable[[], object], count: int, repeats: int) -> float:
-    """Median images/s over ``repeats`` runs of ``count`` images."""
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        rates.append(count / (time.perf_counter() - start))
-    return statistics.median(rates)
+# A case opens whatever it needs (untimed), then yields (images per run, run). Cases take turns,
+# run by run, so load from other processes on the machine falls on all of them alike.
+Run = tuple[int, Callable[[], object]]
+Case = Callable[[Setup], AbstractContextManager[Run]]
 
 
-def baseline(setup: Setup) -> float:
+@contextmanager
+def baseline(setup: Setup) -> Iterator[Run]:
     rows = setup.rows[:150]
-    return timed(lambda: [pyplot_image(r, setup.spec) for r in rows], len(rows), setup.repeats)
+    yield len(rows), lambda: [pyplot_image(r, setup.spec) for r in rows]
 
 
-def pool_case(jobs: int, *, copy_out: bool) -> Callable[[Setup], float]:
-    """A long-lived pool (start-up not timed) rendering the rows as one batch."""
+@contextmanager
+def reused_figure(setup: Setup) -> Iterator[Run]:
+    """One pyplot figure kept for all images: ``set_ydata``, ``set_ylim``, ``canvas.draw()``."""
+    rows = setup.rows[:300]
+    spec = setup.spec
+    fig = plt.figure(figsize=(spec.size / 100, spec.size / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.axis("off")
+    (line,) = ax.plot(rows[0], color=spec.color, linewidth=spec.linewidth)
+    ax.set_xlim(0, rows.shape[1] - 1)
+    out = np.empty((len(rows), spec.size, spec.size, 3), np.uint8)
 
-    def case(setup: Setup) -> float:
+    def run() -> None:
+        z, _, _ = revin(rows)
+        for i, (row, (bottom, top)) in enumerate(zip(z, y_limits(z, spec), strict=True)):
+            line.set_ydata(row)
+            ax.set_ylim(bottom, top)
+            fig.canvas.draw()
+            out[i] = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+
+    yield len(rows), run
+    plt.close(fig)
+
+
+def pool_case(jobs: int, *, copy_out: bool) -> Case:
+    """A long-lived pool rendering the rows as one batch (start-up not timed)."""
+
+    @contextmanager
+    def case(setup: Setup) -> Iterator[Run]:
         rows = setup.rows if jobs > 1 else setup.rows[: len(setup.rows) // 2]
         out = np.empty((len(rows), setup.spec.size, setup.spec.size), np.uint8)
         with RenderPool(setup.spec, rows.shape[1], jobs=jobs) as pool:
-            pool.render(rows[:CHUNK])  # maps the buffers, warms the workers
+            pool.render(rows)  # maps the buffers, warms the workers
             if copy_out:
-                return timed(lambda: pool.render(rows, out=out), len(rows), setup.repeats)
-            return timed(lambda: pool.render(rows), len(rows), setup.repeats)
+                yield len(rows), lambda: pool.render(rows, out=out)
+            else:
+                yield len(rows), lambda: pool.render(rows)
 
     return case
 
 
-CASES: dict[str, Callable[[Setup], float]] = {
+CASES: dict[str, Case] = {
     "pyplot figure per image (baseline)": baseline,
+    "reused pyplot figure, canvas.draw()": reused_figure,
     "RenderPool jobs=1, into array": pool_case(1, copy_out=True),
     "RenderPool jobs=2, into array": pool_case(2, copy_out=True),
     "RenderPool jobs=2, pool buffer": pool_case(2, copy_out=False),
 }
+
+
+def images_per_s(setup: Setup) -> dict[str, list[float]]:
+    """Images/s of every run of every case, the cases taking turns run by run."""
+    with ExitStack() as stack:
+        runs = {name: stack.enter_context(case(setup)) for name, case in CASES.items()}
+        rates: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(setup.repeats):
+            for name, (count, run) in runs.items():
+                start = time.perf_counter()
+                run()
+                rates[name].append(count / (time.perf_counter() - start))
+    return rates
 
 
 def check_exact(setup: Setup, count: int = 24) -> bool:
@@ -150,10 +188,12 @@ def main() -> None:
     args = parser.parse_args()
     setup = Setup(ImageSpec(), load_rows(args.length, args.rows), args.repeats)
     print(f"ETTh1 rows, T={args.length}, {setup.spec.size}² px, medians of {args.repeats} runs")
-    rates = {name: case(setup) for name, case in CASES.items()}
-    base = next(iter(rates.values()))
-    for name, rate in rates.items():
-        print(f"  {name:38s} {rate:8.0f} images/s  {rate / base:6.1f}x")
+    rates = images_per_s(setup)
+    base = statistics.median(next(iter(rates.values())))
+    for name, runs in rates.items():
+        rate = statistics.median(runs)
+        spread = f"({min(runs):.0f}-{max(runs):.0f})"
+        print(f"  {name:38s} {rate:6.0f} images/s {spread:12s} {rate / base:5.1f}x")
     print(f"pool masks coloured == pyplot pixels: {check_exact(setup)}")
     print(f"bytes per {setup.spec.size}² image, blosc chunks of {CHUNK} images:")
     for name, per_image, speed in compression(setup):
