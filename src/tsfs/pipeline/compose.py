@@ -54,7 +54,8 @@ TAB20: Final = (
     "#bcbd22", "#dbdb8d", "#17becf", "#9edae5",
 )  # fmt: skip
 
-# Agg's plain blender over opaque white: out = (_SLOPE(c)·a + _OFFSET) // (a + _DENOM_BASE).
+# matplotlib's fixed_blender_rgba_plain with an opaque white destination (p = 255, alpha 255):
+# out = ((256·c − 255·255)·a + 255·255·256) // (a + 65280).
 _WHITE_SQ: Final = 255 * 255
 _OFFSET: Final = _WHITE_SQ * 256
 _DENOM_BASE: Final = 65280
