@@ -231,6 +231,9 @@ def test_blend_table_is_agg_integer_blend() -> None:
             assert t[a].tolist() == expected
     np.testing.assert_array_equal(table[:, 0], 255)  # no coverage: white
     np.testing.assert_array_equal(table[:, 255], colors)  # full coverage: the colour
+    # Drawing in black loses nothing: 255 − the black pixel is the coverage, at every level,
+    # so masks reproduce every colour, not just the ones tested against matplotlib here.
+    np.testing.assert_array_equal(255 - blend_table([0, 0, 0])[:, 0].astype(int), np.arange(256))
 
 
 def test_compose_broadcasts_one_colour_per_mask() -> None:

@@ -6,9 +6,10 @@ integer "plain" RGBA blender, which for a white destination reduces to
 
     out = ((256·c − 65025)·a + 65025·256) // (a + 65280)        (per channel, integer division)
 
-so one stored mask yields matplotlib's own pixels in any colour. The rounded float blend
-``round(c·a/255 + 255·(1 − a/255))`` is *not* equivalent: it is one level off on a few percent of
-the line's pixels.
+For black (c = 0) this gives 255 − a at every level, so a line drawn in black hands back Agg's
+coverage unchanged, and one stored mask yields matplotlib's own pixels in any colour. The rounded
+float blend ``round(c·a/255 + 255·(1 − a/255))`` is *not* equivalent: it is one level off on a
+few percent of the line's pixels.
 
 This module is what training code uses at read time, so it must never import matplotlib (nor
 torch at import time: only :func:`compose_torch` and :func:`clip_normalize` need it).
