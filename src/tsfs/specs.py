@@ -38,6 +38,7 @@ NanPolicy = Literal["error", "interpolate", "zero"]
 Unequal = Literal["pad", "truncate"]
 BoundaryMode = Literal["reflect", "zero", "constant", "periodic", "symmetric"]
 
+BOUNDARY_MODES: tuple[str, ...] = ("reflect", "zero", "constant", "periodic", "symmetric")
 PRESETS: tuple[str, ...] = ("ett_hour", "ett_minute", "custom", "uea", "array")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -132,6 +133,8 @@ class FeatureSpec(_Spec):
 
     ``level=None`` means ``min(3, pywt.dwt_max_level(T, filter_len))``, resolved per row length;
     the resolved level is part of what is stored, so the spec stays length-independent.
+    ``wavelet`` is any PyWavelets discrete wavelet; ``mode`` one of ptwt's boundary modes (each
+    means the same as PyWavelets' mode of that name).
     """
 
     kind: ClassVar[str] = "features"
@@ -142,6 +145,23 @@ class FeatureSpec(_Spec):
     mode: BoundaryMode = "reflect"
     top_k: int = 5
     store_coefficients: bool = False
+
+    def __post_init__(self) -> None:
+        import pywt  # deferred: only feature specs need it
+
+        if self.wavelet not in pywt.wavelist(kind="discrete"):
+            raise InputError(
+                f"unknown --wavelet {self.wavelet!r}; use a PyWavelets discrete wavelet "
+                "such as db4, sym5, coif2 or haar (pywt.wavelist(kind='discrete'))"
+            )
+        if self.mode not in BOUNDARY_MODES:
+            raise InputError(
+                f"unknown --mode {self.mode!r}; choose one of {', '.join(BOUNDARY_MODES)}"
+            )
+        if self.level is not None and self.level < 1:
+            raise InputError("--level must be at least 1 (or omitted for min(3, maximum))")
+        if self.top_k < 1:
+            raise InputError("--top-k must be at least 1")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,362 @@
+"""Per-row features behind ``tsfs prep features``: Time-LLM statistics and DWT prompt features.
+
+Two entry points compute the same values:
+
+- :func:`compute_rows` for independent rows (UEA samples, any rows): RevIN, a batched wavelet
+  transform (PyWavelets on the CPU, ptwt on a torch device) and batched FFT lags.
+- :func:`compute_windows` for the stride-1 windows of one long series (the TSLib splits). The
+  interior wavelet coefficients of every window are samples of one undecimated transform of the
+  whole series at the window's phase, and RevIN is affine per row, so band sums and energies
+  come from float64 prefix sums per phase plus a few explicit boundary coefficients per window
+  (:class:`tsfs.pipeline.dwt.WindowPlan`). Order statistics, ends and lags are read from each
+  raw window and mapped through the row's RevIN (monotone, so ``min(z) = (min(x) − m) / s``
+  exactly as float32 arithmetic rounds it).
+
+Every stored output and its per-row shape and dtype is listed by :func:`feature_schema`;
+:func:`pool_window` derives the per-window values of the public SWT-Time ``DWTPromptGenerator``
+from stored per-row values (see :mod:`tsfs.pipeline.dwt` for the formulas).
+
+Trend: stored as ``z[-1] − z[0]`` in float32 (upward iff > 0). Time-LLM's ``z.diff().sum()``
+telescopes to the same number in exact arithmetic, but its float32 sum of 511 rounded
+differences is not exactly 0 on a row whose ends are equal: on ETTh1 it calls 471 of 1,147 such
+flat rows "upward". The stored value says "downward" for all of them, as the formula does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
+
+from tsfs.errors import InputError
+from tsfs.pipeline.dwt import (
+    BandPrimitives,
+    band_lengths,
+    derive_features,
+    pool_primitives,
+    resolve_level,
+    row_primitives,
+    wavedec_rows,
+    window_plan,
+)
+from tsfs.pipeline.normalize import REVIN_EPS, revin
+from tsfs.pipeline.stats import top_lags
+from tsfs.specs import FeatureSpec
+
+__all__ = ["compute_rows", "compute_windows", "feature_schema", "pool_window"]
+
+Arrays = dict[str, npt.NDArray[np.generic]]
+F64 = npt.NDArray[np.float64]
+
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+
+# Rows per batch of the per-row work: bounds memory and keeps a batch in cache.
+_ROW_BATCH = 4096
+_WINDOW_BATCH_ROWS = 1024
+# A shared-transform sum is trusted when it is at least 1e9 times its float64 rounding bound
+# (relative error < 1e-9); other rows (constant or near-constant windows, tiny bands far from
+# the series' scale) are recomputed on the per-row path, which is exact for them.
+_CONDITION = 1e9 * np.finfo(np.float64).eps
+
+
+def feature_schema(spec: FeatureSpec, T: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Name → (per-row trailing shape, dtype) of every output for rows of length T.
+
+    Moments (``band_sum``, ``band_energy`` = sum of squares) are float64 so pooled values are
+    exact derivations; ``band_count`` is int32, ``lags`` int32, ``dominant`` int8, all other
+    values float32.
+    """
+    nb = resolve_level(spec, T) + 1
+    scalar: tuple[int, ...] = ()
+    band = (nb,)
+    schema: dict[str, tuple[tuple[int, ...], np.dtype]] = {
+        "revin_mean": (scalar, _F32),
+        "revin_std": (scalar, _F32),
+        "min": (scalar, _F32),
+        "max": (scalar, _F32),
+        "median": (scalar, _F32),
+        "trend": (scalar, _F32),
+        "lags": ((spec.top_k,), np.dtype(np.int32)),
+        "band_count": (band, np.dtype(np.int32)),
+        "band_sum": (band, _F64),
+        "band_energy": (band, _F64),
+        "energy_ratio": (band, _F32),
+        "entropy": (scalar, _F32),
+        "entropy_norm": (scalar, _F32),
+        "dominant": (scalar, np.dtype(np.int8)),
+        "band_trend": (band, _F32),
+        "consistency": (scalar, _F32),
+        "band_std": (band, _F32),
+        "snr_db": (scalar, _F32),
+        "volatility": (scalar, _F32),
+        "difficulty": (scalar, _F32),
+    }
+    if spec.store_coefficients:
+        total = sum(band_lengths(spec.wavelet, spec.mode, T, nb - 1))
+        schema["coefficients"] = ((total,), _F32)
+    return schema
+
+
+def _allocate(spec: FeatureSpec, T: int, lead: tuple[int, ...]) -> Arrays:
+    return {
+        name: np.empty(lead + shape, dtype=dtype)
+        for name, (shape, dtype) in feature_schema(spec, T).items()
+    }
+
+
+def _finite_rows(rows: npt.ArrayLike, what: str) -> npt.NDArray[np.float32]:
+    x = np.asarray(rows, dtype=np.float32)
+    if x.ndim != 2 or 0 in x.shape:
+        raise InputError(f"{what} must be a non-empty 2-D array, got shape {x.shape}")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        r, t = np.argwhere(bad)[0]
+        raise InputError(
+            f"{what} contain NaN or infinite values (first at [{r}, {t}]); "
+            "fill or drop them first (option --nan)"
+        )
+    return x
+
+
+def _put_dwt(out: Arrays, sl: slice | npt.NDArray[np.intp], p: BandPrimitives) -> None:
+    out["band_count"][sl] = p.count
+    out["band_sum"][sl] = p.total
+    out["band_energy"][sl] = p.energy
+    for name, value in derive_features(p).items():
+        out[name][sl] = value
+
+
+def compute_rows(rows: npt.ArrayLike, spec: FeatureSpec, *, device: str | None = None) -> Arrays:
+    """Features of independent rows.
+
+    Args:
+        rows: (R, T) values (converted to float32, as stored and hashed).
+        spec: what to compute.
+        device: None computes on the CPU with PyWavelets and torch's CPU FFT; a torch device
+            (``"cuda"``, ``"cpu"``…) runs the wavelet transform (ptwt) and the lag FFTs there.
+
+    Returns:
+        One array per :func:`feature_schema` entry, shaped (R, *shape).
+    """
+    x = _finite_rows(rows, "rows")
+    R, T = x.shape
+    level = resolve_level(spec, T)
+    out = _allocate(spec, T, (R,))
+    mid = (T - 1) // 2
+    for lo in range(0, R, _ROW_BATCH):
+        sl = slice(lo, min(lo + _ROW_BATCH, R))
+        z, out["revin_mean"][sl], out["revin_std"][sl] = revin(x[sl])
+        out["min"][sl] = z.min(axis=1)
+        out["max"][sl] = z.max(axis=1)
+        out["median"][sl] = np.partition(z, mid, axis=1)[:, mid]
+        out["trend"][sl] = z[:, -1] - z[:, 0]
+        out["lags"][sl] = top_lags(x[sl], spec.top_k, device=device)
+        coeffs = wavedec_rows(z, spec.wavelet, spec.mode, level, device=device)
+        _put_dwt(out, sl, row_primitives(coeffs))
+        if spec.store_coefficients:
+            out["coefficients"][sl] = np.concatenate(coeffs, axis=1)
+    return out
+
+
+def _window_sums(
+    values: F64, first: npt.NDArray[np.int64], count: int, step: int, block: int
+) -> tuple[F64, F64]:
+    """``Σ_{k<count} values[v, first + step·k]`` for every start and variable.
+
+    Prefix sums restart every ``block`` samples (a multiple of ``step``, at least the span of
+    one window), so a sum combines at most three prefix values of one or two blocks: its
+    rounding is local and depends only on the series, never on which windows are asked for.
+
+    Args:
+        values: (V, M) float64.
+        first: (N,) index of each window's first term.
+
+    Returns:
+        ``(sums, bound)``, both (N, V): the sums and the magnitude of the prefix values they
+        were formed from (the sum's rounding error is a few ulps of ``bound``).
+    """
+    V, M = values.shape
+    N = first.shape[0]
+    if count == 0:
+        return np.zeros((N, V)), np.zeros((N, V))
+    nblk = -(-M // block)
+    padded = np.zeros((V, nblk * block))
+    padded[:, :M] = values
+    inc4 = padded.reshape(V, nblk, block // step, step).cumsum(axis=2)
+    exc4 = np.zeros_like(inc4)
+    exc4[:, :, 1:] = inc4[:, :, :-1]
+    inc, exc = inc4.reshape(V, -1), exc4.reshape(V, -1)
+    last = first + step * (count - 1)
+    block_end = (first // block + 1) * block - step + first % step
+    cross = last > block_end
+    head = np.where(cross, inc[:, block_end], 0.0)
+    a, b = inc[:, last], exc[:, first]
+    return (a - b + head).T, (np.abs(a) + np.abs(b) + np.abs(head)).T
+
+
+def _prefix_block(T: int) -> int:
+    return max(4096, 1 << (T - 1).bit_length())
+
+
+def compute_windows(
+    series: npt.ArrayLike, *, seq_len: int, starts: npt.ArrayLike, spec: FeatureSpec
+) -> Arrays:
+    """Features of the windows ``series[s : s + seq_len]`` through the shared transform.
+
+    Agrees with :func:`compute_rows` on the same rows within float rounding (~1e-8 relative)
+    and gives every window the same bytes whichever other windows are in ``starts``: prefix
+    sums run over the whole series with block-local restarts, and every per-window step reads
+    only that window. The whole series is transformed once per call (O(len(series))), so for a
+    handful of windows of a long series, :func:`compute_rows` on those rows is cheaper; the
+    choice is left to the caller because switching on ``len(starts)`` here would make a
+    window's bytes depend on its neighbours. With ``spec.store_coefficients`` the windows are
+    computed row by row (the coefficients have to be materialised anyway).
+
+    Args:
+        series: (L, V) values (converted to float32).
+        seq_len: window length T.
+        starts: (N,) window starts, ``0 <= s <= L - T``.
+        spec: what to compute.
+
+    Returns:
+        One array per :func:`feature_schema` entry, shaped (N, V, *shape).
+    """
+    x = _finite_rows(series, "series")
+    T = int(seq_len)
+    st = np.asarray(starts, dtype=np.int64).reshape(-1)
+    L, V = x.shape
+    if T < 1 or T > L:
+        raise InputError(f"--seq-len {T} must be between 1 and the series length {L}")
+    if st.size and (st.min() < 0 or st.max() > L - T):
+        raise InputError(f"window starts must lie in [0, {L - T}] for --seq-len {T}")
+    level = resolve_level(spec, T)
+    N = st.size
+    windows = sliding_window_view(x, T, axis=0)  # (L-T+1, V, T), a view
+    if spec.store_coefficients or N == 0:
+        flat = compute_rows(windows[st].reshape(N * V, T), spec) if N else _allocate(spec, T, (0,))
+        return {k: v.reshape(N, V, *v.shape[1:]) for k, v in flat.items()}
+
+    out = _allocate(spec, T, (N, V))
+    plan = window_plan(spec.wavelet, spec.mode, T, level)
+    block = _prefix_block(T)
+    center = x.mean(axis=0, dtype=np.float64)  # (V,) keeps prefix sums near the data's scale
+    y = x.T.astype(np.float64) - center[:, None]  # (V, L)
+
+    s1, _ = _window_sums(y, st, T, 1, block)
+    s2, bound = _window_sums(y * y, st, T, 1, block)
+    var = np.maximum(s2 / T - (s1 / T) ** 2, 0.0)
+    mean32 = (center + s1 / T).astype(np.float32)
+    std32 = np.sqrt(var + REVIN_EPS).astype(np.float32)
+    ill = T * var <= _CONDITION * bound
+    shift = mean32.astype(np.float64) - center  # RevIN mean in the centred frame, (N, V)
+    scale = std32.astype(np.float64)
+
+    nb = level + 1
+    total = np.zeros((N, V, nb))
+    energy = np.zeros((N, V, nb))
+    for j, b in enumerate(plan.bands):
+        n_int = b.k1 - b.k0
+        if n_int == 0:
+            continue
+        u = np.stack([np.correlate(y[v], b.taps, mode="valid") for v in range(V)])
+        first = st + b.start
+        u1, _ = _window_sums(u, first, n_int, b.step, block)
+        u2, bound2 = _window_sums(u * u, first, n_int, b.step, block)
+        g = shift * b.taps.sum()
+        # Σ(u − m·G)² over the interior, expanded so it comes from the two prefix sums.
+        raw = u2 - 2.0 * g * u1 + n_int * g * g
+        ill |= raw <= _CONDITION * (bound2 + 2.0 * np.abs(g) * np.abs(u1))
+        total[:, :, j] = (u1 - n_int * g) / scale
+        energy[:, :, j] = raw / scale**2
+
+    # Per-window work on the raw rows, a batch at a time, variable-major: rows of one variable
+    # are contiguous in ``x.T``, which makes the gather ~4× cheaper than window-major.
+    by_var = sliding_window_view(np.ascontiguousarray(x.T), T, axis=1)  # (V, L-T+1, T), a view
+    n_exp = plan.explicit.shape[0]
+    ex = np.empty((V, N, n_exp))
+    order = np.empty((5, V, N), dtype=np.float32)  # min, max, median, first, last of raw x
+    lags = np.empty((V, N, spec.top_k), dtype=np.int32)
+    left = plan.explicit[:, : plan.k_left].T
+    right = plan.explicit[:, plan.k_left :].T
+    per_batch = max(1, _WINDOW_BATCH_ROWS // V)
+    mid = (T - 1) // 2
+    for lo in range(0, N, per_batch):
+        sl = slice(lo, min(lo + per_batch, N))
+        batch = by_var[:, st[sl]]  # (V, n, T) float32 copy
+        n = batch.shape[1]
+        rows = batch.reshape(V * n, T)
+        order[0, :, sl] = rows.min(axis=1).reshape(V, n)
+        order[1, :, sl] = rows.max(axis=1).reshape(V, n)
+        order[2, :, sl] = np.partition(rows, mid, axis=1)[:, mid].reshape(V, n)
+        order[3, :, sl] = batch[:, :, 0]
+        order[4, :, sl] = batch[:, :, -1]
+        lags[:, sl] = top_lags(rows, spec.top_k).reshape(V, n, -1)
+        edge = rows[:, : plan.k_left].astype(np.float64) @ left
+        if plan.k_right:
+            edge += rows[:, T - plan.k_right :].astype(np.float64) @ right
+        ex[:, sl] = edge.reshape(V, n, n_exp)
+    out["lags"] = np.ascontiguousarray(lags.transpose(1, 0, 2))
+
+    # Explicit coefficients in z units: E·x minus the response to the RevIN mean, E·1·m.
+    cz = ex.transpose(1, 0, 2) - mean32.astype(np.float64)[..., None] * plan.explicit_ones
+    cz /= scale[..., None]
+    onehot = np.eye(nb)[plan.explicit_band]  # (n_exp, nb)
+    total += cz @ onehot
+    energy += (cz * cz) @ onehot
+    prims = BandPrimitives(
+        count=np.broadcast_to(np.array([b.length for b in plan.bands]), (N * V, nb)),
+        total=total.reshape(N * V, nb),
+        energy=energy.reshape(N * V, nb),
+        first=cz[..., plan.first_row].reshape(N * V, nb),
+        last=cz[..., plan.last_row].reshape(N * V, nb),
+    )
+    flat = {k: v.reshape(N * V, *v.shape[2:]) for k, v in out.items()}
+    _put_dwt(flat, slice(None), prims)
+
+    # RevIN of the order statistics and ends, with revin's own float32 operations.
+    z = (order.transpose(0, 2, 1) - mean32) / std32  # (5, N, V)
+    out["revin_mean"], out["revin_std"] = mean32, std32
+    out["min"], out["max"], out["median"] = z[0], z[1], z[2]
+    out["trend"] = z[4] - z[3]
+
+    if ill.any():
+        wi, vi = np.nonzero(ill)
+        exact = compute_rows(windows[st[wi], vi], spec)
+        for name, value in exact.items():
+            out[name][wi, vi] = value
+    return out
+
+
+def pool_window(per_row: Mapping[str, npt.ArrayLike]) -> Arrays:
+    """Per-window values of the public DWTPromptGenerator from stored per-row values.
+
+    Args:
+        per_row: the outputs of V rows per window, each (N, V, *shape): ``band_count``,
+            ``band_sum``, ``band_energy``, ``energy_ratio``, ``band_trend``, ``min``, ``max``,
+            ``median`` and ``lags``.
+
+    Returns:
+        float64 (N, nb) ``energy_ratio``, ``band_trend``, ``band_std``; int8 (N, nb)
+        ``trend_sign``; (N,) ``entropy``, ``dominant``, ``dominant_energy``, ``consistency``,
+        ``snr_db``, ``volatility``, ``difficulty``; (N,) ``min``, ``max``, ``median`` (means
+        over variables, as the generator's prompt uses them) and (N, k) ``lags`` of the first
+        variable.
+    """
+
+    def get(name: str, dtype: type[np.generic] = np.float64) -> npt.NDArray[np.generic]:
+        return np.asarray(per_row[name]).astype(dtype, copy=False)
+
+    pooled: Arrays = pool_primitives(
+        get("band_count", np.int64),  # type: ignore[arg-type]
+        get("band_sum"),  # type: ignore[arg-type]
+        get("band_energy"),  # type: ignore[arg-type]
+        get("energy_ratio"),  # type: ignore[arg-type]
+        get("band_trend"),  # type: ignore[arg-type]
+    )
+    for name in ("min", "max", "median"):
+        pooled[name] = get(name).mean(axis=1)
+    pooled["lags"] = np.asarray(per_row["lags"])[:, 0]
+    return pooled
