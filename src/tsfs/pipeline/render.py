@@ -151,7 +151,7 @@ class Renderer:
         self._view = Bbox([[0.0, -1.0], [length - 1.0, 1.0]])
         self._transform = BboxTransformFrom(self._view) + axes.transAxes
         # The path's vertices are updated in place; Path keeps the array it was given.
-        self._xy = np.empty((length, 2))
+        self._xy = np.zeros((length, 2))
         self._xy[:, 0] = np.arange(length)
         with _default_rc():
             self._path = Path(self._xy)
