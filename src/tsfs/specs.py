@@ -202,3 +202,12 @@ class ImageSpec(_Spec):
         if not re.fullmatch(r"#[0-9a-fA-F]{6}", self.color):
             raise InputError(f"--color {self.color!r} must be of the form #rrggbb (e.g. #1f77b4)")
         object.__setattr__(self, "color", self.color.lower())
+
+    def to_dict(self) -> dict[str, Any]:
+        # Fields that cannot change the stored values stay out of the namespace's identity,
+        # so e.g. a different colour never re-renders masks (colour is applied at read time).
+        d = super().to_dict()
+        if not self.rgb:
+            del d["color"]
+        del d["sigma" if self.ylim == "row" else "margin"]
+        return d

@@ -628,7 +628,9 @@ class Namespace:
         chunk_rows = chunk_rows_for(len(data), int(np.prod(data.shape[1:])) * data.itemsize)
         compressors: list[Any] = [Crc32cCodec()]
         if codec == "zstd":
-            compressors.insert(0, BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"))
+            # Measured on line-plot masks: no shuffle at level 1 is the smallest and fastest
+            # (bit shuffle ~45% larger; levels 3-5 save <3% at 2-5x the encode time).
+            compressors.insert(0, BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle"))
         arr = zarr.create_array(
             LocalStore(self.store.path),
             name=str((seg_dir / name).relative_to(self.store.path)),
