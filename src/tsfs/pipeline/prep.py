@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tsfs.pipeline.execute import Batch, Block, PrepReport, RowPlan, plan_rows, run_batches
+from tsfs.pipeline.normalize import revin
 from tsfs.pipeline.plan import Estimate, check_budget, estimate
 from tsfs.pipeline.windows import Dataset
 from tsfs.specs import FeatureSpec, ImageSpec
@@ -124,28 +125,40 @@ def _features_job(store: Store, spec: FeatureSpec, device: str) -> _Job:
     )
 
 
+@functools.lru_cache(maxsize=4)
+def _renderer(spec: ImageSpec, length: int) -> Any:
+    """One long-lived renderer per process (per spec and row length): never a figure per image."""
+    from tsfs.pipeline.render import Renderer
+
+    return Renderer(spec, length)
+
+
+def _image_batch(spec: ImageSpec, batch: Batch) -> dict[str, npt.NDArray[Any]]:
+    """Images of a batch's selected rows, (R, H, W[, 3]) in the batch's key order."""
+    from tsfs.pipeline.render import image_shape
+
+    w, v = np.nonzero(batch.select)
+    z, _, _ = revin(batch.block.rows(batch.windows[w], v))
+    out = np.empty((len(z), *image_shape(spec)), dtype=np.uint8)
+    _renderer(spec, z.shape[1]).render(z, out)
+    return {"rgb" if spec.rgb else "mask": out}
+
+
 def _images_job(store: Store, spec: ImageSpec) -> _Job:
-    name = "rgb" if spec.rgb else "mask"
-
     @contextmanager
-    def computer(length: int, jobs: int) -> Iterator[ComputeFn]:
-        from tsfs.pipeline.render import RenderPool
-
-        with RenderPool(spec, length, jobs=jobs) as pool:
-
-            def render(batch: Batch) -> dict[str, npt.NDArray[Any]]:
-                w, v = np.nonzero(batch.select)
-                return {name: pool.render(batch.block.rows(batch.windows[w], v))}
-
-            yield render
+    def computer(_length: int, _jobs: int) -> Iterator[ComputeFn]:
+        yield functools.partial(_image_batch, spec)
 
     return _Job(
         store=store,
         kind="images",
         spec=spec.to_dict(),
         fingerprint=spec.fingerprint,
-        codecs={name: "zstd"},
+        codecs={"rgb" if spec.rgb else "mask": "zstd"},
         computer=computer,
+        # Each worker renders, compresses and commits its own segments: both cores draw and
+        # nothing but a row count travels back.
+        joblib=True,
     )
 
 
@@ -306,8 +319,8 @@ def prep_images(
 ) -> PrepReport:
     """Render and store the image of every row of ``dataset`` that ``store`` lacks.
 
-    Rendering runs in ``jobs`` long-lived worker processes that draw straight into shared
-    memory; the parent compresses and commits each batch as one segment.
+    Batches run in ``jobs`` worker processes, each with one long-lived renderer, each
+    rendering, compressing and committing its own segments.
     """
     return _run(
         _images_job(store, spec),
