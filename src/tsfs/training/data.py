@@ -1,0 +1,926 @@
+"""Training data straight from a store: windows, their rows' features and images, never recomputed.
+
+A training run pairs a data set (:func:`tsfs.pipeline.sources.load`) with a store that
+``tsfs prep features|images`` filled. Three steps connect them:
+
+1. :func:`open_view` — the (N, V, 16) row keys of every window of every split, hashed once and
+   persisted in the store (``views/<fingerprint>``), so later runs load them instead of hashing.
+2. :class:`WindowReader` — one split's windows resolved to (segment, row) locations in each
+   namespace asked for, then read as whole chunks through a bounded :class:`ChunkCache`. A row
+   the store lacks is an error at construction that names the ``tsfs prep`` command filling it.
+3. A dataset over the reader:
+
+   * :class:`StoreLoader` (the fast path): chunk-aware shuffling (:mod:`tsfs.training.sampler`),
+     DataLoader worker processes, rank/world-size sharding, ``state_dict`` to resume mid-epoch,
+     and images composed from masks on the target device.
+   * :class:`WindowDataset`: map-style, for plain random order with any sampler and for
+     Time-Series-Library loops (``tslib=True`` returns TSLib's ``(x, y, x_mark, y_mark)``).
+
+This package never imports ptwt or matplotlib: everything computed comes from the store.
+
+**Memory.** What a reading process holds does not depend on the store's size:
+
+* the data set itself (its scaled series and time features) and, per namespace read, 12 bytes
+  per row of the split (segment and row of each window's V rows) plus its keys (16 bytes per
+  row) — a function of the data set only;
+* at most ``cache_bytes`` of decoded chunks (per process: each DataLoader worker has its own);
+* the batches in flight: ``(prefetch_factor · num_workers + 2)`` batches of
+  ``batch_size · V · row bytes`` (224² masks: 49 KiB per row).
+
+Image arrays are never loaded whole, and locating rows reads one segment's keys at a time, so
+opening a reader never holds more keys than the largest segment has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from tsfs.errors import InputError, MissingRowsError, StoreCorruptError
+from tsfs.pipeline.compose import clip_normalize, compose_torch, palette, parse_color
+from tsfs.pipeline.prep import dataset_blocks
+from tsfs.pipeline.windows import Dataset, Split
+from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec, fingerprint
+from tsfs.stores.store import Commit, KeyIndex, Namespace, Store
+from tsfs.training.cache import DEFAULT_CACHE_BYTES, ChunkCache, ChunkReader
+from tsfs.training.sampler import (
+    ORDERS,
+    EpochPlan,
+    Order,
+    mask_from_ranges,
+    plan_epoch,
+    ranges_from_mask,
+    worker_share,
+)
+
+__all__ = [
+    "Batch",
+    "ChunkedWindows",
+    "ImageComposer",
+    "ImageOutput",
+    "StoreLoader",
+    "View",
+    "WindowArrays",
+    "WindowDataset",
+    "WindowReader",
+    "open_view",
+    "prep_command",
+    "view_fingerprint",
+]
+
+ImageOutput = Literal["mask", "uint8", "float", "clip"]
+_IMAGE_OUTPUTS: tuple[str, ...] = ("mask", "uint8", "float", "clip")
+_VIEW_VERSION = 1
+
+I64 = npt.NDArray[np.int64]
+
+
+# --------------------------------------------------------------------------------------------
+# views: window → row keys, hashed once per data set and key algorithm
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class View:
+    """A data set's windows as row keys.
+
+    Attributes:
+        dataset: the data set.
+        store: the store the keys are looked up in.
+        keys: split name → (N, V, 16) uint8 key of each window's rows.
+        fingerprint: names the view in the store (data set fingerprint + key algorithm).
+    """
+
+    dataset: Dataset
+    store: Store
+    keys: Mapping[str, npt.NDArray[np.uint8]]
+    fingerprint: str
+
+
+def view_fingerprint(dataset: Dataset, key_algorithm: str) -> str:
+    """The name of ``dataset``'s persisted view in a store keyed with ``key_algorithm``."""
+    return fingerprint(
+        {
+            "kind": "view",
+            "version": _VIEW_VERSION,
+            "dataset": dataset.fingerprint,
+            "key": key_algorithm,
+        }
+    )
+
+
+def open_view(dataset: Dataset, store: Store, *, persist: bool = True) -> View:
+    """Load ``dataset``'s persisted view from ``store``, or hash its rows (and persist them).
+
+    Args:
+        dataset: the windows to map.
+        store: where rows are looked up; the view is saved there when ``persist`` is set and
+            the store was opened for writing (a read-only store just costs a rehash per run).
+
+    Raises:
+        StoreCorruptError: the persisted view does not fit the data set it is named after.
+    """
+    fp = view_fingerprint(dataset, store.key)
+    shapes = {name: (len(s), s.x.shape[2]) for name, s in dataset.splits.items()}
+    loaded = store.load_view(fp)
+    if loaded is not None:
+        arrays, _attrs = loaded
+        for name, (n, v) in shapes.items():
+            k = arrays.get(name)
+            if k is None or k.shape != (n, v, 16) or k.dtype != np.uint8:
+                raise StoreCorruptError(
+                    f"view {store.path / 'views' / fp} does not match the data set "
+                    f"{dataset.path.name} (split {name!r}); delete that directory to rebuild it"
+                )
+        keys = {name: arrays[name] for name in shapes}
+    else:
+        keys = {b.name: b.keys(store.key) for b in dataset_blocks(dataset)}
+        if persist and store.mode == "a":
+            attrs = {
+                "kind": "view",
+                "version": _VIEW_VERSION,
+                "dataset": dataset.fingerprint,
+                "key": store.key,
+                "windows": {name: n for name, (n, _v) in shapes.items()},
+            }
+            store.save_view(fp, keys, attrs)
+    return View(dataset=dataset, store=store, keys=keys, fingerprint=fp)
+
+
+def prep_command(
+    kind: Literal["features", "images"],
+    dataset: Dataset,
+    spec: FeatureSpec | ImageSpec,
+    store: Store,
+) -> str:
+    """The ``tsfs prep`` command line that computes ``spec``'s rows of ``dataset`` into ``store``.
+
+    Spec fields that have no command-line option are named after the command when they differ
+    from their defaults (the Python API, :mod:`tsfs.pipeline.prep`, takes any spec).
+    """
+    from tsfs.pipeline.sources import infer_preset
+
+    window, default = dataset.spec, WindowSpec()
+    args = ["tsfs", "prep", kind, str(dataset.path)]
+    try:
+        inferred = infer_preset(dataset.path)
+    except InputError:
+        inferred = None
+    if dataset.preset != inferred:
+        args += ["--preset", dataset.preset]
+    window_options = ["splits", "nan"]
+    if dataset.kind == "forecast":
+        window_options = ["seq_len", "label_len", "pred_len", "features", "target", "stride"]
+        window_options += ["splits", "nan"]
+    for name in window_options:
+        value = getattr(window, name)
+        if value != getattr(default, name):
+            shown = ",".join(value) if name == "splits" else str(value)
+            args += [f"--{name.replace('_', '-')}", shown]
+    unflagged = [f for f in ("scale", "unequal") if getattr(window, f) != getattr(default, f)]
+    options: dict[str, str] = (
+        {"wavelet": "--wavelet", "level": "--level", "mode": "--mode"}
+        if isinstance(spec, FeatureSpec)
+        else {"size": "--size", "linewidth": "--linewidth", "ylim": "--ylim"}
+    )
+    switch = "store_coefficients" if isinstance(spec, FeatureSpec) else "rgb"
+    switch_flag = "--coefficients" if isinstance(spec, FeatureSpec) else "--rgb"
+    spec_default = type(spec)()
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if value == getattr(spec_default, f.name):
+            continue
+        if f.name in options:
+            args += [options[f.name], str(value)]
+        elif f.name == switch:
+            args.append(switch_flag)
+        else:
+            unflagged.append(f.name)
+    args += ["--store", str(store.path)]
+    command = shlex.join(args)
+    if unflagged:
+        command += (
+            f" (with {', '.join(unflagged)} as this run has them: they have no command-line "
+            f"option, so call tsfs.pipeline.prep.prep_{kind} with the same specs)"
+        )
+    return command
+
+
+# --------------------------------------------------------------------------------------------
+# one namespace's rows of one split
+
+
+def _locate(
+    namespace: Namespace, keys: npt.NDArray[np.uint8]
+) -> tuple[tuple[Commit, ...], npt.NDArray[np.int32], I64]:
+    """Commits, and (M,) segment position and row of each (M, 16) key (-1 where absent).
+
+    Segments are searched oldest first, one at a time, so the earliest committed copy of a key
+    wins (as in the store's own index) and no more than one segment's keys are held at once.
+    """
+    commits = tuple(namespace.commits())
+    seg = np.full(len(keys), -1, dtype=np.int32)
+    row = np.full(len(keys), -1, dtype=np.int64)
+    todo = np.arange(len(keys))
+    for i, commit in enumerate(commits):
+        if not len(todo):
+            break
+        index = KeyIndex.build([commit], [namespace._read_array(commit, "keys")])
+        loc = index.lookup(keys[todo])
+        hit = loc.found
+        seg[todo[hit]] = i
+        row[todo[hit]] = loc.row[hit]
+        todo = todo[~hit]
+    return commits, seg, row
+
+
+class _Columns:
+    """The rows of one split's windows in one namespace, and how to gather them from chunks.
+
+    Attributes:
+        names: the arrays read, in order.
+        seg: (N, V) int32 segment position (into ``reader.commits``) of each window's rows.
+        row: (N, V) int64 row within that segment.
+    """
+
+    def __init__(
+        self,
+        namespace: Namespace,
+        keys: npt.NDArray[np.uint8],
+        names: Sequence[str] | None,
+        *,
+        missing_hint: str,
+    ) -> None:
+        n, v = keys.shape[:2]
+        commits, seg, row = _locate(namespace, keys.reshape(-1, 16))
+        absent = int((seg < 0).sum())
+        if absent:
+            raise MissingRowsError(
+                f"{absent:,} of {seg.size:,} rows are not in {namespace.kind} namespace "
+                f"{namespace.fingerprint} of store {namespace.store.path}; compute them with: "
+                f"{missing_hint}"
+            )
+        self.reader = ChunkReader(namespace, commits)
+        self.seg = seg.reshape(n, v)
+        self.row = row.reshape(n, v)
+        used = [commits[int(s)] for s in np.unique(seg)]
+        if names is None:
+            names = [a for a in used[0].arrays if a != "keys"] if used else []
+        self.names = tuple(names)
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.dtypes: dict[str, np.dtype[Any]] = {}
+        for name in self.names:
+            recs = [c.arrays.get(name) for c in used]
+            if any(r is None for r in recs):
+                have = sorted(a for a in used[0].arrays if a != "keys") if used else []
+                raise InputError(
+                    f"{namespace.kind} namespace {namespace.fingerprint} has no output {name!r} "
+                    f"in every segment (outputs: {', '.join(have)})"
+                )
+            kinds = {(r.shape[1:], r.dtype) for r in recs if r is not None}
+            if len(kinds) > 1:
+                raise StoreCorruptError(
+                    f"{namespace.path}: output {name!r} has different row shapes or dtypes "
+                    f"across segments: {sorted(kinds)}"
+                )
+            shape, dtype = kinds.pop() if kinds else ((), "float32")
+            self.shapes[name] = tuple(shape)
+            self.dtypes[name] = np.dtype(dtype)
+        self._chunk_rows = {name: self.reader.chunk_rows(name) for name in self.names}
+
+    def chunk_of(self, name: str, seg: npt.NDArray[np.int32], row: I64) -> tuple[I64, I64]:
+        """Chunk number and row within the chunk of each (segment, row)."""
+        rows_per_chunk = self._chunk_rows[name][seg]
+        chunk = row // rows_per_chunk
+        return chunk, row - chunk * rows_per_chunk
+
+    def groups(self) -> I64:
+        """(N,) chunk group of each window: the chunk of its first row in the first array."""
+        if not self.names:
+            return np.arange(len(self.seg), dtype=np.int64)
+        seg = self.seg[:, 0]
+        chunk, _ = self.chunk_of(self.names[0], seg, self.row[:, 0])
+        return (seg.astype(np.int64) << 32) | chunk
+
+    def gather(self, windows: I64, name: str, cache: ChunkCache) -> npt.NDArray[Any]:
+        """(B, V, ...) array ``name`` of the rows of ``windows``, read chunk by chunk."""
+        seg = self.seg[windows].ravel()
+        row = self.row[windows].ravel()
+        chunk, within = self.chunk_of(name, seg, row)
+        out = np.empty((len(seg), *self.shapes[name]), dtype=self.dtypes[name])
+        code = (seg.astype(np.int64) << 32) | chunk
+        order = np.argsort(code, kind="stable")
+        runs = np.split(order, np.flatnonzero(np.diff(code[order])) + 1) if len(order) else []
+        keys = [self.reader.key(int(seg[r[0]]), name, int(chunk[r[0]])) for r in runs]
+        # Cached chunks first: loading the others then evicts only chunks this batch is done
+        # with (with the cache at twice the shuffle buffer, no chunk is decoded twice).
+        for cached in (True, False):
+            for key, sel in zip(keys, runs, strict=True):
+                if (key in cache) == cached:
+                    s, c = int(seg[sel[0]]), int(chunk[sel[0]])
+                    data = cache.get(key, functools.partial(self.reader.chunk, s, name, c))
+                    out[sel] = data[within[sel]]
+        return out.reshape(*self.seg[windows].shape, *self.shapes[name])
+
+
+# --------------------------------------------------------------------------------------------
+# reading windows
+
+
+@dataclass(kw_only=True, eq=False)
+class WindowArrays:
+    """The arrays of a batch of B windows (numpy, on the CPU).
+
+    Attributes:
+        index: (B,) int64 window indices in the split.
+        x: (B, T, V) float32 input windows.
+        y, x_mark, y_mark: forecasting only: (B, label_len + pred_len, V), (B, T, F) and
+            (B, label_len + pred_len, F) float32, as Time-Series-Library returns them.
+        labels: classification only: (B,) int64 class codes.
+        features: output name → (B, V, ...) per-row features.
+        images: (B, V, H, W) uint8 coverage masks, or (B, V, H, W, 3) uint8 RGB as stored.
+    """
+
+    index: I64
+    x: npt.NDArray[np.float32]
+    y: npt.NDArray[np.float32] | None = None
+    x_mark: npt.NDArray[np.float32] | None = None
+    y_mark: npt.NDArray[np.float32] | None = None
+    labels: I64 | None = None
+    features: dict[str, npt.NDArray[Any]] = dataclasses.field(default_factory=dict)
+    images: npt.NDArray[np.uint8] | None = None
+
+
+class WindowReader:
+    """Reads batches of one split's windows with their rows' stored features and images.
+
+    Args:
+        view: the data set's view (:func:`open_view`).
+        split: ``train``, ``val`` or ``test`` (one the data set has).
+        features: read this spec's features namespace (None: no features).
+        feature_names: the feature outputs to read (default: every output the namespace has).
+        images: read this spec's images namespace (None: no images).
+        image_output: what images become: ``mask`` (the stored (V, H, W) coverage, as is),
+            ``uint8`` (RGB pixels, channel first), ``float`` (pixels / 255) or ``clip``
+            (CLIP-normalised float32).
+        colors: (V, 3) RGB or V ``#rrggbb`` strings, one per variable (default: TimesCLIP's
+            palette, :func:`tsfs.pipeline.compose.palette`). Stored RGB images ignore it.
+        cache_bytes: bound of the decoded-chunk cache (per process).
+
+    Raises:
+        MissingRowsError: a row of the split is not in a namespace read; the message names the
+            ``tsfs prep`` command that computes it.
+        InputError: an unknown split or image output, or colours that do not fit.
+    """
+
+    def __init__(
+        self,
+        view: View,
+        split: str,
+        *,
+        features: FeatureSpec | None = None,
+        feature_names: Sequence[str] | None = None,
+        images: ImageSpec | None = None,
+        image_output: ImageOutput = "uint8",
+        colors: npt.ArrayLike | Sequence[str] | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        dataset = view.dataset
+        if split not in dataset.splits:
+            raise InputError(
+                f"{dataset.path.name} has no split {split!r} (it has "
+                f"{', '.join(dataset.splits)}); check --splits"
+            )
+        self.dataset = dataset
+        self.split_name = split
+        self.cache = ChunkCache(cache_bytes)
+        keys = view.keys[split]
+        self.features: _Columns | None = None
+        self.images: _Columns | None = None
+        if features is not None:
+            self.features = _Columns(
+                view.store.namespace("features", features.to_dict(), features.fingerprint),
+                keys,
+                feature_names,
+                missing_hint=prep_command("features", dataset, features, view.store),
+            )
+        if images is not None:
+            self.images = _Columns(
+                view.store.namespace("images", images.to_dict(), images.fingerprint),
+                keys,
+                ["rgb" if images.rgb else "mask"],
+                missing_hint=prep_command("images", dataset, images, view.store),
+            )
+        self.composer = ImageComposer(
+            _colors(colors, int(keys.shape[1])),
+            image_output,
+            stored_rgb=images is not None and images.rgb,
+        )
+
+    @property
+    def split(self) -> Split:
+        return self.dataset.splits[self.split_name]
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def groups(self) -> I64:
+        """(N,) chunk group of each window, for :func:`tsfs.training.sampler.epoch_order`.
+
+        Grouped by the images' chunks when images are read (they dominate the bytes), else
+        by the features'; without either every window is its own group.
+        """
+        columns = self.images or self.features
+        return columns.groups() if columns is not None else np.arange(len(self), dtype=np.int64)
+
+    def read(self, windows: npt.ArrayLike) -> WindowArrays:
+        """The arrays of ``windows`` (B,) (any order; repeats allowed)."""
+        idx = np.asarray(windows, dtype=np.int64)
+        split = self.split
+        arrays = WindowArrays(index=idx.copy(), x=split.x[idx])
+        if split.y is not None and split.x_mark is not None and split.y_mark is not None:
+            arrays.y, arrays.x_mark, arrays.y_mark = (
+                split.y[idx],
+                split.x_mark[idx],
+                split.y_mark[idx],
+            )
+        if split.labels is not None:
+            arrays.labels = split.labels[idx]
+        if self.features is not None:
+            arrays.features = {
+                name: self.features.gather(idx, name, self.cache) for name in self.features.names
+            }
+        if self.images is not None:
+            arrays.images = self.images.gather(idx, self.images.names[0], self.cache)
+        return arrays
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A split's windows are strided views of one series: pickled, they would be copied out
+        # in full. Carry how to reload the data set instead (spawned workers reload it).
+        state = self.__dict__.copy()
+        ds = state.pop("dataset")
+        state["_reload"] = (str(ds.path), ds.spec, ds.fingerprint)
+        state["cache"] = ChunkCache(self.cache.max_bytes)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from tsfs.pipeline.sources import load
+
+        path, spec, fp = state.pop("_reload")
+        dataset = load(path, spec)
+        if dataset.fingerprint != fp:
+            raise InputError(f"{path} changed while it was being read; restart the run")
+        self.__dict__.update(state)
+        self.dataset = dataset
+
+
+class ImageComposer:
+    """Stored images → what a model takes, on the device that trains.
+
+    Args:
+        colors: (V, 3) uint8 RGB, one colour per variable (masks only).
+        output: ``mask`` (as stored), ``uint8`` RGB, ``float`` (pixels / 255) or ``clip``
+            (CLIP-normalised), channel first.
+        stored_rgb: the store holds (…, H, W, 3) RGB images rather than coverage masks.
+    """
+
+    def __init__(
+        self, colors: npt.NDArray[np.uint8], output: ImageOutput, *, stored_rgb: bool = False
+    ) -> None:
+        if output not in _IMAGE_OUTPUTS:
+            raise InputError(f"unknown image output {output!r}; choose {', '.join(_IMAGE_OUTPUTS)}")
+        if stored_rgb and output == "mask":
+            raise InputError("these images are stored as RGB, not masks; ask for uint8 or clip")
+        self.colors = colors
+        self.output: ImageOutput = output
+        self.stored_rgb = stored_rgb
+        self._luts: dict[str, npt.NDArray[Any]] = {}
+
+    def __call__(self, images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(B, V, H, W) masks or (B, V, H, W, 3) RGB, uint8 → ``output`` on ``device``.
+
+        Returns:
+            ``mask``: (B, V, H, W) uint8; otherwise (B, V, 3, H, W) uint8 or float32 — for
+            masks, equal to :func:`tsfs.pipeline.compose.compose_torch` in :attr:`colors`.
+        """
+        dev = torch.device(device)
+        output = self.output
+        if self.stored_rgb:
+            rgb = images.to(dev, non_blocking=True).movedim(-1, -3)
+            if output == "uint8":
+                return rgb.contiguous()
+            if output == "float":
+                return rgb.to(torch.float32) / 255
+            return clip_normalize(rgb)
+        if output == "mask":
+            return images.to(dev, non_blocking=True)
+        if dev.type != "cpu":
+            return compose_torch(images, self.colors, device=dev, output=output)
+        lut = self._luts.get(output)
+        if lut is None:
+            lut = self._luts[output] = _lookup_table(self.colors, output)
+        return torch.from_numpy(_compose_sparse(images.numpy(), lut))
+
+
+def _colors(colors: npt.ArrayLike | Sequence[str] | None, n_vars: int) -> npt.NDArray[np.uint8]:
+    if colors is None:
+        return palette(n_vars)
+    if isinstance(colors, Sequence) and all(isinstance(c, str) for c in colors):
+        c = np.stack([parse_color(str(s)) for s in colors]) if len(colors) else np.empty((0, 3))
+    else:
+        c = np.asarray(colors)
+    if c.shape != (n_vars, 3):
+        raise InputError(
+            f"colors must give one RGB colour per variable: ({n_vars}, 3), got {c.shape}"
+        )
+    return np.asarray(c, dtype=np.uint8)
+
+
+def _lookup_table(colors: npt.NDArray[np.uint8], output: ImageOutput) -> npt.NDArray[Any]:
+    """(V, 3, 256): the output value of every coverage level, per variable and channel.
+
+    Built by :func:`compose_torch` itself on one "image" holding all 256 levels, so a pixel
+    looked up here is bit-equal to the pixel ``compose_torch`` computes.
+    """
+    levels = torch.arange(256, dtype=torch.uint8).expand(len(colors), 1, 256)
+    lut = compose_torch(levels, colors, output="uint8" if output == "mask" else output)
+    return lut[:, :, 0, :].numpy()
+
+
+def _compose_sparse(masks: npt.NDArray[np.uint8], lut: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Masks (B, V, H, W) → (B, V, 3, H, W) through ``lut`` (V, 3, 256), on the CPU.
+
+    A line covers ~2% of its image's pixels, so the output is filled with the background
+    (coverage 0) and only the covered pixels are looked up: ~10× a dense table gather.
+    """
+    b, v, h, w = masks.shape
+    p = h * w
+    out = np.empty((b, v, 3, p), dtype=lut.dtype)
+    background = lut[:, :, 0]
+    if (background == background.flat[0]).all():
+        out.fill(background.flat[0])  # white background: one memset
+    else:
+        out[...] = background[None, :, :, None]
+    flat = masks.reshape(-1)
+    covered = np.flatnonzero(flat != 0)
+    level = flat[covered]
+    image, pixel = np.divmod(covered, p)  # image = b·V + v
+    table = lut.reshape(v * 3, 256)
+    target = image * (3 * p) + pixel
+    var = image % v
+    out_flat = out.reshape(-1)
+    for ch in range(3):
+        out_flat[target + ch * p] = table[var * 3 + ch, level]
+    return out.reshape(b, v, 3, h, w)
+
+
+# --------------------------------------------------------------------------------------------
+# map-style dataset: any sampler, TSLib tuples
+
+
+class WindowDataset(torch.utils.data.Dataset[Any]):
+    """Map-style dataset of one split's windows (plain random order via any torch sampler).
+
+    ``tslib=True`` returns exactly what Time-Series-Library's datasets return, so an existing
+    TSLib loop can swap its Dataset for this one: ``(x, y, x_mark, y_mark)`` float32 numpy
+    arrays for forecasting, ``(x, label)`` with ``label`` a (1,) int64 array for
+    classification (TSLib's UEA ``collate_fn`` pads those). ``inverse_transform`` undoes the
+    scaling as TSLib's does. ``tslib=False`` returns a dict per window: ``index``, ``x``, …,
+    ``features`` (name → (V, ...)) and ``images`` (composed on the CPU as the reader says).
+
+    Reads go through the reader's chunk cache; ``__getitems__`` (used by DataLoader) reads a
+    whole batch at once, decoding each chunk it touches once. With random order a batch still
+    touches up to batch-size chunks: :class:`StoreLoader` is the fast path for images.
+    """
+
+    def __init__(self, reader: WindowReader, *, tslib: bool = True) -> None:
+        self.reader = reader
+        self.tslib = tslib
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        a = self.reader.read(np.asarray(indices, dtype=np.int64))
+        if self.tslib:
+            if a.y is not None and a.x_mark is not None and a.y_mark is not None:
+                return list(zip(a.x, a.y, a.x_mark, a.y_mark, strict=True))
+            if a.labels is not None:
+                return list(zip(a.x, a.labels[:, None], strict=True))
+            return [(x,) for x in a.x]
+        images = None
+        if a.images is not None:
+            images = self.reader.composer(torch.from_numpy(a.images)).numpy()
+        samples = []
+        for i in range(len(a.index)):
+            s: dict[str, Any] = {"index": int(a.index[i]), "x": a.x[i]}
+            for name in ("y", "x_mark", "y_mark", "labels"):
+                value = getattr(a, name)
+                if value is not None:
+                    s[name] = value[i]
+            if a.features:
+                s["features"] = {k: v[i] for k, v in a.features.items()}
+            if images is not None:
+                s["images"] = images[i]
+            samples.append(s)
+        return samples
+
+    def inverse_transform(self, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """(..., V) scaled values → the file's units (TSLib's ``Dataset.inverse_transform``)."""
+        return self.reader.dataset.inverse_transform(values)
+
+
+# --------------------------------------------------------------------------------------------
+# iterable dataset and loader: chunk-aware order, workers, ranks, resumption
+
+
+class Batch(TypedDict, total=False):
+    """A batch as :class:`StoreLoader` yields it (tensors on the loader's device).
+
+    Keys: ``index`` (B,) window indices (CPU); ``x`` (B, T, V); ``y``, ``x_mark``, ``y_mark``
+    (forecasting); ``labels`` (B,) (classification); ``features`` name → (B, V, ...);
+    ``images`` (B, V, 3, H, W) (or (B, V, H, W) masks); ``batch``: this rank's batch number
+    in the epoch (what resumption counts).
+    """
+
+    index: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    x_mark: torch.Tensor
+    y_mark: torch.Tensor
+    labels: torch.Tensor
+    features: dict[str, torch.Tensor]
+    images: torch.Tensor
+    batch: int
+
+
+def _to_batch(arrays: WindowArrays, number: int) -> Batch:
+    batch: Batch = {"index": torch.from_numpy(arrays.index), "x": torch.from_numpy(arrays.x)}
+    for name in ("y", "x_mark", "y_mark", "labels", "images"):
+        value = getattr(arrays, name)
+        if value is not None:
+            batch[name] = torch.from_numpy(value)
+    if arrays.features:
+        batch["features"] = {k: torch.from_numpy(v) for k, v in arrays.features.items()}
+    batch["batch"] = number
+    return batch
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class ChunkedWindows(IterableDataset[Batch]):
+    """Batches of one split in chunk-aware (or random, or sequential) order.
+
+    Yields whole batches (use ``DataLoader(..., batch_size=None)``): every batch is read with
+    one vectorised gather per chunk it touches. Images stay as stored (masks); composing them
+    is the job of ``reader.composer`` (:class:`ImageComposer`), on the device that trains.
+    Each DataLoader worker reads a contiguous share of this rank's batches
+    (:mod:`tsfs.training.sampler`) and runs single-threaded, so worker processes, not
+    threads, use the cores.
+
+    Args:
+        reader: what to read.
+        batch_size: windows per batch.
+        order: ``chunks``, ``random`` or ``sequential``.
+        seed: the order is a function of ``(seed, epoch)``.
+        buffer: chunks shuffled together by the ``chunks`` order; the reader's cache should
+            hold that many chunks of every array read, or chunks are decoded more than once.
+        rank, world_size: this process's shard (default: torch.distributed's, else 0 of 1).
+        drop_last: drop the final partial batch and trim to equal batch counts per rank.
+    """
+
+    def __init__(
+        self,
+        reader: WindowReader,
+        *,
+        batch_size: int = 64,
+        order: Order = "chunks",
+        seed: int = 0,
+        buffer: int = 16,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if order not in ORDERS:
+            raise InputError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+        default_rank, default_world = _distributed()
+        self.reader = reader
+        self.batch_size = batch_size
+        self.order: Order = order
+        self.seed = seed
+        self.buffer = buffer
+        self.rank = default_rank if rank is None else rank
+        self.world_size = default_world if world_size is None else world_size
+        self.drop_last = drop_last
+        self.epoch = 0
+        #: this rank's batches of the current epoch that are already consumed (None: none).
+        self.consumed: npt.NDArray[np.bool_] | None = None
+        self._groups: I64 | None = None
+        self._plan: EpochPlan | None = None
+        self._plan_epoch = -1
+        self.plan()  # validates the arguments now rather than in a worker
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` (its own order) with nothing consumed."""
+        self.epoch = epoch
+        self.consumed = None
+
+    def plan(self) -> EpochPlan:
+        """This rank's batches of the current epoch."""
+        if self._plan is None or self._plan_epoch != self.epoch:
+            if self._groups is None:
+                self._groups = self.reader.groups()
+            self._plan = plan_epoch(
+                self._groups,
+                order=self.order,
+                seed=self.seed,
+                epoch=self.epoch,
+                buffer=self.buffer,
+                batch_size=self.batch_size,
+                rank=self.rank,
+                world_size=self.world_size,
+                drop_last=self.drop_last,
+            )
+            self._plan_epoch = self.epoch
+        return self._plan
+
+    def __len__(self) -> int:
+        return self.plan().count
+
+    def remaining(self) -> I64:
+        """This rank's batch numbers not consumed yet, in order."""
+        plan = self.plan()
+        if self.consumed is None:
+            return np.arange(plan.count, dtype=np.int64)
+        return np.flatnonzero(~self.consumed).astype(np.int64)
+
+    def __iter__(self) -> Iterator[Batch]:
+        plan = self.plan()
+        batches = self.remaining()
+        info = get_worker_info()
+        if info is not None:
+            _single_threaded()
+            batches = worker_share(batches, info.id, info.num_workers)
+        for number in batches.tolist():
+            yield _to_batch(self.reader.read(plan.windows(number)), number)
+
+
+def _single_threaded() -> None:
+    """One thread per worker process: threads on top of processes oversubscribe the cores."""
+    from numcodecs import blosc
+
+    torch.set_num_threads(1)
+    blosc.set_nthreads(1)
+
+
+class StoreLoader:
+    """The training loop's loader: store batches on ``device``, chunk-aware, resumable.
+
+    Iterating yields :class:`Batch` dicts; images are composed from the stored masks on
+    ``device`` (on a GPU by :func:`~tsfs.pipeline.compose.compose_torch` after the copy — masks
+    are a third of the RGB bytes; on the CPU by an exact sparse table lookup). A full pass
+    advances :attr:`epoch`, so each pass has its own order; :meth:`set_epoch` sets it. Breaking
+    out of a pass and iterating again continues the same epoch where it stopped.
+
+    :meth:`state_dict` records the epoch and which of this rank's batches were handed out;
+    :meth:`load_state_dict` in a fresh process (same data, seed, batch size and world size —
+    the number of workers may differ) continues with exactly the batches not yet seen.
+
+    Args:
+        reader: what to read.
+        batch_size, order, seed, buffer, rank, world_size, drop_last: see
+            :class:`ChunkedWindows`.
+        num_workers: DataLoader worker processes (0: read in this process).
+        prefetch_factor: batches each worker reads ahead.
+        device: where batches go (and images are composed).
+        pin_memory: pin host memory for faster copies (default: when ``device`` is CUDA).
+    """
+
+    def __init__(
+        self,
+        reader: WindowReader,
+        *,
+        batch_size: int = 64,
+        order: Order = "chunks",
+        seed: int = 0,
+        buffer: int = 16,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+        num_workers: int = 0,
+        prefetch_factor: int = 2,
+        device: torch.device | str = "cpu",
+        pin_memory: bool | None = None,
+    ) -> None:
+        self.dataset = ChunkedWindows(
+            reader,
+            batch_size=batch_size,
+            order=order,
+            seed=seed,
+            buffer=buffer,
+            rank=rank,
+            world_size=world_size,
+            drop_last=drop_last,
+        )
+        self.reader = reader
+        self.num_workers = num_workers
+        self.prefetch_factor = prefetch_factor
+        self.device = torch.device(device)
+        self.pin_memory = self.device.type == "cuda" if pin_memory is None else pin_memory
+        self.samples = 0
+
+    @property
+    def epoch(self) -> int:
+        return self.dataset.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its beginning."""
+        self.dataset.set_epoch(epoch)
+        self.samples = 0
+
+    def __len__(self) -> int:
+        """This rank's batches per epoch."""
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[Batch]:
+        ds = self.dataset
+        plan = ds.plan()
+        if ds.consumed is None:
+            ds.consumed = np.zeros(plan.count, dtype=bool)
+        # Workers fork from here and read `consumed` as it is now: only batches not yet seen.
+        loader = DataLoader(
+            ds,
+            batch_size=None,
+            num_workers=self.num_workers,
+            prefetch_factor=self.prefetch_factor if self.num_workers else None,
+            pin_memory=self.pin_memory,
+        )
+        for batch in loader:
+            ds.consumed[batch["batch"]] = True
+            self.samples += len(batch["index"])
+            yield self._to_device(batch)
+        self.set_epoch(self.epoch + 1)
+
+    def _to_device(self, batch: Batch) -> Batch:
+        dev, nb = self.device, self.pin_memory
+        out: Batch = {"index": batch["index"], "batch": batch["batch"]}
+        for name in ("x", "y", "x_mark", "y_mark", "labels"):
+            if name in batch:
+                out[name] = batch[name].to(dev, non_blocking=nb)
+        if "features" in batch:
+            out["features"] = {k: v.to(dev, non_blocking=nb) for k, v in batch["features"].items()}
+        if "images" in batch:
+            out["images"] = self.reader.composer(batch["images"], dev)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this rank stands: epoch, samples and batches consumed, and what fixes the order."""
+        ds = self.dataset
+        consumed = ds.consumed if ds.consumed is not None else np.zeros(len(ds), dtype=bool)
+        return {
+            "epoch": ds.epoch,
+            "samples": self.samples,
+            "batches": ranges_from_mask(consumed),
+            "batch_count": len(ds),
+            "windows": len(self.reader),
+            "seed": ds.seed,
+            "order": ds.order,
+            "buffer": ds.buffer,
+            "batch_size": ds.batch_size,
+            "rank": ds.rank,
+            "world_size": ds.world_size,
+            "drop_last": ds.drop_last,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s record: the same epoch, minus consumed batches.
+
+        Raises:
+            InputError: the record was made with another order, seed, batch size, world size
+                or data (the remaining batches would not be the ones left).
+        """
+        ds = self.dataset
+        mine = self.state_dict()
+        fixed = ("windows", "seed", "order", "buffer", "batch_size", "rank", "world_size")
+        differ = [k for k in (*fixed, "drop_last") if state.get(k) != mine[k]]
+        if differ:
+            theirs = ", ".join(f"{k}={state.get(k)!r} (now {mine[k]!r})" for k in differ)
+            raise InputError(f"cannot resume: the saved loader state has {theirs}")
+        ds.set_epoch(int(state["epoch"]))
+        ds.consumed = mask_from_ranges(state["batches"], len(ds))
+        self.samples = int(state["samples"])
