@@ -54,6 +54,10 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise fail(str(e), e.exit_code) from None
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`tsfs show prompt ... | head`): not an error of ours.
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
+            raise typer.Exit(0) from None
         except Exception as e:
             # A bug, not bad input: one line by default, the traceback on request.
             if os.environ.get("TSFS_DEBUG"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tsfs import __version__
-from tsfs.cli import plan, prep, store
+from tsfs.cli import plan, prep, show, store
 
 __all__ = ["app"]
 
@@ -30,4 +30,5 @@ Examples:
 )
 app.add_typer(prep.app, name="prep")
 app.add_typer(plan.app, name="plan")
+app.add_typer(show.app, name="show")
 app.add_typer(store.app, name="store")

@@ -1,0 +1,101 @@
+"""`tsfs show prompt|images`: look at what a store holds for one window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tsfs.cli._common import StoreArg, reports_errors
+from tsfs.cli._data import DataArg, data_options
+from tsfs.specs import WindowSpec
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="""Show stored values of one window (nothing is recomputed).
+
+Examples:
+
+  tsfs show prompt tsfs-store data/ETTh1.csv --seq-len 512 --window 0
+
+  tsfs show images tsfs-store data/ETTh1.csv --seq-len 96 --window 10 --out window10.png
+""",
+    no_args_is_help=True,
+)
+
+WindowOpt = Annotated[int, typer.Option("--window", "-w", help="Window number within --split.")]
+SplitOpt = Annotated[str, typer.Option("--split", help="train | val | test.")]
+NamespaceOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Fingerprint (or its start) when the store holds several namespaces."),
+]
+
+
+@app.command()
+@reports_errors
+@data_options
+def prompt(
+    store: StoreArg,
+    data: DataArg,
+    window: WindowSpec,
+    index: WindowOpt = 0,
+    split: SplitOpt = "test",
+    namespace: NamespaceOpt = None,
+    description: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Dataset description (default: Time-LLM's ETT sentence)."),
+    ] = None,
+) -> None:
+    """Time-LLM prompts (one per variable) and the DWT prompt of a window, from stored values.
+
+    Example: tsfs show prompt tsfs-store data/ETTh1.csv --seq-len 512 --window 0 --split test
+    """
+    from tsfs.pipeline.show import pick_namespace, window_prompts
+    from tsfs.pipeline.sources import load
+    from tsfs.stores.store import Store
+
+    dataset = load(data, window)
+    ns = pick_namespace(Store(store), "features", namespace)
+    per_var, dwt = window_prompts(dataset, ns, split, index, description=description)
+    for name, text in zip(dataset.variables, per_var, strict=False):
+        typer.echo(f"# Time-LLM prompt, {name}\n{text}\n")
+    typer.echo(f"# DWT prompt (window)\n{dwt}")
+
+
+@app.command()
+@reports_errors
+@data_options
+def images(
+    store: StoreArg,
+    data: DataArg,
+    window: WindowSpec,
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")],
+    index: WindowOpt = 0,
+    split: SplitOpt = "test",
+    namespace: NamespaceOpt = None,
+) -> None:
+    """A contact sheet of a window's stored images in colour, with its features beside them.
+
+    Example: tsfs show images tsfs-store data/ETTh1.csv --seq-len 96 --window 10 --out w.png
+    """
+    from tsfs.errors import MissingRowsError
+    from tsfs.pipeline.show import pick_namespace, write_contact_sheet
+    from tsfs.pipeline.sources import load
+    from tsfs.stores.store import Store
+
+    dataset = load(data, window)
+    st = Store(store)
+    ns = pick_namespace(st, "images", namespace)
+    try:
+        feats = pick_namespace(st, "features")
+    except (MissingRowsError, ValueError):
+        feats = None
+    try:
+        write_contact_sheet(dataset, ns, feats, split, index, out)
+    except MissingRowsError:
+        if feats is None:
+            raise
+        write_contact_sheet(dataset, ns, None, split, index, out)
+    typer.echo(f"wrote {out}")

@@ -1,0 +1,169 @@
+"""Looking at what a store holds for one window: prompt text and a contact sheet of images.
+
+Everything here reads stored values; nothing is recomputed (a missing row is an error naming
+the prep command that fills it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tsfs.errors import InputError, MissingRowsError
+from tsfs.pipeline.prep import dataset_blocks
+from tsfs.pipeline.windows import Dataset
+from tsfs.stores.store import Namespace, Store
+
+__all__ = ["pick_namespace", "window_prompts", "window_rows", "write_contact_sheet"]
+
+
+def pick_namespace(store: Store, kind: str, fingerprint: str | None = None) -> Namespace:
+    """The store's only namespace of ``kind``, or the one whose fingerprint starts with
+    ``fingerprint``."""
+    spaces = [ns for ns in store.namespaces() if ns.kind == kind]
+    if fingerprint:
+        spaces = [ns for ns in spaces if ns.fingerprint.startswith(fingerprint)]
+    if len(spaces) == 1:
+        return spaces[0]
+    if not spaces:
+        raise MissingRowsError(
+            f"store {store.path} has no {kind}"
+            + (f" namespace {fingerprint}" if fingerprint else "")
+            + f"; run `tsfs prep {kind} DATA --store {store.path}` first"
+        )
+    listed = ", ".join(ns.fingerprint for ns in spaces)
+    raise InputError(
+        f"store {store.path} has several {kind} namespaces ({listed}); pick one with --namespace"
+    )
+
+
+def window_rows(
+    dataset: Dataset, namespace: Namespace, split: str, window: int, names: list[str] | None
+) -> dict[str, npt.NDArray[Any]]:
+    """Stored outputs of the V rows of one window: each (V, ...)."""
+    blocks = {b.name: b for b in dataset_blocks(dataset)}
+    if split not in blocks:
+        raise InputError(f"--split {split!r} is not loaded; choose one of {', '.join(blocks)}")
+    block = blocks[split]
+    if not 0 <= window < block.n_windows:
+        raise InputError(
+            f"--window {window} is out of range: split {split} has {block.n_windows} windows"
+        )
+    one = (
+        replace(block, samples=block.samples[window : window + 1])
+        if block.samples is not None
+        else replace(block, starts=np.asarray(block.starts)[window : window + 1])
+    )
+    keys = one.keys(namespace.store.key)[0]
+    loc = namespace.lookup(keys)
+    if not loc.found.all():
+        raise MissingRowsError(
+            f"window {window} of {split} is not in {namespace.kind}/{namespace.fingerprint}; "
+            f"run `tsfs prep {namespace.kind}` on this data with the same options first"
+        )
+    return namespace.read(loc, names)
+
+
+def window_prompts(
+    dataset: Dataset,
+    namespace: Namespace,
+    split: str,
+    window: int,
+    *,
+    description: str | None = None,
+) -> tuple[list[str], str]:
+    """Time-LLM's prompt of each variable of a window, and the window's DWT prompt."""
+    from tsfs.pipeline.features import pool_window
+    from tsfs.pipeline.prompts import TIMELLM_DESCRIPTION, dwt_prompt, timellm_prompt
+
+    rows = window_rows(dataset, namespace, split, window, None)
+    spec = dataset.spec
+    desc = TIMELLM_DESCRIPTION if description is None else description
+    per_variable = [
+        timellm_prompt(
+            min=float(rows["min"][v]),
+            max=float(rows["max"][v]),
+            median=float(rows["median"][v]),
+            trend=float(rows["trend"][v]),
+            lags=[int(x) for x in rows["lags"][v]],
+            seq_len=spec.seq_len,
+            pred_len=spec.pred_len,
+            description=desc,
+        )
+        for v in range(len(rows["min"]))
+    ]
+    pooled = pool_window({k: a[None] for k, a in rows.items()})
+    window_text = dwt_prompt(
+        min=float(pooled["min"][0]),
+        max=float(pooled["max"][0]),
+        median=float(pooled["median"][0]),
+        lags=[int(x) for x in pooled["lags"][0]],
+        entropy=float(pooled["entropy"][0]),
+        dominant=int(pooled["dominant"][0]),
+        dominant_energy=float(pooled["dominant_energy"][0]),
+        trend_sign=[int(x) for x in pooled["trend_sign"][0]],
+        consistency=float(pooled["consistency"][0]),
+        snr_db=float(pooled["snr_db"][0]),
+        difficulty=float(pooled["difficulty"][0]),
+        seq_len=spec.seq_len,
+        pred_len=spec.pred_len,
+        description=desc,
+    )
+    return per_variable, window_text
+
+
+def write_contact_sheet(
+    dataset: Dataset,
+    images: Namespace,
+    features: Namespace | None,
+    split: str,
+    window: int,
+    out: Path,
+) -> None:
+    """A PNG of one window's stored images in colour (one panel per variable), with its stored
+    statistics beside each when a features namespace is given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tsfs.pipeline.compose import compose, palette
+
+    name = "rgb" if images.spec.get("rgb") else "mask"
+    pix = window_rows(dataset, images, split, window, [name])[name]
+    v = len(pix)
+    rgb = pix if name == "rgb" else compose(pix, palette(v))
+    stats = window_rows(dataset, features, split, window, None) if features else None
+    fig, axes = plt.subplots(
+        v, 2 if stats else 1, figsize=(8 if stats else 3, 2.6 * v), squeeze=False
+    )
+    for i in range(v):
+        ax = axes[i, 0]
+        ax.imshow(rgb[i])
+        ax.set_axis_off()
+        ax.set_title(dataset.variables[i] if i < len(dataset.variables) else f"var {i}", fontsize=9)
+        if stats:
+            text = "\n".join(
+                [
+                    f"min {stats['min'][i]:.3f}  max {stats['max'][i]:.3f}",
+                    f"median {stats['median'][i]:.3f}  trend {stats['trend'][i]:+.3f}",
+                    f"lags {list(map(int, stats['lags'][i]))}",
+                    "energy ratio " + " ".join(f"{r:.2f}" for r in stats["energy_ratio"][i]),
+                    f"dominant band {int(stats['dominant'][i])}  SNR {stats['snr_db'][i]:.1f} dB",
+                    f"difficulty {stats['difficulty'][i]:.1f}",
+                ]
+            )
+            axes[i, 1].text(0, 0.5, text, va="center", family="monospace", fontsize=8)
+            axes[i, 1].set_axis_off()
+    fig.suptitle(f"{dataset.path.name}  {split} window {window}", fontsize=10)
+    fig.tight_layout()
+    try:
+        fig.savefig(out, dpi=100)
+    except OSError as e:
+        raise InputError(f"cannot write {out} (option --out): {e.strerror}") from e
+    finally:
+        plt.close(fig)
