@@ -13,7 +13,9 @@ Formulas (SWT-Time ``layers/DWTPromptGenerator.py``, restated; ``nb = J + 1`` ba
 - entropy ``H = max(0, −Σ r'_j ln r'_j)`` with ``r' = max(r, 1e-10)``; normalised ``H / ln nb``
 - dominant band ``argmax_j r_j`` (first on ties)
 - band trend ``mean(diff(c_j)) = (c_j[-1] − c_j[0]) / (len_j − 1)``; consistency
-  ``#{sign_j = sign_0} / nb``, or 0.5 when ``sign_0 = 0``
+  ``#{sign_j = sign_0} / nb``, or 0.5 when ``sign_0 = 0``. A trend within float32 rounding of 0
+  (``|trend| <= 4·eps32·rms_j / (len_j − 1)``, rms over the band's coefficients) has sign 0:
+  its sign is rounding noise (boundary detail bands that vanish identically, for instance)
 - band std (ddof=1); SNR ``clip(10 log10(max(σ_A² / max(σ_D1, 1e-10)², 1e-10)), −60, 60)``,
   0 when both stds are 0 and 60 when only ``σ_D1`` is; volatility ``σ_D1 / (σ_A + 1e-10)``
 - difficulty ``clip(40 (1 − consistency), 0, 40) + 35 clip(H / ln nb, 0, 1)
@@ -31,7 +33,7 @@ import numpy.typing as npt
 import pywt
 
 from tsfs.errors import InputError
-from tsfs.specs import FeatureSpec
+from tsfs.specs import BoundaryMode, FeatureSpec
 
 __all__ = [
     "BandPrimitives",
@@ -52,6 +54,7 @@ I64 = npt.NDArray[np.int64]
 # Constants of the public generator (kept as written there).
 _RATIO_FLOOR = 1e-10
 _SNR_CLIP = 60.0
+_SIGN_ULPS = 4
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def band_lengths(wavelet: str, mode: str, T: int, level: int) -> tuple[int, ...]
 def max_level(wavelet: str, mode: str, T: int) -> int:
     """Largest level for a length-T row: PyWavelets' maximum, capped so every band has at
     least two coefficients (the band trend and the ddof=1 std need two)."""
-    level = pywt.dwt_max_level(T, pywt.Wavelet(wavelet).dec_len)
+    level = int(pywt.dwt_max_level(T, pywt.Wavelet(wavelet).dec_len))
     while level > 0 and min(band_lengths(wavelet, mode, T, level)) < 2:
         level -= 1
     return level
@@ -95,7 +98,7 @@ def resolve_level(spec: FeatureSpec, T: int) -> int:
         InputError: the level exceeds the maximum for T and the wavelet (the message names
             that maximum), or T is too short for even one level or for ``top_k`` lags.
     """
-    if T < spec.top_k + 1:
+    if spec.top_k >= T:
         raise InputError(f"rows of length {T} are too short for {spec.top_k} lags (--top-k)")
     top = max_level(spec.wavelet, spec.mode, T)
     if top < 1:
@@ -114,7 +117,7 @@ def resolve_level(spec: FeatureSpec, T: int) -> int:
 
 
 def wavedec_rows(
-    z: npt.NDArray[np.floating], wavelet: str, mode: str, level: int, *, device: str | None
+    z: npt.NDArray[np.floating], wavelet: str, mode: BoundaryMode, level: int, *, device: str | None
 ) -> list[F64]:
     """Batched ``wavedec`` of R rows in float64: pywt on the CPU, ptwt on a torch device.
 
@@ -129,11 +132,11 @@ def wavedec_rows(
     z64 = np.asarray(z, dtype=np.float64)
     if device is None:
         return [np.asarray(c) for c in pywt.wavedec(z64, wavelet, mode=mode, level=level)]
-    import ptwt
     import torch
+    from ptwt.conv_transform import wavedec
 
     zt = torch.from_numpy(z64).to(device)
-    coeffs = ptwt.wavedec(zt, pywt.Wavelet(wavelet), mode=mode, level=level)
+    coeffs = wavedec(zt, pywt.Wavelet(wavelet), mode=mode, level=level)
     return [c.cpu().numpy() for c in coeffs]
 
 
@@ -143,7 +146,7 @@ def row_primitives(coeffs: list[F64]) -> BandPrimitives:
     return BandPrimitives(
         count=np.broadcast_to(np.array([c.shape[1] for c in coeffs], np.int64), (R, len(coeffs))),
         total=np.stack([c.sum(axis=1) for c in coeffs], axis=1),
-        energy=np.stack([np.einsum("rk,rk->r", c, c) for c in coeffs], axis=1),
+        energy=np.stack([(c * c).sum(axis=1) for c in coeffs], axis=1),
         first=np.stack([c[:, 0] for c in coeffs], axis=1),
         last=np.stack([c[:, -1] for c in coeffs], axis=1),
     )
@@ -152,17 +155,24 @@ def row_primitives(coeffs: list[F64]) -> BandPrimitives:
 def _energy_ratio(energy: F64) -> F64:
     """(R, nb) energy ratios; a row without energy gets the uniform ratio (as the generator)."""
     total = energy.sum(axis=1, keepdims=True)
-    ratio = energy / np.maximum(total, _RATIO_FLOOR)
-    return np.where(total == 0, 1.0 / energy.shape[1], ratio)
+    ratio: F64 = np.where(
+        total == 0, 1.0 / energy.shape[1], energy / np.maximum(total, _RATIO_FLOOR)
+    )
+    return ratio
 
 
 def _entropy(ratio: F64) -> F64:
     safe = np.maximum(ratio, _RATIO_FLOOR)
-    return np.maximum(-(safe * np.log(safe)).sum(axis=1), 0.0)
+    entropy: F64 = np.maximum(-(safe * np.log(safe)).sum(axis=1), 0.0)
+    return entropy
 
 
-def _sign_consistency(trend: F64) -> tuple[npt.NDArray[np.int8], F64]:
-    sign = np.sign(trend).astype(np.int8)
+def _sign_consistency(trend: F64, count: I64, energy: F64) -> tuple[npt.NDArray[np.int8], F64]:
+    # A band trend within float32 rounding of zero has no sign: the generator's float32 diffs
+    # give either sign there, and so would any two float64 evaluations of it.
+    rms = np.sqrt(np.maximum(energy, 0.0) / count)
+    tol = _SIGN_ULPS * np.finfo(np.float32).eps * rms / (count - 1)
+    sign = np.where(np.abs(trend) <= tol, 0, np.sign(trend)).astype(np.int8)
     agree = (sign == sign[:, :1]).mean(axis=1)
     return sign, np.where(sign[:, 0] != 0, agree, 0.5)
 
@@ -201,7 +211,7 @@ def derive_features(p: BandPrimitives) -> dict[str, npt.NDArray[np.generic]]:
     ratio = _energy_ratio(p.energy)
     entropy = _entropy(ratio)
     trend = (p.last - p.first) / (p.count - 1)
-    _, consistency = _sign_consistency(trend)
+    _, consistency = _sign_consistency(trend, p.count, p.energy)
     std = _std(p.count, p.total, p.energy)
     snr, volatility, difficulty = _quality(std, entropy, consistency)
     return {
@@ -246,8 +256,9 @@ def pool_primitives(
     ratio = flat.reshape(N, V, nb)
     dominant_energy = np.take_along_axis(ratio, dominant[:, None, None], axis=2)[..., 0]
     trend = band_trend.mean(axis=1)
-    sign, consistency = _sign_consistency(trend)
-    std = _std(count.sum(axis=1), total.sum(axis=1), energy.sum(axis=1))
+    pooled_count, pooled_energy = count.sum(axis=1), energy.sum(axis=1)
+    sign, consistency = _sign_consistency(trend, count[:, 0], pooled_energy / V)
+    std = _std(pooled_count, total.sum(axis=1), pooled_energy)
     snr, volatility, difficulty = _quality(std, entropy, consistency)
     return {
         "energy_ratio": ratio.mean(axis=1),

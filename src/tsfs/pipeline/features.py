@@ -29,10 +29,12 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
+from threadpoolctl import threadpool_limits
 
 from tsfs.errors import InputError
 from tsfs.pipeline.dwt import (
     BandPrimitives,
+    WindowPlan,
     band_lengths,
     derive_features,
     pool_primitives,
@@ -197,6 +199,33 @@ def _window_sums(
     return (a - b + head).T, (np.abs(a) + np.abs(b) + np.abs(head)).T
 
 
+def _explicit(
+    x: npt.NDArray[np.float32], starts: npt.NDArray[np.int64], plan: WindowPlan, block: int
+) -> F64:
+    """E·x of the plan's explicit rows for every window: (N, V, n_exp).
+
+    Computed for every position of each ``block`` of positions that holds a requested start,
+    so each BLAS product has the same shape and data whichever windows were asked for (its
+    rounding depends on where a row falls in the product), on one BLAS thread for the same
+    reason.
+    """
+    L, V = x.shape
+    T = plan.T
+    cols = np.r_[0 : plan.k_left, T - plan.k_right : T]
+    weights = plan.explicit.T  # (K, n_exp)
+    positions = L - T + 1
+    out = np.empty((starts.size, V, weights.shape[1]))
+    blocks = starts // block
+    with threadpool_limits(limits=1, user_api="blas"):
+        for b in np.unique(blocks):
+            lo, hi = int(b) * block, min(int(b + 1) * block, positions)
+            seg = sliding_window_view(x[lo : hi + T - 1], T, axis=0)[:, :, cols]  # (n, V, K)
+            prod = seg.astype(np.float64).reshape(-1, cols.size) @ weights
+            sel = np.flatnonzero(blocks == b)
+            out[sel] = prod.reshape(hi - lo, V, -1)[starts[sel] - lo]
+    return out
+
+
 def _prefix_block(T: int) -> int:
     return max(4096, 1 << (T - 1).bit_length())
 
@@ -275,12 +304,8 @@ def compute_windows(
     # Per-window work on the raw rows, a batch at a time, variable-major: rows of one variable
     # are contiguous in ``x.T``, which makes the gather ~4× cheaper than window-major.
     by_var = sliding_window_view(np.ascontiguousarray(x.T), T, axis=1)  # (V, L-T+1, T), a view
-    n_exp = plan.explicit.shape[0]
-    ex = np.empty((V, N, n_exp))
     order = np.empty((5, V, N), dtype=np.float32)  # min, max, median, first, last of raw x
     lags = np.empty((V, N, spec.top_k), dtype=np.int32)
-    left = plan.explicit[:, : plan.k_left].T
-    right = plan.explicit[:, plan.k_left :].T
     per_batch = max(1, _WINDOW_BATCH_ROWS // V)
     mid = (T - 1) // 2
     for lo in range(0, N, per_batch):
@@ -294,18 +319,16 @@ def compute_windows(
         order[3, :, sl] = batch[:, :, 0]
         order[4, :, sl] = batch[:, :, -1]
         lags[:, sl] = top_lags(rows, spec.top_k).reshape(V, n, -1)
-        edge = rows[:, : plan.k_left].astype(np.float64) @ left
-        if plan.k_right:
-            edge += rows[:, T - plan.k_right :].astype(np.float64) @ right
-        ex[:, sl] = edge.reshape(V, n, n_exp)
     out["lags"] = np.ascontiguousarray(lags.transpose(1, 0, 2))
 
     # Explicit coefficients in z units: E·x minus the response to the RevIN mean, E·1·m.
-    cz = ex.transpose(1, 0, 2) - mean32.astype(np.float64)[..., None] * plan.explicit_ones
+    cz = _explicit(x, st, plan, block) - mean32.astype(np.float64)[..., None] * plan.explicit_ones
     cz /= scale[..., None]
-    onehot = np.eye(nb)[plan.explicit_band]  # (n_exp, nb)
-    total += cz @ onehot
-    energy += (cz * cz) @ onehot
+    # Explicit rows are grouped by band; reduceat sums in a fixed order (a BLAS product with a
+    # one-hot matrix would round differently for different batch sizes).
+    bounds = np.flatnonzero(np.diff(plan.explicit_band, prepend=-1))
+    total += np.add.reduceat(cz, bounds, axis=2)
+    energy += np.add.reduceat(cz * cz, bounds, axis=2)
     prims = BandPrimitives(
         count=np.broadcast_to(np.array([b.length for b in plan.bands]), (N * V, nb)),
         total=total.reshape(N * V, nb),

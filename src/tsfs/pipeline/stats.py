@@ -38,7 +38,7 @@ def lag_length(T: int) -> int:
 
 def _rank_half(half: torch.Tensor, n: int, k: int) -> torch.Tensor:
     """Top-k full lags from half autocorrelations (R, n//2 + 1), ties to the lower lag."""
-    R, width = half.shape
+    width = half.shape[1]
     kk = min(k + 1, width)
     vals, idx = torch.topk(half, kk, dim=1)
     # topk leaves the order of equal values open; rows whose k-th and (k+1)-th half values tie
