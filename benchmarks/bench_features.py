@@ -1,0 +1,74 @@
+"""Side by side: the per-window DWT prompt baseline and tsfs's feature computation.
+
+ETTh1, T=512, 7 variables, db4 level 3: ours on all windows of all splits (13,603 distinct
+starts), the baseline on ~300 windows spread over them; medians of several runs, one process,
+torch and BLAS pinned to one thread (DESIGN §7). Prints windows/s of both, the ratio, the time
+of each part of ours and the peak resident memory.
+
+Each measured path is a function ``(series, starts) -> windows/s`` (see ``PATHS``), so an
+end-to-end path that also hashes and writes a store can be added beside the math.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from baseline_dwt_prompt import baseline_windows_per_second, ett_windows  # noqa: E402
+
+from tsfs.pipeline.features import compute_windows  # noqa: E402
+from tsfs.specs import FeatureSpec  # noqa: E402
+
+Series = npt.NDArray[np.float32]
+Starts = npt.NDArray[np.int64]
+SEQ_LEN = 512
+
+
+def features_windows_per_second(series: Series, starts: Starts) -> float:
+    """Our per-row features of every window (no hashing, no store)."""
+    t0 = time.perf_counter()
+    compute_windows(series, seq_len=SEQ_LEN, starts=starts, spec=FeatureSpec())
+    return starts.size / (time.perf_counter() - t0)
+
+
+PATHS: dict[str, Callable[[Series, Starts], float]] = {
+    "features (math only)": features_windows_per_second,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per path (median reported)")
+    parser.add_argument("--baseline-windows", type=int, default=300)
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    series, starts = ett_windows(seq_len=SEQ_LEN)
+    sample = starts[np.linspace(0, starts.size - 1, args.baseline_windows).astype(np.int64)]
+    with threadpool_limits(limits=1):
+        base = statistics.median(
+            baseline_windows_per_second(series, sample, seq_len=SEQ_LEN)
+            for _ in range(args.runs)
+        )
+        print(f"baseline (per-window generator): {base:>10,.0f} windows/s")
+        for name, path in PATHS.items():
+            ours = statistics.median(path(series, starts) for _ in range(args.runs))
+            print(f"{name:32s} {ours:>10,.0f} windows/s  {ours / base:6.1f}x baseline")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory: {peak:,.0f} MiB ({starts.size:,} windows, T={SEQ_LEN})")
+
+
+if __name__ == "__main__":
+    main()
