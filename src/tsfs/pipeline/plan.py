@@ -28,7 +28,7 @@ from tsfs.pipeline.execute import Batch, RowPlan
 from tsfs.stores.store import Codec, Namespace, Store, chunk_rows_for
 from tsfs.units import human_bytes
 
-__all__ = ["Estimate", "check_budget", "estimate", "free_bytes"]
+__all__ = ["Estimate", "check_budget", "estimate", "free_bytes", "upper_bound_bytes"]
 
 
 def free_bytes(path: Path) -> int:
@@ -210,8 +210,8 @@ def estimate(
                 bytes_disk += sample.meta_bytes[name] + 4 * n_chunks
                 if name in sample.compressed_per_row:
                     bytes_disk += round(r * sample.compressed_per_row[name])
-                else:
-                    bytes_disk += r * row_b
+                else:  # Zarr stores the edge chunk at full size
+                    bytes_disk += n_chunks * cr * row_b
         if new_namespace:
             bytes_disk += sample.namespace_bytes
             files += 3  # the kind's, the namespace's and its segments group's zarr.json
@@ -239,6 +239,23 @@ def estimate(
         budget_bytes=budget_bytes,
         sample_rows=sample_n,
     )
+
+
+def upper_bound_bytes(plan: RowPlan, row_bytes: dict[str, int]) -> int:
+    """A cheap bound on what ``plan`` writes: every array stored uncompressed, edge chunks
+    padded, compression allowed to expand by 1%, and generous metadata per segment.
+
+    Prep checks this first and samples a real estimate only when the bound does not fit.
+    """
+    total = 0
+    for b in plan.batches:
+        r = b.n_rows
+        total += 16 * 1024  # group, commit record, and slack
+        for rb in [*row_bytes.values(), 16]:
+            cr = chunk_rows_for(r, rb)
+            n_chunks = -(-r // cr)
+            total += int(n_chunks * cr * rb * 1.01) + n_chunks * 64 + 2048
+    return total
 
 
 def check_budget(est: Estimate) -> None:

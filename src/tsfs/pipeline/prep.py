@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from tsfs.pipeline.execute import Batch, Block, PrepReport, RowPlan, plan_rows, run_batches
 from tsfs.pipeline.normalize import revin
-from tsfs.pipeline.plan import Estimate, check_budget, estimate
+from tsfs.pipeline.plan import Estimate, check_budget, estimate, free_bytes, upper_bound_bytes
 from tsfs.pipeline.windows import Dataset
 from tsfs.specs import FeatureSpec, ImageSpec
 from tsfs.stores.store import Codec, Namespace, Store
@@ -215,6 +215,23 @@ def _estimate(
         )
 
 
+def _check_disk(job: _Job, plan: RowPlan, *, jobs: int, budget_bytes: int | None) -> None:
+    """Refuse a run that would not fit: a cheap uncompressed bound first (one row computed),
+    the sampled estimate only when that bound is too large to decide."""
+    first = plan.batches[0]
+    one = replace(first, windows=first.windows[:1], select=first.select[:1])
+    one = replace(one, keys=first.keys[: int(one.select.sum())])
+    with job.computer(first.block.seq_len, 1) as compute:
+        outputs = compute(one)
+    row_bytes = {k: int(v[:1].nbytes) for k, v in outputs.items()}
+    limit = free_bytes(job.store.path)
+    if budget_bytes is not None:
+        limit = min(limit, budget_bytes)
+    if upper_bound_bytes(plan, row_bytes) <= limit:
+        return
+    check_budget(_estimate(job, plan, jobs=jobs, hash_seconds=0.0, budget_bytes=budget_bytes))
+
+
 def _run(
     job: _Job,
     dataset: Dataset,
@@ -231,7 +248,7 @@ def _run(
         dataset_blocks(dataset), namespace, key_algorithm=job.store.key, batch_rows=batch_rows
     )
     if plan.batches and not force:
-        check_budget(_estimate(job, plan, jobs=jobs, hash_seconds=0.0, budget_bytes=budget_bytes))
+        _check_disk(job, plan, jobs=jobs, budget_bytes=budget_bytes)
     segments = nbytes = 0
     with _progress(plan.rows_missing, progress, job.kind) as update:
         for length, sub in _by_length(plan).items():

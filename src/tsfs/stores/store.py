@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import re
@@ -81,6 +82,60 @@ _MAX_ROWS = 1 << 40
 # Rows per chunk aim at this many uncompressed bytes: big enough that a loader reads few files,
 # small enough that one chunk decodes in a few milliseconds.
 _CHUNK_TARGET_BYTES = 4 << 20
+
+
+def _array_json(
+    shape: tuple[int, ...], chunk_rows: int, dtype: np.dtype[Any], codec: Codec
+) -> bytes:
+    """The Zarr v3 array metadata zarr-python writes for one of our arrays."""
+    codecs: list[dict[str, Any]] = [
+        {"name": "bytes", "configuration": {"endian": "little"}}
+        if dtype.itemsize > 1
+        else {"name": "bytes"}
+    ]
+    if codec == "zstd":
+        codecs.append(
+            {
+                "name": "blosc",
+                "configuration": {
+                    "typesize": dtype.itemsize,
+                    "cname": "zstd",
+                    "clevel": _BLOSC_LEVEL,
+                    "shuffle": "noshuffle",
+                    "blocksize": 0,
+                },
+            }
+        )
+    codecs.append({"name": "crc32c"})
+    fill: Any = False if dtype.kind == "b" else (0.0 if dtype.kind == "f" else 0)
+    doc = {
+        "shape": list(shape),
+        "data_type": str(dtype),
+        "chunk_grid": {
+            "name": "regular",
+            "configuration": {"chunk_shape": [max(1, chunk_rows), *shape[1:]]},
+        },
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": fill,
+        "codecs": codecs,
+        "attributes": {},
+        "zarr_format": 3,
+        "node_type": "array",
+        "storage_transformers": [],
+    }
+    return json.dumps(doc, indent=2).encode()
+
+
+# Measured on line-plot masks: no shuffle at level 1 is the smallest and fastest (bit shuffle
+# ~45% larger; levels 3-5 save <3% at 2-5x the encode time).
+_BLOSC_LEVEL = 1
+
+
+@functools.lru_cache(maxsize=1)
+def _blosc() -> Any:
+    from numcodecs import Blosc
+
+    return Blosc(cname="zstd", clevel=_BLOSC_LEVEL, shuffle=Blosc.NOSHUFFLE, blocksize=0)
 
 
 def chunk_rows_for(rows: int, row_bytes: int) -> int:
@@ -620,31 +675,40 @@ class Namespace:
     def _write_array(
         self, seg_dir: Path, name: str, data: npt.NDArray[Any], codec: Codec
     ) -> ArrayRecord:
-        import zarr
-        from zarr.codecs import BloscCodec, Crc32cCodec
-        from zarr.storage import LocalStore
+        """Write one array as a standard Zarr v3 array, chunk files straight from memory.
 
+        The metadata is what zarr-python writes for the same array, and each chunk file is the
+        codec chain's output (bytes → optional blosc-zstd → crc32c), so any Zarr v3 reader
+        reads it. Writing the files directly skips zarr's per-array set-up (~5 ms each), which
+        dominated small feature segments. Each file is fsynced before the commit is written.
+        """
         data = np.ascontiguousarray(data)
-        chunk_rows = chunk_rows_for(len(data), int(np.prod(data.shape[1:])) * data.itemsize)
-        compressors: list[Any] = [Crc32cCodec()]
-        if codec == "zstd":
-            # Measured on line-plot masks: no shuffle at level 1 is the smallest and fastest
-            # (bit shuffle ~45% larger; levels 3-5 save <3% at 2-5x the encode time).
-            compressors.insert(0, BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle"))
-        arr = zarr.create_array(
-            LocalStore(self.store.path),
-            name=str((seg_dir / name).relative_to(self.store.path)),
-            shape=data.shape,
-            chunks=(chunk_rows, *data.shape[1:]),
-            dtype=data.dtype,
-            compressors=compressors,
-            fill_value=0,
-            zarr_format=3,
-            # Every chunk file must exist, so a deleted file is detected rather than read as 0.
-            config={"write_empty_chunks": True},
-        )
-        if len(data):
-            arr[:] = data
+        if data.dtype.byteorder == ">":
+            data = data.astype(data.dtype.newbyteorder("<"))
+        rows = len(data)
+        row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * data.itemsize
+        chunk_rows = chunk_rows_for(rows, row_bytes)
+        adir = seg_dir / name
+        adir.mkdir()
+        (adir / "zarr.json").write_bytes(_array_json(data.shape, chunk_rows, data.dtype, codec))
+        blosc = _blosc() if codec == "zstd" else None
+        flat = data.reshape(rows, -1).view(np.uint8).reshape(rows, row_bytes) if rows else data
+        inner = ["0"] * (data.ndim - 1)
+        for c in range(-(-rows // chunk_rows) if rows else 0):
+            part = flat[c * chunk_rows : (c + 1) * chunk_rows]
+            if len(part) < chunk_rows:  # Zarr stores edge chunks at full size, padded
+                pad = np.zeros((chunk_rows, row_bytes), np.uint8)
+                pad[: len(part)] = part
+                part = pad
+            raw = part.data.cast("B") if part.flags.c_contiguous else part.tobytes()
+            encoded = blosc.encode(raw) if blosc is not None else raw
+            path = adir.joinpath("c", str(c), *inner)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(encoded)
+                f.write(crc32c.crc32c(encoded).to_bytes(4, "little"))
+                f.flush()
+                os.fsync(f.fileno())
         return ArrayRecord(
             shape=tuple(data.shape),
             dtype=str(data.dtype),
