@@ -26,10 +26,10 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from baseline_dwt_prompt import baseline_windows_per_second, ett_windows  # noqa: E402
+from baseline_dwt_prompt import baseline_windows_per_second, ett_windows
 
-from tsfs.pipeline.features import compute_windows  # noqa: E402
-from tsfs.specs import FeatureSpec  # noqa: E402
+from tsfs.pipeline.features import compute_windows
+from tsfs.specs import FeatureSpec
 
 Series = npt.NDArray[np.float32]
 Starts = npt.NDArray[np.int64]
@@ -59,8 +59,7 @@ def main() -> None:
     sample = starts[np.linspace(0, starts.size - 1, args.baseline_windows).astype(np.int64)]
     with threadpool_limits(limits=1):
         base = statistics.median(
-            baseline_windows_per_second(series, sample, seq_len=SEQ_LEN)
-            for _ in range(args.runs)
+            baseline_windows_per_second(series, sample, seq_len=SEQ_LEN) for _ in range(args.runs)
         )
         print(f"baseline (per-window generator): {base:>10,.0f} windows/s")
         for name, path in PATHS.items():

@@ -14,6 +14,7 @@ import torch
 from tsfs.errors import InputError
 from tsfs.pipeline.dwt import band_lengths, max_level, resolve_level
 from tsfs.pipeline.features import compute_rows, compute_windows, feature_schema, pool_window
+from tsfs.pipeline.stats import sliding_extrema, sliding_order_statistic
 from tsfs.specs import FeatureSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -368,6 +369,21 @@ def test_a_window_does_not_depend_on_the_other_windows(ett: np.ndarray) -> None:
     some = compute_windows(ett, seq_len=336, starts=np.array([4500, 10, 8995]), spec=spec)
     for name, value in some.items():
         np.testing.assert_array_equal(value, every[name][[900, 2, 1799]], err_msg=name)
+
+
+@pytest.mark.parametrize("T", [1, 17, 96, 301])
+def test_sliding_order_statistics_select_the_windows_values(T: int) -> None:
+    rng = np.random.default_rng(T)
+    series = rng.integers(-3, 4, (3, 900)).astype(np.float32)  # many equal values
+    series[1] = rng.standard_normal(900).astype(np.float32)
+    starts = np.unique(rng.integers(0, 900 - T + 1, 150))
+    windows = np.stack([series[:, s : s + T] for s in starts])  # (N, V, T)
+    low, high = sliding_extrema(series, T, starts)
+    np.testing.assert_array_equal(low, windows.min(axis=2))
+    np.testing.assert_array_equal(high, windows.max(axis=2))
+    for rank in sorted({0, (T - 1) // 2, T - 1}):
+        got = sliding_order_statistic(series, T, starts, rank)
+        np.testing.assert_array_equal(got, np.sort(windows, axis=2)[..., rank])
 
 
 def test_windows_validate_their_inputs(ett: np.ndarray) -> None:
