@@ -306,6 +306,16 @@ def test_lags_of_ties_go_to_the_lower_lag() -> None:
     np.testing.assert_array_equal(lags[1], [0, 1, 2, 3, 4])
 
 
+def test_lags_survive_extreme_magnitudes() -> None:
+    t = np.arange(96, dtype=np.float32)
+    row = np.sin(t / 3) + 0.3 * np.cos(t / 7)
+    rows = np.stack([row, row * 1e35, row * 1e-25]).astype(np.float32)
+    lags = compute_rows(rows, FeatureSpec())["lags"]
+    want = timellm_statistics(rows[:1], torch.float64)["lags"][0]
+    for got in lags:
+        assert set(got) == set(want)
+
+
 def test_rows_do_not_depend_on_their_batch(ett: np.ndarray) -> None:
     rows = windows_of(ett, np.arange(0, 5000, 97), 96)
     whole = compute_rows(rows, FeatureSpec())

@@ -47,7 +47,12 @@ from tsfs.pipeline.dwt import (
     window_plan,
 )
 from tsfs.pipeline.normalize import REVIN_EPS, revin
-from tsfs.pipeline.stats import sliding_extrema, sliding_order_statistic, top_lags
+from tsfs.pipeline.stats import (
+    ANCHOR_EVERY,
+    sliding_extrema,
+    sliding_order_statistic,
+    top_lags,
+)
 from tsfs.specs import FeatureSpec
 
 __all__ = ["compute_rows", "compute_windows", "feature_schema", "pool_window"]
@@ -325,7 +330,8 @@ def compute_windows(
     median = sliding_order_statistic(xt, T, st, (T - 1) // 2)
     by_var = sliding_window_view(xt, T, axis=1)  # (V, L-T+1, T), a view
     lags = np.empty((V, N, spec.top_k), dtype=np.int32)
-    per_batch = max(1, _WINDOW_BATCH_ROWS // V)
+    # whole anchor groups per variable, so every group of rows is one variable's windows
+    per_batch = max(1, _WINDOW_BATCH_ROWS // V // ANCHOR_EVERY) * ANCHOR_EVERY
     for lo in range(0, N, per_batch):
         sl = slice(lo, min(lo + per_batch, N))
         batch = by_var[:, st[sl]]  # (V, n, T) float32 copy

@@ -30,7 +30,13 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-__all__ = ["lag_length", "sliding_extrema", "sliding_order_statistic", "top_lags"]
+__all__ = [
+    "ANCHOR_EVERY",
+    "lag_length",
+    "sliding_extrema",
+    "sliding_order_statistic",
+    "top_lags",
+]
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
@@ -38,8 +44,9 @@ F32 = npt.NDArray[np.float32]
 # Rows per FFT batch: small enough to stay in cache (measured ~2× faster than one batch).
 _FFT_ROWS = 1024
 # One anchor row in this many proposes the top set for the rows after it (consecutive windows
-# of one series keep their set ~98% of the time 16 windows apart on ETTh1).
-_ANCHOR_EVERY = 16
+# of one series keep their set ~98% of the time 16 windows apart on ETTh1). Callers batching
+# windows of several variables keep each variable's rows in whole groups of this size.
+ANCHOR_EVERY = 16
 
 
 def lag_length(T: int) -> int:
@@ -88,8 +95,8 @@ def _select(half: F32, n: int, k: int) -> npt.NDArray[np.int32]:
     """Top-k full lags of rows from their half autocorrelations (R, n//2 + 1) float32
     (used as scratch and restored)."""
     R = half.shape[0]
-    anchors = np.arange(0, R, _ANCHOR_EVERY)
-    proposal = _needed(half, _top_half(half[anchors], k)[np.arange(R) // _ANCHOR_EVERY], n, k)
+    anchors = np.arange(0, R, ANCHOR_EVERY)
+    proposal = _needed(half, _top_half(half[anchors], k)[np.arange(R) // ANCHOR_EVERY], n, k)
     valid = proposal >= 0
     safe = np.where(valid, proposal, 0)
     vals = np.take_along_axis(half, safe, axis=1)
@@ -122,12 +129,38 @@ def top_lags(
     out = np.empty((R, k), dtype=np.int32)
     for lo in range(0, R, _FFT_ROWS):
         x = torch.from_numpy(np.ascontiguousarray(rows[lo : lo + _FFT_ROWS])).to(device or "cpu")
-        spec = torch.fft.rfft(x - x[:, :1], dim=1)
-        power = spec.real.square() + spec.imag.square()
-        power[:, 0] = 0.0
-        corr = torch.fft.irfft(power, n=n, dim=1)[:, : n // 2 + 1]
+        corr = torch.fft.irfft(_power(x), n=n, dim=1)[:, : n // 2 + 1]
         out[lo : lo + _FFT_ROWS] = _select(corr.cpu().contiguous().numpy(), n, k)
     return out
+
+
+def _spectrum_power(y: torch.Tensor) -> torch.Tensor:
+    spec = torch.fft.rfft(y, dim=1)
+    if not spec.is_cpu:
+        return spec.real.square() + spec.imag.square()
+    c = spec.numpy()  # numpy's power of a complex64 array is ~2x cheaper than torch's
+    with np.errstate(over="ignore", under="ignore"):
+        p = np.square(c.real)
+        p += np.square(c.imag)
+    return torch.from_numpy(p)
+
+
+def _power(x: torch.Tensor) -> torch.Tensor:
+    """Power spectrum of rows shifted by their first value, DC bin dropped: (R, T//2 + 1).
+
+    Rows whose float32 power would overflow or underflow are scaled by an exact power of two
+    first; that scales all of a row's autocorrelations alike, so its ranking is unchanged.
+    """
+    y = x - x[:, :1]
+    p = _spectrum_power(y)
+    peak = p.amax(dim=1)
+    bad = torch.nonzero(~(peak < 1e30) | (peak < 1e-30)).flatten()
+    if bad.numel():
+        yb = y[bad]
+        exponent = torch.frexp(yb.abs().amax(dim=1, keepdim=True)).exponent
+        p[bad] = _spectrum_power(torch.ldexp(yb, -exponent.to(yb.dtype)))
+    p[:, 0] = 0.0
+    return p
 
 
 def sliding_extrema(series: F32, T: int, starts: I64) -> tuple[F32, F32]:
