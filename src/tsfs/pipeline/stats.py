@@ -137,7 +137,8 @@ def top_lags(
 def _spectrum_power(y: torch.Tensor) -> torch.Tensor:
     spec = torch.fft.rfft(y, dim=1)
     if not spec.is_cpu:
-        return spec.real.square() + spec.imag.square()
+        power: torch.Tensor = spec.real.square() + spec.imag.square()
+        return power
     c = spec.numpy()  # numpy's power of a complex64 array is ~2x cheaper than torch's
     with np.errstate(over="ignore", under="ignore"):
         p = np.square(c.real)
