@@ -131,8 +131,10 @@ class WindowSpec:
 class FeatureSpec(_Spec):
     """Per-row Time-LLM statistics and DWT prompt features.
 
-    ``level=None`` means ``min(3, pywt.dwt_max_level(T, filter_len))``, resolved per row length;
-    the resolved level is part of what is stored, so the spec stays length-independent.
+    ``level=None`` means ``min(3, maximum)``, resolved per row length, the maximum being
+    ``pywt.dwt_max_level(T, filter_len)`` capped so every band keeps two coefficients
+    (``tsfs.pipeline.dwt.max_level``); the resolved level is part of what is stored, so the
+    spec stays length-independent.
     ``wavelet`` is any PyWavelets discrete wavelet; ``mode`` one of ptwt's boundary modes (each
     means the same as PyWavelets' mode of that name).
     """
