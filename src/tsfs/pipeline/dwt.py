@@ -54,6 +54,7 @@ I64 = npt.NDArray[np.int64]
 # Constants of the public generator (kept as written there).
 _RATIO_FLOOR = 1e-10
 _SNR_CLIP = 60.0
+# Ours: a band trend within this many float32 ulps of the band's rms per step has no sign.
 _SIGN_ULPS = 4
 
 
