@@ -78,7 +78,10 @@ def _feature_batch(spec: FeatureSpec, device: str, batch: Batch) -> dict[str, np
         )
         return {k: np.ascontiguousarray(v[batch.select]) for k, v in out.items()}
     w, v = np.nonzero(batch.select)
-    return compute_rows(block.rows(batch.windows[w], v), spec, device=device)
+    # On the CPU, PyWavelets' transform is ~15x faster than ptwt's; torch only for a GPU.
+    return compute_rows(
+        block.rows(batch.windows[w], v), spec, device=None if device == "cpu" else device
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
