@@ -305,12 +305,28 @@ def test_orders_are_permutations_fixed_by_seed_and_epoch() -> None:
 
 def test_chunk_order_draws_each_stretch_from_a_few_chunks() -> None:
     groups = np.repeat(np.arange(100), 10)
-    order = epoch_order(groups, order="chunks", seed=0, epoch=0, buffer=5)
+    order = epoch_order(groups, order="chunks", seed=0, epoch=0, buffer=5, span=1)
     blocks = groups[order].reshape(20, 50)  # 20 blocks of 5 groups × 10 windows
     assert all(len(np.unique(b)) == 5 for b in blocks)
     assert len({tuple(np.sort(np.unique(b))) for b in blocks}) == 20  # each group in one block
     shuffled = epoch_order(groups, order="random", seed=0, epoch=0)
     assert np.mean([len(np.unique(b)) for b in groups[shuffled].reshape(20, 50)]) > 30
+
+
+@pytest.mark.parametrize(("span", "most"), [(1, 100), (4, 26)])
+def test_spans_keep_neighbouring_chunks_in_one_block(span: int, most: int) -> None:
+    groups = np.repeat(np.arange(100), 10)
+    position = np.empty(len(groups), np.int64)
+    position[epoch_order(groups, order="chunks", seed=0, epoch=0, buffer=8, span=span)] = np.arange(
+        len(groups)
+    )
+    first = np.array([position[groups == g].min() for g in range(100)])
+    last = np.array([position[groups == g].max() for g in range(100)])
+    # Chunks of one block interleave; neighbours in different blocks do not overlap at all.
+    apart = (last[:-1] < first[1:]) | (last[1:] < first[:-1])
+    assert int(apart.sum()) <= most
+    if span == 1:
+        assert int(apart.sum()) > 80
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
@@ -358,7 +374,7 @@ def test_chunk_order_decodes_each_chunk_once_per_epoch(tmp_path: Path) -> None:
 
     def chunk_reads(order: Order) -> int:
         reader = WindowReader(view, "train", images=IMAGES, cache_bytes=8 * CHUNK_BYTES)
-        for _ in StoreLoader(reader, batch_size=16, order=order, buffer=8):
+        for _ in StoreLoader(reader, batch_size=16, order=order, buffer=4, span=4):
             pass
         return reader.cache.stats.misses
 

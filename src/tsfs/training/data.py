@@ -46,7 +46,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tsfs.errors import InputError, MissingRowsError, StoreCorruptError
-from tsfs.pipeline.compose import clip_normalize, compose_torch, palette, parse_color
+from tsfs.pipeline.compose import Output, clip_normalize, compose_torch, palette, parse_color
 from tsfs.pipeline.prep import dataset_blocks
 from tsfs.pipeline.windows import Dataset, Split
 from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec, fingerprint
@@ -80,6 +80,7 @@ __all__ = [
 ImageOutput = Literal["mask", "uint8", "float", "clip"]
 _IMAGE_OUTPUTS: tuple[str, ...] = ("mask", "uint8", "float", "clip")
 _VIEW_VERSION = 1
+_ROW_COPY_BYTES = 4096
 
 I64 = npt.NDArray[np.int64]
 
@@ -320,6 +321,8 @@ class _Columns:
         order = np.argsort(code, kind="stable")
         runs = np.split(order, np.flatnonzero(np.diff(code[order])) + 1) if len(order) else []
         keys = [self.reader.key(int(seg[r[0]]), name, int(chunk[r[0]])) for r in runs]
+        # Big rows (images) are copied one by one: fancy indexing would copy them twice.
+        per_row = out[:1].nbytes >= _ROW_COPY_BYTES
         # Cached chunks first: loading the others then evicts only chunks this batch is done
         # with (with the cache at twice the shuffle buffer, no chunk is decoded twice).
         for cached in (True, False):
@@ -327,7 +330,11 @@ class _Columns:
                 if (key in cache) == cached:
                     s, c = int(seg[sel[0]]), int(chunk[sel[0]])
                     data = cache.get(key, functools.partial(self.reader.chunk, s, name, c))
-                    out[sel] = data[within[sel]]
+                    if per_row:
+                        for i, r in zip(sel.tolist(), within[sel].tolist(), strict=True):
+                            out[i] = data[r]
+                    else:
+                        out[sel] = data[within[sel]]
         return out.reshape(*self.seg[windows].shape, *self.shapes[name])
 
 
@@ -502,7 +509,7 @@ class ImageComposer:
         self.colors = colors
         self.output: ImageOutput = output
         self.stored_rgb = stored_rgb
-        self._luts: dict[str, npt.NDArray[Any]] = {}
+        self._tables: dict[str, npt.NDArray[Any]] = {}
 
     def __call__(self, images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
         """(B, V, H, W) masks or (B, V, H, W, 3) RGB, uint8 → ``output`` on ``device``.
@@ -510,13 +517,15 @@ class ImageComposer:
         Returns:
             ``mask``: (B, V, H, W) uint8; otherwise (B, V, 3, H, W) uint8 or float32 — for
             masks, equal to :func:`tsfs.pipeline.compose.compose_torch` in :attr:`colors`.
+            Composed on the CPU (and stored RGB anywhere), the pixels are channels-last in
+            memory and the tensor a channel-first view of them; ``.contiguous()`` converts.
         """
         dev = torch.device(device)
         output = self.output
         if self.stored_rgb:
             rgb = images.to(dev, non_blocking=True).movedim(-1, -3)
             if output == "uint8":
-                return rgb.contiguous()
+                return rgb
             if output == "float":
                 return rgb.to(torch.float32) / 255
             return clip_normalize(rgb)
@@ -524,10 +533,10 @@ class ImageComposer:
             return images.to(dev, non_blocking=True)
         if dev.type != "cpu":
             return compose_torch(images, self.colors, device=dev, output=output)
-        lut = self._luts.get(output)
-        if lut is None:
-            lut = self._luts[output] = _lookup_table(self.colors, output)
-        return torch.from_numpy(_compose_sparse(images.numpy(), lut))
+        table = self._tables.get(output)
+        if table is None:
+            table = self._tables[output] = _pixel_table(self.colors, output)
+        return _compose_channels_last(images.numpy(), table)
 
 
 def _colors(colors: npt.ArrayLike | Sequence[str] | None, n_vars: int) -> npt.NDArray[np.uint8]:
@@ -544,42 +553,36 @@ def _colors(colors: npt.ArrayLike | Sequence[str] | None, n_vars: int) -> npt.ND
     return np.asarray(c, dtype=np.uint8)
 
 
-def _lookup_table(colors: npt.NDArray[np.uint8], output: ImageOutput) -> npt.NDArray[Any]:
-    """(V, 3, 256): the output value of every coverage level, per variable and channel.
+def _pixel_table(colors: npt.NDArray[np.uint8], output: Output) -> npt.NDArray[Any]:
+    """(V, 256): each coverage level's whole pixel, per variable, as one 4- or 16-byte item.
 
-    Built by :func:`compose_torch` itself on one "image" holding all 256 levels, so a pixel
-    looked up here is bit-equal to the pixel ``compose_torch`` computes.
+    The channels come from :func:`compose_torch` itself, run on one "image" holding all 256
+    levels, so a pixel looked up here is bit-equal to the pixel ``compose_torch`` makes. A
+    fourth, unused channel pads a pixel to a native item size (uint32 or complex128), so one
+    gather moves a whole pixel.
     """
     levels = torch.arange(256, dtype=torch.uint8).expand(len(colors), 1, 256)
-    lut = compose_torch(levels, colors, output="uint8" if output == "mask" else output)
-    return lut[:, :, 0, :].numpy()
+    rgb = compose_torch(levels, colors, output=output).numpy()[:, :, 0, :]  # (V, 3, 256)
+    padded = np.zeros((len(colors), 256, 4), dtype=rgb.dtype)
+    padded[..., :3] = rgb.transpose(0, 2, 1)
+    return padded.view(np.uint32 if rgb.dtype == np.uint8 else np.complex128)[..., 0]
 
 
-def _compose_sparse(masks: npt.NDArray[np.uint8], lut: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Masks (B, V, H, W) → (B, V, 3, H, W) through ``lut`` (V, 3, 256), on the CPU.
+def _compose_channels_last(masks: npt.NDArray[np.uint8], table: npt.NDArray[Any]) -> torch.Tensor:
+    """Masks (B, V, H, W) → (B, V, 3, H, W) pixels through ``table`` (V, 256), on the CPU.
 
-    A line covers ~2% of its image's pixels, so the output is filled with the background
-    (coverage 0) and only the covered pixels are looked up: ~10× a dense table gather.
+    One gather per pixel into channels-last memory (with the padding channel) — a third of
+    the gathers of channel-first planes, which is what composing costs on a CPU. The result
+    is a channel-first view of that memory; ``.contiguous()`` gives channel-first memory.
     """
     b, v, h, w = masks.shape
-    p = h * w
-    out = np.empty((b, v, 3, p), dtype=lut.dtype)
-    background = lut[:, :, 0]
-    if (background == background.flat[0]).all():
-        out.fill(background.flat[0])  # white background: one memset
-    else:
-        out[...] = background[None, :, :, None]
-    flat = masks.reshape(-1)
-    covered = np.flatnonzero(flat != 0)
-    level = flat[covered]
-    image, pixel = np.divmod(covered, p)  # image = b·V + v
-    table = lut.reshape(v * 3, 256)
-    target = image * (3 * p) + pixel
-    var = image % v
-    out_flat = out.reshape(-1)
-    for ch in range(3):
-        out_flat[target + ch * p] = table[var * 3 + ch, level]
-    return out.reshape(b, v, 3, h, w)
+    out = np.empty((b, v, h, w), dtype=table.dtype)
+    for i in range(b):
+        for j in range(v):
+            np.take(table[j], masks[i, j].astype(np.intp), out=out[i, j], mode="clip")
+    channel = np.float32 if table.dtype == np.complex128 else np.uint8
+    pixels = out.view(channel).reshape(b, v, h, w, 4)[..., :3]
+    return torch.from_numpy(pixels).movedim(-1, 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -698,8 +701,10 @@ class ChunkedWindows(IterableDataset[Batch]):
         batch_size: windows per batch.
         order: ``chunks``, ``random`` or ``sequential``.
         seed: the order is a function of ``(seed, epoch)``.
-        buffer: chunks shuffled together by the ``chunks`` order; the reader's cache should
-            hold that many chunks of every array read, or chunks are decoded more than once.
+        buffer, span: the ``chunks`` order shuffles runs of ``span`` neighbouring chunks,
+            ``buffer`` chunks at a time (:func:`~tsfs.training.sampler.epoch_order`). The
+            reader's cache should hold ``2 · max(buffer, span)`` chunks of every array read,
+            or some chunks are decoded more than once per epoch.
         rank, world_size: this process's shard (default: torch.distributed's, else 0 of 1).
         drop_last: drop the final partial batch and trim to equal batch counts per rank.
     """
@@ -712,6 +717,7 @@ class ChunkedWindows(IterableDataset[Batch]):
         order: Order = "chunks",
         seed: int = 0,
         buffer: int = 16,
+        span: int = 4,
         rank: int | None = None,
         world_size: int | None = None,
         drop_last: bool = False,
@@ -724,6 +730,7 @@ class ChunkedWindows(IterableDataset[Batch]):
         self.order: Order = order
         self.seed = seed
         self.buffer = buffer
+        self.span = span
         self.rank = default_rank if rank is None else rank
         self.world_size = default_world if world_size is None else world_size
         self.drop_last = drop_last
@@ -751,6 +758,7 @@ class ChunkedWindows(IterableDataset[Batch]):
                 seed=self.seed,
                 epoch=self.epoch,
                 buffer=self.buffer,
+                span=self.span,
                 batch_size=self.batch_size,
                 rank=self.rank,
                 world_size=self.world_size,
@@ -803,7 +811,7 @@ class StoreLoader:
 
     Args:
         reader: what to read.
-        batch_size, order, seed, buffer, rank, world_size, drop_last: see
+        batch_size, order, seed, buffer, span, rank, world_size, drop_last: see
             :class:`ChunkedWindows`.
         num_workers: DataLoader worker processes (0: read in this process).
         prefetch_factor: batches each worker reads ahead.
@@ -819,6 +827,7 @@ class StoreLoader:
         order: Order = "chunks",
         seed: int = 0,
         buffer: int = 16,
+        span: int = 4,
         rank: int | None = None,
         world_size: int | None = None,
         drop_last: bool = False,
@@ -833,6 +842,7 @@ class StoreLoader:
             order=order,
             seed=seed,
             buffer=buffer,
+            span=span,
             rank=rank,
             world_size=world_size,
             drop_last=drop_last,
@@ -901,6 +911,7 @@ class StoreLoader:
             "seed": ds.seed,
             "order": ds.order,
             "buffer": ds.buffer,
+            "span": ds.span,
             "batch_size": ds.batch_size,
             "rank": ds.rank,
             "world_size": ds.world_size,
@@ -916,7 +927,7 @@ class StoreLoader:
         """
         ds = self.dataset
         mine = self.state_dict()
-        fixed = ("windows", "seed", "order", "buffer", "batch_size", "rank", "world_size")
+        fixed = ("windows", "seed", "order", "buffer", "span", "batch_size", "rank", "world_size")
         differ = [k for k in (*fixed, "drop_last") if state.get(k) != mine[k]]
         if differ:
             theirs = ", ".join(f"{k}={state.get(k)!r} (now {mine[k]!r})" for k in differ)
