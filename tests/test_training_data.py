@@ -253,6 +253,9 @@ def test_corrupt_chunk_is_an_error_naming_its_file(tmp_path: Path, ett: Dataset)
         reader.read([0])
     assert any(str(p) in str(err.value) for p in chunks)
     assert f"tsfs store gc --drop-corrupt {store.path}" in str(err.value)
+    # Read on the loader's background thread, the error reaches the training loop.
+    with pytest.raises(StoreCorruptError, match="checksum"):
+        next(iter(StoreLoader(reader)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,17 +421,20 @@ def test_each_pass_is_a_new_epoch_and_set_epoch_replays_it(reader: WindowReader)
     assert np.array_equal(np.concatenate(list(collect(loader))), first)
 
 
-def test_resume_mid_epoch_loses_and_repeats_nothing(reader: WindowReader) -> None:
-    full = StoreLoader(reader, batch_size=100, seed=7, num_workers=2)
+@pytest.mark.parametrize(("before_workers", "after_workers"), [(2, 1), (0, 2)])
+def test_resume_mid_epoch_loses_and_repeats_nothing(
+    reader: WindowReader, before_workers: int, after_workers: int
+) -> None:
+    full = StoreLoader(reader, batch_size=100, seed=7)
     full.set_epoch(3)
     everything = list(collect(full))
-    interrupted = StoreLoader(reader, batch_size=100, seed=7, num_workers=2)
+    interrupted = StoreLoader(reader, batch_size=100, seed=7, num_workers=before_workers)
     interrupted.set_epoch(3)
     before = list(collect(interrupted, stop=21))
     state = json.loads(json.dumps(interrupted.state_dict()))  # survives a JSON checkpoint
     assert state["epoch"] == 3
     assert state["samples"] == 21 * 100
-    resumed = StoreLoader(reader, batch_size=100, seed=7, num_workers=1)  # other worker count
+    resumed = StoreLoader(reader, batch_size=100, seed=7, num_workers=after_workers)
     resumed.load_state_dict(state)
     after = list(collect(resumed))
     got = np.concatenate(before + after)

@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import queue
 import shlex
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
@@ -788,6 +790,59 @@ class ChunkedWindows(IterableDataset[Batch]):
             yield _to_batch(self.reader.read(plan.windows(number)), number)
 
 
+def _in_background(batches: Iterator[Batch], depth: int, *, pin: bool) -> Iterator[Batch]:
+    """``batches``, read on a background thread up to ``depth`` batches ahead, in order.
+
+    Reading (files, checksums, blosc decoding, copies) runs without the GIL, so the thread
+    reads the next batches while the caller composes images and trains on this one — the
+    same overlap as worker processes, without copying every batch between processes.
+    """
+    ready: queue.Queue[tuple[Batch | None, BaseException | None]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: tuple[Batch | None, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not put((_pinned(batch) if pin else batch, None)):
+                    return
+            put((None, None))
+        except BaseException as e:  # handed to the consumer, which raises it
+            put((None, e))
+
+    thread = threading.Thread(target=read, name="tsfs-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            batch, error = ready.get()
+            if error is not None:
+                raise error
+            if batch is None:
+                return
+            yield batch
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _pinned(batch: Batch) -> Batch:
+    out: Batch = {"index": batch["index"], "batch": batch["batch"]}
+    for name in ("x", "y", "x_mark", "y_mark", "labels", "images"):
+        if name in batch:
+            out[name] = batch[name].pin_memory()
+    if "features" in batch:
+        out["features"] = {k: v.pin_memory() for k, v in batch["features"].items()}
+    return out
+
+
 def _single_threaded() -> None:
     """One thread per worker process: threads on top of processes oversubscribe the cores."""
     from numcodecs import blosc
@@ -872,15 +927,21 @@ class StoreLoader:
         plan = ds.plan()
         if ds.consumed is None:
             ds.consumed = np.zeros(plan.count, dtype=bool)
-        # Workers fork from here and read `consumed` as it is now: only batches not yet seen.
-        loader = DataLoader(
-            ds,
-            batch_size=None,
-            num_workers=self.num_workers,
-            prefetch_factor=self.prefetch_factor if self.num_workers else None,
-            pin_memory=self.pin_memory,
-        )
-        for batch in loader:
+        batches: Iterator[Batch]
+        if self.num_workers:
+            # Workers fork from here and read `consumed` as it is now: only batches not yet seen.
+            batches = iter(
+                DataLoader(
+                    ds,
+                    batch_size=None,
+                    num_workers=self.num_workers,
+                    prefetch_factor=self.prefetch_factor,
+                    pin_memory=self.pin_memory,
+                )
+            )
+        else:
+            batches = _in_background(iter(ds), self.prefetch_factor, pin=self.pin_memory)
+        for batch in batches:
             ds.consumed[batch["batch"]] = True
             self.samples += len(batch["index"])
             yield self._to_device(batch)
