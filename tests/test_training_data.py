@@ -234,6 +234,8 @@ def test_prep_command_carries_window_and_spec_options(tmp_path: Path) -> None:
         "tsfs", "prep", "features", str(ETTH1), "--seq-len", "512", "--pred-len", "24",
         "--splits", "train", "--level", "2", "--coefficients", "--store", str(store.path),
     ]  # fmt: skip
+    # A mask's colour is applied at read time: it does not change what prep stores.
+    assert "(with" not in prep_command("images", ds, ImageSpec(color="#ff0000"), store)
     odd = prep_command("images", ds, ImageSpec(margin=0.1), store)
     assert "margin" in odd
     assert "prep_images" in odd
