@@ -650,8 +650,7 @@ class Namespace:
         seg = _new_segment_id()
         seg_dir = self.segment_path(seg)
         try:
-            seg_dir.mkdir(parents=True)
-            with _locked(seg_dir):
+            with _new_locked_dir(seg_dir):
                 (seg_dir / "zarr.json").write_bytes(_group_json({}))
                 records: dict[str, ArrayRecord] = {}
                 for name, a in {"keys": keys, **arrays}.items():
@@ -787,11 +786,20 @@ class Namespace:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on a directory while a writer fills it."""
-    fd = os.open(path, os.O_RDONLY)
+def _new_locked_dir(path: Path) -> Iterator[None]:
+    """Create ``path`` and hold an exclusive ``flock`` on it while a writer fills it.
+
+    The directory is made under a hidden name, locked, then renamed into place (the lock
+    follows the inode), so a segment directory is never visible unlocked while its writer
+    lives: ``gc`` can tell a live writer from a dead one without any grace period.
+    """
+    hidden = path.with_name(f".{path.name}")
+    hidden.parent.mkdir(parents=True, exist_ok=True)
+    hidden.mkdir()
+    fd = os.open(hidden, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        hidden.rename(path)
         yield
     finally:
         os.close(fd)
@@ -1087,6 +1095,22 @@ class Store:
                     continue
                 report.uncommitted.append(p)
                 to_remove.append((ns, seg))
+            # Hidden `.<id>` directories: a writer died between creating and locking its
+            # segment (a window of microseconds), so an unlocked one older than a few
+            # seconds is garbage.
+            seg_root = ns.path / "segments"
+            for n in os.listdir(seg_root) if seg_root.is_dir() else []:
+                p = seg_root / n
+                if not (n.startswith(".") and _SEGMENT_ID.match(n[1:])):
+                    continue
+                try:
+                    old = now - p.stat().st_mtime >= max(grace_s, 5.0)
+                except FileNotFoundError:
+                    continue
+                if old and not _is_locked(p):
+                    report.uncommitted.append(p)
+                    if not dry_run:
+                        shutil.rmtree(p, ignore_errors=True)
             files = ns._commit_files()
             all_commits = []
             for f in files:
@@ -1111,13 +1135,27 @@ class Store:
             if cdir.is_dir():
                 for n in os.listdir(cdir):
                     p = cdir / n
-                    if n.endswith(".tmp") and now - p.stat().st_mtime >= grace_s:
-                        report.temp_files.append(p)
+                    if not n.endswith(".tmp"):
+                        continue
+                    # `.<segment>.json.<token>.tmp`: a commit being written; keep it while
+                    # its writer (who holds the segment's lock) lives.
+                    seg = n[1:].split(".", 1)[0]
+                    if _SEGMENT_ID.match(seg) and _is_locked(ns.segment_path(seg)):
+                        report.skipped_active += 1
+                        continue
+                    try:
+                        if now - p.stat().st_mtime >= grace_s:
+                            report.temp_files.append(p)
+                    except FileNotFoundError:  # renamed into place meanwhile
+                        continue
         for p in report.temp_files:
-            report.bytes_freed += p.stat().st_size
-            if not dry_run:
-                p.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                report.bytes_freed += p.stat().st_size
+                if not dry_run:
+                    p.unlink()
         for ns, seg in to_remove:
+            if _is_locked(ns.segment_path(seg)):  # a writer took it up meanwhile
+                continue
             report.bytes_freed += _dir_bytes(ns.segment_path(seg))[0]
             if not dry_run:
                 ns.drop_segment(seg)
