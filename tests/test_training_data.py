@@ -293,6 +293,84 @@ def test_loader_images_are_masks_in_each_variables_colour(ett: Dataset, filled: 
     assert torch.equal(batch["images"][:, 0], (255 - masks[:, 0, None]).expand(4, 3, 8, 8))
 
 
+def test_loader_images_are_matplotlibs_own_pixels(tmp_path: Path) -> None:
+    """End to end: ``tsfs prep images`` masks, composed by the loader, against pyplot figures."""
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tsfs.pipeline.normalize import revin
+    from tsfs.pipeline.prep import prep_images
+    from tsfs.pipeline.render import y_limits
+
+    walks = np.cumsum(np.random.default_rng(3).standard_normal((4, 48, 3)), axis=1)
+    np.save(tmp_path / "x.npy", walks.astype(np.float32))
+    ds = load(tmp_path / "x.npy")
+    spec = ImageSpec(size=32)
+    store = Store(tmp_path / "s", mode="a")
+    prep_images(ds, spec, store)
+    reader = WindowReader(open_view(ds, store), "train", images=spec)
+    batch = next(iter(StoreLoader(reader, batch_size=4, order="sequential")))
+    colors = palette(3)
+    for i in range(4):
+        for v in range(3):
+            row = ds.splits["train"].x[i, :, v]
+            z, _, _ = revin(row[None, :])
+            fig = plt.figure(figsize=(0.32, 0.32), dpi=100)
+            ax = fig.add_axes((0, 0, 1, 1))
+            ax.axis("off")
+            ax.plot(z[0], color=colors[v] / 255, linewidth=spec.linewidth)
+            ax.set_xlim(0, len(row) - 1)
+            ax.set_ylim(*y_limits(z, spec)[0])
+            fig.canvas.draw()
+            drawn = np.asarray(fig.canvas.buffer_rgba())[..., :3].transpose(2, 0, 1)
+            plt.close(fig)
+            assert np.array_equal(batch["images"][i, v].numpy(), drawn), (i, v)
+
+
+def test_chunks_in_another_codec_chain_are_read_through_zarr(tmp_path: Path) -> None:
+    import zarr
+    from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
+    from zarr.storage import LocalStore
+
+    samples = np.random.default_rng(0).standard_normal((40, 16, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", samples)
+    ds = load(tmp_path / "x.npy")
+    store = Store(tmp_path / "s", mode="a")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(store_module, "_CHUNK_TARGET_BYTES", CHUNK_BYTES)
+        fill(store, ds)
+    expected = WindowReader(open_view(ds, store), "train", images=IMAGES).read(np.arange(40))
+    # Rewrite every mask array with a chain the fast path does not decode (same values).
+    for array in (store.path / "images").glob("*/segments/*/mask"):
+        old = zarr.open_array(LocalStore(array), mode="r")
+        data, chunks = old[...], old.chunks
+        new = zarr.create_array(
+            LocalStore(array), shape=data.shape, chunks=chunks, dtype=data.dtype,
+            serializer=BytesCodec(), compressors=[ZstdCodec(), Crc32cCodec()],
+            overwrite=True, config={"write_empty_chunks": True},
+        )  # fmt: skip
+        new[...] = data
+    got = WindowReader(open_view(ds, store), "train", images=IMAGES).read(np.arange(40))
+    assert got.images is not None
+    assert np.array_equal(got.images, expected.images)
+
+
+def test_a_pickled_reader_reloads_its_data_instead_of_carrying_windows(
+    reader: WindowReader,
+) -> None:
+    import pickle
+
+    blob = pickle.dumps(reader)
+    assert len(blob) < reader.split.x.nbytes / 10  # windows are strided views: never copied
+    again = pickle.loads(blob)
+    a, b = reader.read([5, 9]), again.read([5, 9])
+    assert np.array_equal(a.x, b.x)
+    assert np.array_equal(a.images, b.images)  # type: ignore[arg-type]
+    assert all(np.array_equal(a.features[k], b.features[k]) for k in a.features)
+
+
 # --------------------------------------------------------------------------------------------
 # orders and shards
 
