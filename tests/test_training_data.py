@@ -31,7 +31,7 @@ from tsfs.pipeline.prep import dataset_blocks
 from tsfs.pipeline.sources import load
 from tsfs.pipeline.windows import Dataset
 from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec
-from tsfs.stores.store import Store
+from tsfs.stores.store import Namespace, Store
 from tsfs.training.data import (
     ImageComposer,
     ImageOutput,
@@ -196,6 +196,19 @@ def test_chunk_reads_equal_the_stores_own_zarr_reads(
         )
     assert a.images is not None
     assert np.array_equal(a.images.reshape(len(keys), 8, 8), ins.read_keys(keys)["mask"])
+
+
+def test_chunks_tsfs_writes_are_decoded_without_zarr(
+    ett: Dataset, filled: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh = WindowReader(open_view(ett, filled), "test", features=FEATURES, images=IMAGES)
+
+    def through_zarr(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a raw or blosc chunk went through Zarr's reader")
+
+    monkeypatch.setattr(Namespace, "_read_array", through_zarr)
+    a = fresh.read(np.arange(0, len(fresh), 97))
+    assert np.array_equal(a.features["first"], a.x[:, 0, :])
 
 
 def test_feature_subset_and_unknown_output(ett: Dataset, filled: Store) -> None:
@@ -594,7 +607,7 @@ _EPOCH_SCRIPT = textwrap.dedent(
     import numpy as np
     from tsfs.pipeline.sources import load
     from tsfs.specs import ImageSpec, WindowSpec
-    from tsfs.stores.store import Store
+    from tsfs.stores.store import Namespace, Store
     from tsfs.training.data import StoreLoader, WindowReader, open_view
 
     def rss():

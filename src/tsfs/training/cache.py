@@ -121,7 +121,8 @@ class _Plan:
 def _layout(codecs: Sequence[Any]) -> _Layout:
     """The fast decoder for a Zarr v3 codec chain, or ``zarr`` when there is none."""
     names = [type(c).__name__ for c in codecs]
-    little = getattr(codecs[0], "endian", None) in (None, "little") if codecs else False
+    endian = getattr(codecs[0], "endian", None) if codecs else "big"
+    little = getattr(endian, "value", endian) in (None, "little")  # an Enum in zarr 3
     if names == ["BytesCodec", "Crc32cCodec"] and little:
         return "raw"
     if names == ["BytesCodec", "BloscCodec", "Crc32cCodec"] and little:
