@@ -879,8 +879,10 @@ class StoreLoader:
         reader: what to read.
         batch_size, order, seed, buffer, span, rank, world_size, drop_last: see
             :class:`ChunkedWindows`.
-        num_workers: DataLoader worker processes (0: read in this process).
-        prefetch_factor: batches each worker reads ahead.
+        num_workers: DataLoader worker processes; 0 (the default, usually fastest) reads on
+            one background thread of this process, so batches are never copied between
+            processes (decoding and copying run without the GIL).
+        prefetch_factor: batches each worker (or the reader thread) reads ahead.
         device: where batches go (and images are composed).
         pin_memory: pin host memory for faster copies (default: when ``device`` is CUDA).
     """
