@@ -112,7 +112,7 @@ def reader(ett: Dataset, filled: Store) -> WindowReader:
 
 
 def tslib_windows(split: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], int]:
-    """TSLib's Dataset_ETT_hour arithmetic restated: (data, scaled rows, border1) of a split."""
+    """TSLib's Dataset_ETT_hour arithmetic restated: (raw rows, scaled rows, border1) of a split."""
     raw = np.loadtxt(ETTH1, delimiter=",", skiprows=1, usecols=range(1, 8))
     train = raw[: 12 * 30 * 24]
     data = (raw - train.mean(axis=0)) / train.std(axis=0)  # StandardScaler: population std
