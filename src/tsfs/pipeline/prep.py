@@ -95,6 +95,8 @@ class _Job:
     codecs: dict[str, Codec]
     # (row length, processes) → a compute function; images hold a render pool open meanwhile.
     computer: Callable[[int, int], contextlib.AbstractContextManager[ComputeFn]]
+    # row length → bytes per row of each output, uncompressed
+    row_bytes: Callable[[int], dict[str, int]]
     # Batches run in joblib workers that commit their own segments (features), or the compute
     # function is parallel itself and the parent writes (images).
     joblib: bool = False
@@ -110,6 +112,15 @@ class _Job:
         return Namespace(self.store, self.kind, self.fingerprint)
 
 
+def _feature_row_bytes(spec: FeatureSpec, length: int) -> dict[str, int]:
+    from tsfs.pipeline.features import feature_schema
+
+    return {
+        name: int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        for name, (shape, dtype) in feature_schema(spec, length).items()
+    }
+
+
 def _features_job(store: Store, spec: FeatureSpec, device: str) -> _Job:
     @contextmanager
     def computer(_length: int, _jobs: int) -> Iterator[ComputeFn]:
@@ -122,6 +133,7 @@ def _features_job(store: Store, spec: FeatureSpec, device: str) -> _Job:
         fingerprint=spec.fingerprint,
         codecs={},
         computer=computer,
+        row_bytes=functools.partial(_feature_row_bytes, spec),
         joblib=True,
         sample_rows=16384,
         sample_stretches=2,
@@ -134,6 +146,12 @@ def _renderer(spec: ImageSpec, length: int) -> Any:
     from tsfs.pipeline.render import Renderer
 
     return Renderer(spec, length)
+
+
+def _image_row_bytes(spec: ImageSpec, _length: int) -> dict[str, int]:
+    from tsfs.pipeline.render import image_shape
+
+    return {"rgb" if spec.rgb else "mask": int(np.prod(image_shape(spec)))}
 
 
 def _image_batch(spec: ImageSpec, batch: Batch) -> dict[str, npt.NDArray[Any]]:
@@ -159,6 +177,7 @@ def _images_job(store: Store, spec: ImageSpec) -> _Job:
         fingerprint=spec.fingerprint,
         codecs={"rgb" if spec.rgb else "mask": "zstd"},
         computer=computer,
+        row_bytes=functools.partial(_image_row_bytes, spec),
         # Each worker renders, compresses and commits its own segments: both cores draw and
         # nothing but a row count travels back.
         joblib=True,
@@ -219,14 +238,9 @@ def _estimate(
 
 
 def _check_disk(job: _Job, plan: RowPlan, *, jobs: int, budget_bytes: int | None) -> None:
-    """Refuse a run that would not fit: a cheap uncompressed bound first (one row computed),
-    the sampled estimate only when that bound is too large to decide."""
-    first = plan.batches[0]
-    one = replace(first, windows=first.windows[:1], select=first.select[:1])
-    one = replace(one, keys=first.keys[: int(one.select.sum())])
-    with job.computer(first.block.seq_len, 1) as compute:
-        outputs = compute(one)
-    row_bytes = {k: int(v[:1].nbytes) for k, v in outputs.items()}
+    """Refuse a run that would not fit: a cheap uncompressed bound first (from the output
+    schema alone), the sampled estimate only when that bound is too large to decide."""
+    row_bytes = job.row_bytes(max(b.block.seq_len for b in plan.batches))
     limit = free_bytes(job.store.path)
     if budget_bytes is not None:
         limit = min(limit, budget_bytes)

@@ -1,0 +1,123 @@
+"""End to end into the store: `prep features` and `prep images` beside their baselines.
+
+In one run, on ETTh1 at T=512 (7 variables), medians of several runs:
+
+* features: the per-window DWT-prompt generator as commonly written (``baseline_dwt_prompt``,
+  one call per window, ~300 windows spread over the file) vs. ``prep_features`` on all 13,603
+  windows of all splits into a fresh store — from the CSV (load + hash + compute + write) and
+  from an already loaded data set;
+* images: a pyplot figure per image (150 images) vs. ``prep_images`` (masks, 224², every core)
+  into a fresh store, on every 4th window of the validation split (4,876 images);
+* peak resident memory of the process.
+
+    python benchmarks/bench_prep.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from baseline_dwt_prompt import baseline_windows_per_second, ett_windows
+from bench_images import load_rows, pyplot_image
+
+from tsfs.pipeline.prep import prep_features, prep_images
+from tsfs.pipeline.sources import load
+from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec
+from tsfs.stores.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+ETTH1 = ROOT / "data" / "ETTh1.csv"
+
+
+def _fresh_store_runs(fn: Callable[[Store], int], runs: int) -> list[float]:
+    """Items per second of ``fn`` into a fresh store, per run."""
+    rates = []
+    for _ in range(runs):
+        tmp = Path(tempfile.mkdtemp(prefix="tsfs-bench-prep-"))
+        try:
+            t0 = time.perf_counter()
+            n = fn(Store(tmp / "s", mode="a"))
+            rates.append(n / (time.perf_counter() - t0))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return rates
+
+
+def features(runs: int, jobs: int) -> None:
+    series, starts = ett_windows()
+    sample = starts[np.linspace(0, starts.size - 1, 300).astype(np.int64)]
+    base = statistics.median(baseline_windows_per_second(series, sample) for _ in range(runs))
+    window = WindowSpec(seq_len=512)
+    loaded = load(ETTH1, window)
+    n_windows = sum(len(s) for s in loaded.splits.values())
+    prep_features(loaded, FeatureSpec(), Store(tempfile.mkdtemp() + "/warm", mode="a"))  # imports
+
+    def from_csv(store: Store, jobs: int = 1) -> int:
+        prep_features(load(ETTH1, window), FeatureSpec(), store, jobs=jobs)
+        return n_windows
+
+    def from_loaded(store: Store) -> int:
+        prep_features(loaded, FeatureSpec(), store, jobs=1)
+        return n_windows
+
+    print(f"features, ETTh1 T=512 db4 L3, {n_windows:,} windows x 7 variables")
+    print(f"  baseline per-window generator      {base:>10,.0f} windows/s")
+    for label, fn in (
+        ("prep_features from CSV, 1 process", from_csv),
+        ("prep_features, data loaded, 1 proc", from_loaded),
+        (f"prep_features from CSV, --jobs {jobs}", lambda s: from_csv(s, jobs)),
+    ):
+        rate = statistics.median(_fresh_store_runs(fn, runs))
+        print(f"  {label:<35}{rate:>10,.0f} windows/s   {rate / base:6.1f}x")
+
+
+def images(runs: int, jobs: int) -> None:
+    spec = ImageSpec()
+    rows = load_rows(512, 150)
+    pyplot_image(rows[0], spec)  # warm-up
+    base_rates = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for r in rows:
+            pyplot_image(r, spec)
+        base_rates.append(len(rows) / (time.perf_counter() - t0))
+    base = statistics.median(base_rates)
+    data = load(ETTH1, WindowSpec(seq_len=512, stride=4, splits=("val",)))
+    n_images = sum(len(s) for s in data.splits.values()) * len(data.variables)
+
+    def run(store: Store) -> int:
+        report = prep_images(data, spec, store, jobs=jobs)
+        return report.rows_computed
+
+    rate = statistics.median(_fresh_store_runs(run, runs))
+    print(f"images 224x224 masks, ETTh1 T=512, {n_images:,} images")
+    print(f"  baseline pyplot figure per image   {base:>10,.1f} images/s")
+    print(f"  prep_images --jobs {jobs} into a store {rate:>10,.1f} images/s   {rate / base:6.1f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    jobs = len(os.sched_getaffinity(0))
+    features(args.runs, jobs)
+    images(args.runs, jobs)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory of this process: {peak:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
