@@ -8,7 +8,15 @@ import typer
 
 from tsfs.cli._common import DEFAULT_STORE, StoreOpt, echo_json, reports_errors
 from tsfs.cli._data import DataArg, data_options
-from tsfs.cli.prep import JobsOpt, JsonOpt, feature_spec, image_spec, jobs_or_cores
+from tsfs.cli.prep import (
+    CodecOpt,
+    JobsOpt,
+    JsonOpt,
+    feature_spec,
+    image_codec,
+    image_spec,
+    jobs_or_cores,
+)
 from tsfs.pipeline.plan import Estimate
 from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec
 from tsfs.units import human_bytes, parse_size
@@ -132,6 +140,7 @@ def images(
     linewidth: Annotated[float, typer.Option(help="Line width in points.")] = 1.5,
     ylim: Annotated[str, typer.Option(help="row | sigma.")] = "row",
     rgb: Annotated[bool, typer.Option("--rgb")] = False,
+    codec: CodecOpt = "lz4",
     budget: BudgetOpt = None,
     jobs: JobsOpt = None,
     json_out: JsonOpt = False,
@@ -149,6 +158,11 @@ def images(
     dataset = load(data, window)
     n = jobs_or_cores(jobs)
     est = plan_images(
-        dataset, spec, st, jobs=n, budget_bytes=parse_size(budget) if budget else None
+        dataset,
+        spec,
+        st,
+        jobs=n,
+        codec=image_codec(codec),
+        budget_bytes=parse_size(budget) if budget else None,
     )
     _run(est, spec, dataset, st, n, json_out)

@@ -10,11 +10,23 @@ import typer
 
 from tsfs.cli._common import DEFAULT_STORE, StoreOpt, echo_json, reports_errors
 from tsfs.cli._data import DataArg, data_options
+from tsfs.errors import InputError
 from tsfs.pipeline.execute import PrepReport
 from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec
+from tsfs.stores.store import Codec
 from tsfs.units import human_bytes, parse_size
 
-__all__ = ["BatchOpt", "JobsOpt", "JsonOpt", "app", "feature_spec", "image_spec", "jobs_or_cores"]
+__all__ = [
+    "BatchOpt",
+    "CodecOpt",
+    "JobsOpt",
+    "JsonOpt",
+    "app",
+    "feature_spec",
+    "image_codec",
+    "image_spec",
+    "jobs_or_cores",
+]
 
 app = typer.Typer(
     help="""Compute features or images into a store (only rows it does not hold yet).
@@ -47,6 +59,9 @@ BudgetOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(help="Refuse to start when the run is predicted to write more, e.g. 2G."),
 ]
+CodecOpt = Annotated[
+    str, typer.Option(help="Image compression: lz4 (fast reads) | zstd (~30% smaller).")
+]
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Run even when predicted over --budget or free space.")
 ]
@@ -64,6 +79,12 @@ def feature_spec(wavelet: str, level: int | None, mode: str, coefficients: bool)
         mode=mode,  # type: ignore[arg-type]  # validated by FeatureSpec
         store_coefficients=coefficients,
     )
+
+
+def image_codec(codec: str) -> Codec:
+    if codec not in ("lz4", "zstd"):
+        raise InputError(f"unknown --codec {codec!r}; choose lz4 or zstd")
+    return codec  # type: ignore[return-value]
 
 
 def image_spec(size: int, linewidth: float, ylim: str, rgb: bool) -> ImageSpec:
@@ -155,6 +176,7 @@ def images(
     rgb: Annotated[
         bool, typer.Option("--rgb", help="Store matplotlib's RGB instead of a coverage mask.")
     ] = False,
+    codec: CodecOpt = "lz4",
     jobs: JobsOpt = None,
     batch_rows: BatchOpt = None,
     budget: BudgetOpt = None,
@@ -177,6 +199,7 @@ def images(
         spec,
         Store(store, mode="a"),
         jobs=jobs_or_cores(jobs),
+        codec=image_codec(codec),
         budget_bytes=parse_size(budget) if budget else None,
         force=force,
         progress=not quiet and not json_out and sys.stderr.isatty(),

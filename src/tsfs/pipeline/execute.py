@@ -209,7 +209,9 @@ def _compute_and_commit(
     from tsfs.stores.store import Store
 
     namespace = Namespace(Store(store_path, mode="a"), kind, fingerprint)
-    commit = namespace.write_segment(batch.keys, compute(batch), codecs=codecs)
+    commit = namespace.write_segment(
+        batch.keys, compute(batch), codecs=codecs, group=batch.block.n_variables
+    )
     return batch.n_rows, _segment_bytes(namespace, commit.segment)
 
 

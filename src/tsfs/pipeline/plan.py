@@ -145,7 +145,7 @@ def _measure(
         ns_bytes = sum(f.stat().st_size for f in ns.path.rglob("*") if f.is_file())
         ns_bytes += (store.path / namespace.kind / "zarr.json").stat().st_size
         compressed: dict[str, float] = {}
-        commit = ns.write_segment(keys, arrays, codecs=codecs)
+        commit = ns.write_segment(keys, arrays, codecs=codecs, group=batches[0].block.n_variables)
         write_s = time.perf_counter() - t1
         seg_dir = ns.segment_path(commit.segment)
         meta = {n: (seg_dir / n / "zarr.json").stat().st_size for n in ["keys", *names]}
@@ -203,7 +203,7 @@ def estimate(
             bytes_disk += sample.group_bytes + sample.commit_bytes_fixed
             files += 2  # the segment's zarr.json and its commit record
             for name, row_b in sample.row_bytes.items():
-                cr = chunk_rows_for(r, row_b)
+                cr = chunk_rows_for(r, row_b, b.block.n_variables)
                 n_chunks = -(-r // cr)
                 bytes_unc += r * row_b
                 files += 1 + n_chunks
@@ -252,7 +252,7 @@ def upper_bound_bytes(plan: RowPlan, row_bytes: dict[str, int]) -> int:
         r = b.n_rows
         total += 16 * 1024  # group, commit record, and slack
         for rb in [*row_bytes.values(), 16]:
-            cr = chunk_rows_for(r, rb)
+            cr = chunk_rows_for(r, rb, b.block.n_variables)
             n_chunks = -(-r // cr)
             total += int(n_chunks * cr * rb * 1.01) + n_chunks * 64 + 2048
     return total

@@ -165,7 +165,7 @@ def _image_batch(spec: ImageSpec, batch: Batch) -> dict[str, npt.NDArray[Any]]:
     return {"rgb" if spec.rgb else "mask": out}
 
 
-def _images_job(store: Store, spec: ImageSpec) -> _Job:
+def _images_job(store: Store, spec: ImageSpec, codec: Codec) -> _Job:
     @contextmanager
     def computer(_length: int, _jobs: int) -> Iterator[ComputeFn]:
         yield functools.partial(_image_batch, spec)
@@ -175,7 +175,7 @@ def _images_job(store: Store, spec: ImageSpec) -> _Job:
         kind="images",
         spec=spec.to_dict(),
         fingerprint=spec.fingerprint,
-        codecs={"rgb" if spec.rgb else "mask": "zstd"},
+        codecs={"rgb" if spec.rgb else "mask": codec},
         computer=computer,
         row_bytes=functools.partial(_image_row_bytes, spec),
         # Each worker renders, compresses and commits its own segments: both cores draw and
@@ -347,6 +347,7 @@ def prep_images(
     *,
     jobs: int = 1,
     batch_rows: int = _IMAGE_BATCH_ROWS,
+    codec: Codec = "lz4",
     progress: bool = False,
     budget_bytes: int | None = None,
     force: bool = False,
@@ -354,10 +355,11 @@ def prep_images(
     """Render and store the image of every row of ``dataset`` that ``store`` lacks.
 
     Batches run in ``jobs`` worker processes, each with one long-lived renderer, each
-    rendering, compressing and committing its own segments.
+    rendering, compressing and committing its own segments. ``codec``: ``lz4`` (default;
+    decodes ~5x faster for training reads) or ``zstd`` (~30% smaller).
     """
     return _run(
-        _images_job(store, spec),
+        _images_job(store, spec, codec),
         dataset,
         jobs=jobs,
         batch_rows=batch_rows,
@@ -393,11 +395,12 @@ def plan_images(
     *,
     jobs: int = 1,
     batch_rows: int = _IMAGE_BATCH_ROWS,
+    codec: Codec = "lz4",
     budget_bytes: int | None = None,
 ) -> Estimate:
     """Predict what :func:`prep_images` would write and how long it would take."""
     return _plan(
-        _images_job(store, spec),
+        _images_job(store, spec, codec),
         dataset,
         jobs=jobs,
         batch_rows=batch_rows,

@@ -54,6 +54,7 @@ from tsfs.errors import (
 from tsfs.pipeline.hashing import KEY_ALGORITHMS, KEY_BYTES
 
 __all__ = [
+    "CODECS",
     "FORMAT",
     "Codec",
     "Commit",
@@ -68,7 +69,8 @@ __all__ = [
 
 FORMAT = 1
 NAMESPACE_KINDS = ("features", "images")
-Codec = Literal["raw", "zstd"]
+Codec = Literal["raw", "lz4", "zstd"]
+CODECS: tuple[str, ...] = ("raw", "lz4", "zstd")
 
 _SEGMENT_ID = re.compile(r"^[0-9a-f]{24}$")
 _FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
@@ -93,14 +95,14 @@ def _array_json(
         if dtype.itemsize > 1
         else {"name": "bytes"}
     ]
-    if codec == "zstd":
+    if codec != "raw":
         codecs.append(
             {
                 "name": "blosc",
                 "configuration": {
                     "typesize": dtype.itemsize,
-                    "cname": "zstd",
-                    "clevel": _BLOSC_LEVEL,
+                    "cname": codec,
+                    "clevel": _BLOSC_LEVEL[codec],
                     "shuffle": "noshuffle",
                     "blocksize": 0,
                 },
@@ -126,25 +128,33 @@ def _array_json(
     return json.dumps(doc, indent=2).encode()
 
 
-# Measured on line-plot masks: no shuffle at level 1 is the smallest and fastest (bit shuffle
-# ~45% larger; levels 3-5 save <3% at 2-5x the encode time).
-_BLOSC_LEVEL = 1
+# Blosc settings per codec, measured on 224² line-plot masks (T=512): no shuffle beats bit
+# shuffle (~45% smaller). lz4 level 9: ~15.6 KB per mask, encodes in ~36 µs and decodes in
+# ~8 µs; zstd level 1: ~11 KB, ~85 µs, ~42 µs (higher zstd levels save <3% at 2-5x the time).
+_BLOSC_LEVEL = {"lz4": 9, "zstd": 1}
 
 
-@functools.lru_cache(maxsize=1)
-def _blosc() -> Any:
+@functools.lru_cache(maxsize=2)
+def _blosc(codec: str) -> Any:
     from numcodecs import Blosc
 
-    return Blosc(cname="zstd", clevel=_BLOSC_LEVEL, shuffle=Blosc.NOSHUFFLE, blocksize=0)
+    return Blosc(cname=codec, clevel=_BLOSC_LEVEL[codec], shuffle=Blosc.NOSHUFFLE, blocksize=0)
 
 
-def chunk_rows_for(rows: int, row_bytes: int) -> int:
+def chunk_rows_for(rows: int, row_bytes: int, group: int = 1) -> int:
     """Rows per chunk of an array of ``rows`` rows of ``row_bytes`` bytes each.
+
+    ``group``: rows that belong together (the V rows of a window, written window-major); the
+    chunk size is a multiple of it when a chunk holds at least one group, so a window's rows
+    never straddle two chunks and a loader decodes one chunk per window.
 
     The one place the chunk layout is decided, shared by writers and by the planner, so that
     predicted sizes follow the real layout.
     """
-    return max(1, min(rows, _CHUNK_TARGET_BYTES // max(1, row_bytes)))
+    n = max(1, min(rows, _CHUNK_TARGET_BYTES // max(1, row_bytes)))
+    if n < rows and group > 1 and n >= group:
+        n -= n % group
+    return n
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,7 +321,7 @@ class Commit:
                 or shape[0] != rows
             ):
                 raise bad(f"shape of {name}")
-            if a.get("dtype") not in _DTYPES or a.get("codec") not in ("raw", "zstd"):
+            if a.get("dtype") not in _DTYPES or a.get("codec") not in CODECS:
                 raise bad(f"dtype or codec of {name}")
             chunk_rows, crc = a.get("chunk_rows"), a.get("crc32c")
             if not isinstance(chunk_rows, int) or chunk_rows < 1:
@@ -621,15 +631,18 @@ class Namespace:
         *,
         codecs: Mapping[str, Codec] | None = None,
         replaces: Sequence[str] = (),
+        group: int = 1,
     ) -> Commit:
         """Write one immutable segment and commit it. Returns its commit record.
 
         Args:
             keys: (R, 16) uint8 row keys.
             arrays: name → (R, ...) array, one per output.
-            codecs: name → "raw" (uncompressed, memory-mappable) or "zstd" (blosc-zstd);
+            codecs: name → "raw" (uncompressed, memory-mappable), "lz4" (blosc-lz4: fast to
+                read) or "zstd" (blosc-zstd: smaller);
                 default raw.
             replaces: segments this one supersedes (used by compaction).
+            group: rows that belong together (see :func:`chunk_rows_for`).
 
         The segment directory is locked (``flock``) while it is written, so ``gc`` never
         removes a segment that a live writer is still producing.
@@ -654,7 +667,9 @@ class Namespace:
                 (seg_dir / "zarr.json").write_bytes(_group_json({}))
                 records: dict[str, ArrayRecord] = {}
                 for name, a in {"keys": keys, **arrays}.items():
-                    records[name] = self._write_array(seg_dir, name, a, codecs.get(name, "raw"))
+                    records[name] = self._write_array(
+                        seg_dir, name, a, codecs.get(name, "raw"), group
+                    )
                 commit = Commit(
                     segment=seg,
                     rows=rows,
@@ -676,12 +691,12 @@ class Namespace:
         return commit
 
     def _write_array(
-        self, seg_dir: Path, name: str, data: npt.NDArray[Any], codec: Codec
+        self, seg_dir: Path, name: str, data: npt.NDArray[Any], codec: Codec, group: int
     ) -> ArrayRecord:
         """Write one array as a standard Zarr v3 array, chunk files straight from memory.
 
         The metadata is what zarr-python writes for the same array, and each chunk file is the
-        codec chain's output (bytes → optional blosc-zstd → crc32c), so any Zarr v3 reader
+        codec chain's output (bytes → optional blosc → crc32c), so any Zarr v3 reader
         reads it. Writing the files directly skips zarr's per-array set-up (~5 ms each), which
         dominated small feature segments. Each file is fsynced before the commit is written.
         """
@@ -690,11 +705,11 @@ class Namespace:
             data = data.astype(data.dtype.newbyteorder("<"))
         rows = len(data)
         row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * data.itemsize
-        chunk_rows = chunk_rows_for(rows, row_bytes)
+        chunk_rows = chunk_rows_for(rows, row_bytes, group)
         adir = seg_dir / name
         adir.mkdir()
         (adir / "zarr.json").write_bytes(_array_json(data.shape, chunk_rows, data.dtype, codec))
-        blosc = _blosc() if codec == "zstd" else None
+        blosc = _blosc(codec) if codec != "raw" else None
         flat = data.reshape(rows, -1).view(np.uint8).reshape(rows, row_bytes) if rows else data
         inner = ["0"] * (data.ndim - 1)
         for c in range(-(-rows // chunk_rows) if rows else 0):
