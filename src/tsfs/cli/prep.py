@@ -19,8 +19,16 @@ from tsfs.units import human_bytes, parse_size
 __all__ = [
     "BatchOpt",
     "CodecOpt",
+    "CoefficientsOpt",
     "JobsOpt",
     "JsonOpt",
+    "LevelOpt",
+    "LinewidthOpt",
+    "ModeOpt",
+    "RgbOpt",
+    "SizeOpt",
+    "WaveletOpt",
+    "YlimOpt",
     "app",
     "feature_spec",
     "image_codec",
@@ -58,6 +66,23 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar."
 BudgetOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(help="Refuse to start when the run is predicted to write more, e.g. 2G."),
+]
+WaveletOpt = Annotated[str, typer.Option(help="Any PyWavelets discrete wavelet.")]
+LevelOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(help="DWT levels (default: min(3, max level for T))."),
+]
+ModeOpt = Annotated[
+    str, typer.Option(help="Boundary mode: reflect|zero|constant|periodic|symmetric.")
+]
+CoefficientsOpt = Annotated[
+    bool, typer.Option("--coefficients", help="Also store the DWT coefficients.")
+]
+SizeOpt = Annotated[int, typer.Option(help="Image height and width in pixels.")]
+LinewidthOpt = Annotated[float, typer.Option(help="Line width in points.")]
+YlimOpt = Annotated[str, typer.Option(help="row (row's range + margin) | sigma (±k).")]
+RgbOpt = Annotated[
+    bool, typer.Option("--rgb", help="Store matplotlib's RGB instead of a coverage mask.")
 ]
 CodecOpt = Annotated[
     str, typer.Option(help="Image compression: lz4 (fast reads) | zstd (~30% smaller).")
@@ -119,17 +144,10 @@ def features(
     data: DataArg,
     window: WindowSpec,
     store: StoreOpt = DEFAULT_STORE,
-    wavelet: Annotated[str, typer.Option(help="Any PyWavelets discrete wavelet.")] = "db4",
-    level: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(help="DWT levels (default: min(3, max level for T))."),
-    ] = None,
-    mode: Annotated[
-        str, typer.Option(help="Boundary mode: reflect|zero|constant|periodic|symmetric.")
-    ] = "reflect",
-    coefficients: Annotated[
-        bool, typer.Option("--coefficients", help="Also store the DWT coefficients.")
-    ] = False,
+    wavelet: WaveletOpt = "db4",
+    level: LevelOpt = None,
+    mode: ModeOpt = "reflect",
+    coefficients: CoefficientsOpt = False,
     jobs: JobsOpt = None,
     batch_rows: BatchOpt = None,
     budget: BudgetOpt = None,
@@ -170,12 +188,10 @@ def images(
     data: DataArg,
     window: WindowSpec,
     store: StoreOpt = DEFAULT_STORE,
-    size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 224,
-    linewidth: Annotated[float, typer.Option(help="Line width in points.")] = 1.5,
-    ylim: Annotated[str, typer.Option(help="row (row's range + margin) | sigma (±k).")] = "row",
-    rgb: Annotated[
-        bool, typer.Option("--rgb", help="Store matplotlib's RGB instead of a coverage mask.")
-    ] = False,
+    size: SizeOpt = 224,
+    linewidth: LinewidthOpt = 1.5,
+    ylim: YlimOpt = "row",
+    rgb: RgbOpt = False,
     codec: CodecOpt = "lz4",
     jobs: JobsOpt = None,
     batch_rows: BatchOpt = None,
