@@ -133,8 +133,14 @@ def plan_rows(
     *,
     key_algorithm: str,
     batch_rows: int,
+    min_batches: int | Callable[[int], int] = 1,
 ) -> RowPlan:
-    """Hash every row, de-duplicate, look up the namespace, and cut batches of missing rows."""
+    """Hash every row, de-duplicate, look up the namespace, and cut batches of missing rows.
+
+    Batches hold about ``batch_rows`` rows, fewer when that would give less than
+    ``min_batches`` batches (so that parallel workers share a small run evenly), but never
+    fewer than 64 rows. ``min_batches`` may be a function of the number of rows to compute.
+    """
     all_keys = [b.keys(key_algorithm) for b in blocks]
     flat = (
         np.concatenate([k.reshape(-1, KEY_BYTES) for k in all_keys])
@@ -144,6 +150,9 @@ def plan_rows(
     first = _first_occurrence(flat)
     present = namespace.lookup(flat).found if namespace is not None else np.zeros(len(flat), bool)
     todo = first & ~present
+    missing = int(todo.sum())
+    least = min_batches(missing) if callable(min_batches) else min_batches
+    batch_rows = max(1, min(batch_rows, max(64, -(-missing // max(1, least)))))
     batches: list[Batch] = []
     offset = 0
     for block, keys in zip(blocks, all_keys, strict=True):

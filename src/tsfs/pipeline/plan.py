@@ -97,18 +97,26 @@ class _Sample:
 
 
 def _sample_batches(plan: RowPlan, sample_rows: int, stretches: int) -> list[Batch]:
-    """A few contiguous stretches of the plan's rows, ``sample_rows`` in all."""
+    """``stretches`` contiguous stretches of the plan's rows, ``sample_rows`` in all, spread
+    evenly over the whole plan (rows differ in how well they compress: an even spread is
+    what keeps the estimate unbiased), none longer than a typical batch."""
     if not plan.batches:
         return []
-    rng = np.random.default_rng(0)
-    picks = rng.choice(len(plan.batches), size=min(stretches, len(plan.batches)), replace=False)
-    per = max(1, sample_rows // len(picks))
+    if stretches == 1:  # one whole batch, as prep computes it (a call's cost has a fixed part)
+        return [plan.batches[len(plan.batches) // 2]]
+    typical = int(np.median([b.n_rows for b in plan.batches]))
+    per = max(1, min(typical, sample_rows // max(1, stretches)))
+    ends = np.cumsum([b.n_rows for b in plan.batches])
+    total = int(ends[-1])
     out = []
-    for i in sorted(picks.tolist()):
-        b = plan.batches[i]
+    for k in range(max(1, min(stretches, total // per))):
+        at = int((k + 0.5) * total / max(1, stretches))
+        i = int(np.searchsorted(ends, at, side="right"))
+        b = plan.batches[min(i, len(plan.batches) - 1)]
         counts = np.cumsum(b.select.sum(axis=1))
-        n_win = int(np.searchsorted(counts, per)) + 1
-        start = int(rng.integers(0, max(1, len(b.windows) - n_win + 1)))
+        n_win = min(len(b.windows), int(np.searchsorted(counts, per)) + 1)
+        first_row = at - (int(ends[i - 1]) if i > 0 else 0)
+        start = min(int(np.searchsorted(counts, first_row)), len(b.windows) - n_win)
         w = slice(start, start + n_win)
         sel = b.select[w]
         keys_before = int(b.select[:start].sum())
@@ -130,37 +138,51 @@ def _measure(
     compute: Callable[[Batch], dict[str, npt.NDArray[Any]]],
     codecs: dict[str, Codec],
 ) -> _Sample:
-    """Compute the sample and write it into a scratch store with the real codecs."""
+    """Compute the sample and write it, stretch by stretch, into a scratch store with the
+    real codecs and chunking."""
+    t_warm = time.perf_counter()
+    compute(batches[0])  # warm-up (imports, FFT plans, renderer): not part of the rate
+    warm_s = time.perf_counter() - t_warm
     t0 = time.perf_counter()
     outputs = [compute(b) for b in batches]
     compute_s = time.perf_counter() - t0
+    warm_s = max(
+        0.0, warm_s - compute_s * batches[0].n_rows / max(1, sum(b.n_rows for b in batches))
+    )
     names = list(outputs[0])
-    keys = np.concatenate([b.keys for b in batches])
-    arrays = {n: np.concatenate([o[n] for o in outputs]) for n in names}
+    rows = sum(b.n_rows for b in batches)
     scratch = Path(tempfile.mkdtemp(prefix="tsfs-plan-"))
     try:
         store = Store(scratch / "s", mode="a", key=namespace.store.key)
-        t1 = time.perf_counter()
         ns = store.namespace(namespace.kind, spec, namespace.fingerprint)
         ns_bytes = sum(f.stat().st_size for f in ns.path.rglob("*") if f.is_file())
         ns_bytes += (store.path / namespace.kind / "zarr.json").stat().st_size
-        compressed: dict[str, float] = {}
-        commit = ns.write_segment(keys, arrays, codecs=codecs, group=batches[0].block.n_variables)
+        t1 = time.perf_counter()
+        commits = [
+            ns.write_segment(b.keys, o, codecs=codecs, group=b.block.n_variables)
+            for b, o in zip(batches, outputs, strict=True)
+        ]
         write_s = time.perf_counter() - t1
+        commit = commits[0]
         seg_dir = ns.segment_path(commit.segment)
         meta = {n: (seg_dir / n / "zarr.json").stat().st_size for n in ["keys", *names]}
+        compressed: dict[str, float] = {}
         for n in names:
             if codecs.get(n, "raw") != "raw":
-                chunk_files = [f for f in (seg_dir / n / "c").rglob("*") if f.is_file()]
-                total = sum(f.stat().st_size - 4 for f in chunk_files)
-                compressed[n] = total / max(1, len(keys))
+                total = sum(
+                    f.stat().st_size - 4
+                    for c in commits
+                    for f in (ns.segment_path(c.segment) / n / "c").rglob("*")
+                    if f.is_file()
+                )
+                compressed[n] = total / max(1, rows)
         commit_file = ns.path / "commits" / f"{commit.segment}.json"
         row_bytes = {
-            n: int(np.prod(a.shape[1:], dtype=np.int64)) * a.itemsize for n, a in arrays.items()
+            n: int(np.prod(a.shape[1:], dtype=np.int64)) * a.itemsize for n, a in outputs[0].items()
         }
         row_bytes["keys"] = 16
         return _Sample(
-            rows=len(keys),
+            rows=rows,
             compute_s=compute_s,
             write_s=write_s,
             commit_bytes_fixed=commit_file.stat().st_size,
@@ -188,6 +210,7 @@ def estimate(
     sample_rows: int = 512,
     stretches: int = 4,
     parallel_startup_s: float = 0.0,
+    serial_startup_s: float = 0.0,
 ) -> Estimate:
     """Predict bytes, files and seconds of running ``plan`` (see the module docstring)."""
     new_namespace = not (namespace.path / "zarr.json").exists()
@@ -219,8 +242,9 @@ def estimate(
         per_row_write = sample.write_s / max(1, sample.rows)
         workers = max(1, min(jobs, os.cpu_count() or 1))
         rows = plan.rows_missing
-        seconds += rows * per_row_compute / workers + rows * per_row_write
-        seconds += parallel_startup_s if workers > 1 else 0.0
+        # Workers write their own segments, so writing spreads over them as computing does.
+        seconds += rows * (per_row_compute + per_row_write) / workers
+        seconds += parallel_startup_s if workers > 1 else serial_startup_s
     return Estimate(
         kind=kind,
         namespace=f"{namespace.kind}/{namespace.fingerprint}",

@@ -8,7 +8,6 @@ the computation and layout that prep then performs.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterator
@@ -93,18 +92,20 @@ class _Job:
     spec: dict[str, Any]
     fingerprint: str
     codecs: dict[str, Codec]
-    # (row length, processes) → a compute function; images hold a render pool open meanwhile.
-    computer: Callable[[int, int], contextlib.AbstractContextManager[ComputeFn]]
+    # Computes one batch; picklable, so joblib workers can run it.
+    compute: ComputeFn
     # row length → bytes per row of each output, uncompressed
     row_bytes: Callable[[int], dict[str, int]]
-    # Batches run in joblib workers that commit their own segments (features), or the compute
-    # function is parallel itself and the parent writes (images).
-    joblib: bool = False
+    # Seconds worker processes take to start (import, first renderer) before their first batch,
+    # and what the one process pays for the same when it computes alone (measured here).
     parallel_startup_s: float = 1.0
+    serial_startup_s: float = 0.25
+    # Below this many rows to compute, one process is faster than paying that start-up.
+    parallel_min_rows: int = 0
     # Rows to sample when planning, in how many contiguous stretches: features are computed
     # per stretch of windows, so their sample must be long enough to show the real rate.
     sample_rows: int = 512
-    sample_stretches: int = 4
+    sample_stretches: int = 8
 
     def namespace(self, *, create: bool) -> Namespace:
         if create:
@@ -122,21 +123,22 @@ def _feature_row_bytes(spec: FeatureSpec, length: int) -> dict[str, int]:
 
 
 def _features_job(store: Store, spec: FeatureSpec, device: str) -> _Job:
-    @contextmanager
-    def computer(_length: int, _jobs: int) -> Iterator[ComputeFn]:
-        yield functools.partial(_feature_batch, spec, device)
-
     return _Job(
         store=store,
         kind="features",
         spec=spec.to_dict(),
         fingerprint=spec.fingerprint,
         codecs={},
-        computer=computer,
+        compute=functools.partial(_feature_batch, spec, device),
         row_bytes=functools.partial(_feature_row_bytes, spec),
-        joblib=True,
-        sample_rows=16384,
-        sample_stretches=2,
+        # Worker processes import torch (for the lag FFTs) before their first batch, and one
+        # process computes ~150k rows/s: a second one pays off from about a million rows.
+        parallel_startup_s=2.0,
+        parallel_min_rows=1_000_000,
+        # One whole batch: a call's cost has a fixed part (the shared transform runs over the
+        # series once per call), so only a batch of the size prep uses shows the real rate.
+        sample_rows=_FEATURE_BATCH_ROWS,
+        sample_stretches=1,
     )
 
 
@@ -166,21 +168,18 @@ def _image_batch(spec: ImageSpec, batch: Batch) -> dict[str, npt.NDArray[Any]]:
 
 
 def _images_job(store: Store, spec: ImageSpec, codec: Codec) -> _Job:
-    @contextmanager
-    def computer(_length: int, _jobs: int) -> Iterator[ComputeFn]:
-        yield functools.partial(_image_batch, spec)
-
     return _Job(
         store=store,
         kind="images",
         spec=spec.to_dict(),
         fingerprint=spec.fingerprint,
         codecs={"rgb" if spec.rgb else "mask": codec},
-        computer=computer,
-        row_bytes=functools.partial(_image_row_bytes, spec),
         # Each worker renders, compresses and commits its own segments: both cores draw and
         # nothing but a row count travels back.
-        joblib=True,
+        compute=functools.partial(_image_batch, spec),
+        row_bytes=functools.partial(_image_row_bytes, spec),
+        parallel_min_rows=2_000,
+        serial_startup_s=0.45,  # matplotlib's import and the first canvas
     )
 
 
@@ -203,13 +202,6 @@ def _progress(total: int, enabled: bool, desc: str) -> Iterator[Callable[[int], 
         yield bar.update
 
 
-def _by_length(plan: RowPlan) -> dict[int, RowPlan]:
-    lengths = sorted({b.block.seq_len for b in plan.batches})
-    return {
-        n: replace(plan, batches=[b for b in plan.batches if b.block.seq_len == n]) for n in lengths
-    }
-
-
 def _estimate(
     job: _Job,
     plan: RowPlan,
@@ -219,22 +211,40 @@ def _estimate(
     budget_bytes: int | None,
 ) -> Estimate:
     # Sample in this process: its rate per process is what gets spread over the workers.
-    sample_len = plan.batches[0].block.seq_len if plan.batches else 0
-    with job.computer(sample_len, 1) as compute:
-        return estimate(
-            kind=job.kind,
-            plan=plan,
-            namespace=job.namespace(create=False),
-            spec=job.spec,
-            compute=compute,
-            codecs=job.codecs,
-            jobs=jobs,
-            hash_seconds=hash_seconds,
-            budget_bytes=budget_bytes,
-            parallel_startup_s=job.parallel_startup_s,
-            sample_rows=job.sample_rows,
-            stretches=job.sample_stretches,
-        )
+    return estimate(
+        kind=job.kind,
+        plan=plan,
+        namespace=job.namespace(create=False),
+        spec=job.spec,
+        compute=job.compute,
+        codecs=job.codecs,
+        jobs=_workers(job, plan.rows_missing, jobs),
+        hash_seconds=hash_seconds,
+        budget_bytes=budget_bytes,
+        parallel_startup_s=job.parallel_startup_s,
+        serial_startup_s=job.serial_startup_s,
+        sample_rows=job.sample_rows,
+        stretches=job.sample_stretches,
+    )
+
+
+def _workers(job: _Job, rows: int, jobs: int) -> int:
+    """Processes worth starting for ``rows`` rows: one when start-up would cost more."""
+    return jobs if rows >= job.parallel_min_rows else 1
+
+
+def _plan_rows(
+    job: _Job, dataset: Dataset, namespace: Namespace, *, jobs: int, batch_rows: int
+) -> RowPlan:
+    """The batches prep runs (and plan predicts): the same cut for both."""
+    return plan_rows(
+        dataset_blocks(dataset),
+        namespace,
+        key_algorithm=job.store.key,
+        batch_rows=batch_rows,
+        # Several batches per worker, so the last ones do not leave a core idle.
+        min_batches=lambda rows: 4 * _workers(job, rows, jobs) if jobs > 1 else 1,
+    )
 
 
 def _check_disk(job: _Job, plan: RowPlan, *, jobs: int, budget_bytes: int | None) -> None:
@@ -261,25 +271,18 @@ def _run(
 ) -> PrepReport:
     t0 = time.perf_counter()
     namespace = job.namespace(create=True)
-    plan = plan_rows(
-        dataset_blocks(dataset), namespace, key_algorithm=job.store.key, batch_rows=batch_rows
-    )
+    plan = _plan_rows(job, dataset, namespace, jobs=jobs, batch_rows=batch_rows)
     if plan.batches and not force:
         _check_disk(job, plan, jobs=jobs, budget_bytes=budget_bytes)
-    segments = nbytes = 0
     with _progress(plan.rows_missing, progress, job.kind) as update:
-        for length, sub in _by_length(plan).items():
-            with job.computer(length, 1 if job.joblib else jobs) as compute:
-                s, b = run_batches(
-                    sub,
-                    namespace,
-                    compute,
-                    codecs=job.codecs,
-                    jobs=jobs if job.joblib else 1,
-                    progress=update,
-                )
-            segments += s
-            nbytes += b
+        segments, nbytes = run_batches(
+            plan,
+            namespace,
+            job.compute,
+            codecs=job.codecs,
+            jobs=_workers(job, plan.rows_missing, jobs),
+            progress=update,
+        )
     return PrepReport(
         namespace=f"{job.kind}/{job.fingerprint}",
         windows=plan.windows,
@@ -297,12 +300,7 @@ def _plan(
     job: _Job, dataset: Dataset, *, jobs: int, batch_rows: int, budget_bytes: int | None
 ) -> Estimate:
     t0 = time.perf_counter()
-    plan = plan_rows(
-        dataset_blocks(dataset),
-        job.namespace(create=False),
-        key_algorithm=job.store.key,
-        batch_rows=batch_rows,
-    )
+    plan = _plan_rows(job, dataset, job.namespace(create=False), jobs=jobs, batch_rows=batch_rows)
     return _estimate(
         job, plan, jobs=jobs, hash_seconds=time.perf_counter() - t0, budget_bytes=budget_bytes
     )

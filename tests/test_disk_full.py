@@ -1,0 +1,63 @@
+"""A disk that fills up: prep refuses up front, or (with --force) ends with a clear message and
+a consistent store. Uses a real, small tmpfs; skipped where mounting is not permitted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tsfs.stores.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+ETTH1 = ROOT / "data" / "ETTh1.csv"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    ok = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if ok.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def _prep(store: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable, "-m", "tsfs", "prep", "features", str(ETTH1),
+            "--seq-len", "96", "--store", str(store), "--batch-rows", "5000", "--jobs", "1",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+
+
+def test_prep_refuses_a_run_that_cannot_fit(small_disk: Path) -> None:
+    proc = _prep(small_disk / "store")
+    assert proc.returncode == 1
+    assert "free" in proc.stderr
+    assert "--force" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_disk_that_fills_ends_cleanly_and_the_store_stays_consistent(small_disk: Path) -> None:
+    store = small_disk / "store"
+    proc = _prep(store, "--force")
+    assert proc.returncode == 2
+    assert "full" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert Store(store).verify() == []  # what was committed is whole
+    Store(store, mode="a").gc(grace_s=0)  # the unfinished segment goes
+    assert Store(store).info()["namespaces"][0]["uncommitted_segments"] == 0
