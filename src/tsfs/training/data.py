@@ -33,13 +33,12 @@ Image arrays are never loaded whole, and locating rows reads one segment's keys 
 opening a reader never holds more keys than the largest segment has.
 
 **Speed** (``benchmarks/bench_loader.py``: ETTh1 T=512, 224² images, batches of 64 windows,
-this project's 2-core machine). From a store as ``tsfs prep`` writes it (blosc-zstd masks), the
-reader thread delivers ~7,600–8,800 RGB images/s composed on the CPU and ~9,800–12,400 masks/s
-(what a GPU run reads: composing there is one table lookup per pixel), against ~150–190
-images/s for pyplot and the per-window DWT generator inside ``__getitem__`` (2 workers):
-40–57× and 64–66×. A 224² mask costs ~55–75 µs to decode and ~70–110 µs to compose on the
-CPU. The same masks in blosc-lz4 (clevel 9; 1.4× the bytes) decode 4× faster: ~10,000 RGB/s
-and ~24,700 masks/s (55× and 137×); this reader decodes either, as the chunk header says.
+this project's 2-core machine). From a store as ``tsfs prep images`` writes it (blosc-lz4
+masks), the reader thread delivers ~9,600–10,400 RGB images/s composed on the CPU and
+~26,000–28,000 masks/s (what a GPU run reads: composing there is one table lookup per pixel),
+against ~190–220 images/s for pyplot and the per-window DWT generator inside ``__getitem__``
+(2 workers): ~50× and ~120–145×. On the CPU, composing (~70–110 µs per 224² image) is the
+floor; a lz4 mask decodes in ~8 µs, a zstd one (``--codec zstd``, ~30% smaller) in ~45 µs.
 DataLoader worker processes are slower here (~5,000 RGB/s): each batch is copied between
 processes.
 """
