@@ -243,7 +243,7 @@ def _plan_rows(
         key_algorithm=job.store.key,
         batch_rows=batch_rows,
         # Several batches per worker, so the last ones do not leave a core idle.
-        min_batches=lambda rows: 4 * _workers(job, rows, jobs) if jobs > 1 else 1,
+        min_batches=lambda rows: 4 * w if (w := _workers(job, rows, jobs)) > 1 else 1,
     )
 
 
