@@ -247,3 +247,13 @@ def test_segments_are_plain_zarr_arrays(
     read_back = zarr.open_array(LocalStore(ns.segment_path(commit.segment)), path="x", mode="r")
     np.testing.assert_array_equal(read_back[:], data)
     assert theirs.shape == read_back.shape
+
+
+def test_a_store_creation_killed_before_its_rename_is_not_a_foreign_directory(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / ".zarr.json.0badc0de.tmp").write_text('{"zarr_format": 3')
+    store = Store(tmp_path / "s", mode="a")
+    assert store.info()["namespaces"] == []
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["zarr.json"]

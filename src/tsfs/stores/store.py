@@ -887,6 +887,10 @@ class Store:
                     f"no tsfs store at {self.path} (no zarr.json); check --store, or create "
                     "one with a `tsfs prep` command"
                 )
+            if self.path.exists():
+                # A creation killed before its rename leaves only our temp file: not data.
+                for p in self.path.glob(".zarr.json.*.tmp"):
+                    p.unlink(missing_ok=True)
             if self.path.exists() and any(self.path.iterdir()):
                 raise InputError(
                     f"{self.path} is a non-empty directory that is not a tsfs store; "
