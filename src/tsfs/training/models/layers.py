@@ -1,0 +1,133 @@
+"""Small blocks the model families share: RevIN, patching, a transformer encoder, heads, scores.
+
+Shapes: B batch, T time, V variables, N = B·V rows (channel-independent models treat every
+variable of every window as its own row), P patches, D model width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tsfs.pipeline.normalize import REVIN_EPS
+from tsfs.training.models.base import Scores
+
+__all__ = [
+    "FlattenHead",
+    "PatchEmbedding",
+    "TransformerEncoder",
+    "forecast_scores",
+    "patch_count",
+    "revin",
+]
+
+
+def revin(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Time-LLM's ``Normalize(affine=False)``: each variable of each window to zero mean.
+
+    Args:
+        x: (B, T, V) windows.
+
+    Returns:
+        ``(z, mean, std)``: z (B, T, V); mean and std (B, 1, V), ``std = sqrt(var_pop + 1e-5)``,
+        so a forecast ``f`` in z units is ``f * std + mean`` in the data's units.
+    """
+    mean = x.mean(dim=1, keepdim=True)
+    std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + REVIN_EPS)
+    return (x - mean) / std, mean, std
+
+
+def patch_count(seq_len: int, patch_len: int, stride: int) -> int:
+    """Patches of a padded row: Time-LLM's ``int((seq_len - patch_len) / stride + 2)``."""
+    return (seq_len - patch_len) // stride + 2
+
+
+class PatchEmbedding(nn.Module):
+    """Rows → overlapping patches → D-wide tokens (Time-LLM / PatchTST patching).
+
+    The row is padded at its end by repeating its last value ``stride`` times (as Time-LLM's
+    ``ReplicationPad1d((0, stride))``), so the last steps get a patch of their own.
+    """
+
+    def __init__(self, *, patch_len: int, stride: int, d_model: int, dropout: float) -> None:
+        super().__init__()
+        self.patch_len = patch_len
+        self.stride = stride
+        self.project = nn.Linear(patch_len, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        """(N, T) → (N, P, D) with P = :func:`patch_count`."""
+        padded = F.pad(rows[:, None, :], (0, self.stride), mode="replicate")[:, 0]
+        patches = padded.unfold(-1, self.patch_len, self.stride)  # (N, P, patch_len)
+        out: torch.Tensor = self.dropout(self.project(patches))
+        return out
+
+
+class TransformerEncoder(nn.Module):
+    """Pre-norm transformer encoder with a learned position embedding and a final LayerNorm."""
+
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        n_heads: int,
+        n_layers: int,
+        d_ff: int,
+        dropout: float,
+        max_len: int,
+    ) -> None:
+        super().__init__()
+        self.position = nn.Parameter(torch.zeros(1, max_len, d_model))
+        nn.init.normal_(self.position, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            d_model,
+            n_heads,
+            dim_feedforward=d_ff,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        # Nested tensors are never used with pre-norm layers; saying so avoids a warning.
+        self.layers = nn.TransformerEncoder(
+            layer, n_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False
+        )
+
+    def forward(self, tokens: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, L, D) tokens (``padding`` (N, L) bool, True = ignore) → (N, L, D)."""
+        out: torch.Tensor = self.layers(
+            tokens + self.position[:, : tokens.shape[1]], src_key_padding_mask=padding
+        )
+        return out
+
+
+class FlattenHead(nn.Module):
+    """Time-LLM's head: the tokens of one row, flattened, → ``pred_len`` values."""
+
+    def __init__(self, *, n_inputs: int, pred_len: int, dropout: float) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_inputs, pred_len)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, ...) → (N, pred_len)."""
+        out: torch.Tensor = self.dropout(self.linear(tokens.flatten(1)))
+        return out
+
+
+def forecast_scores(forecast: torch.Tensor, y: torch.Tensor) -> Scores:
+    """Squared and absolute errors of a point forecast over the target steps, summed.
+
+    Args:
+        forecast: (B, pred_len, V) point forecast.
+        y: (B, label_len + pred_len, V) the batch's targets; the last ``pred_len`` steps count
+            (as Time-Series-Library scores them, on the scaled values).
+
+    Returns:
+        ``mse`` and ``mae`` as (sum, element count), so a split's mean is exact.
+    """
+    error = forecast.float() - y[:, -forecast.shape[1] :].float()
+    n = error.numel()
+    return {"mse": (error.square().sum(), n), "mae": (error.abs().sum(), n)}
