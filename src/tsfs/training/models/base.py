@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
+from tsfs.specs import ImageSpec
 from tsfs.training.data import Batch
 
 __all__ = ["DataInfo", "Family", "FamilyConfig", "Scores"]
@@ -47,6 +48,8 @@ class DataInfo:
         feature_names: the feature outputs the batch carries, with their per-row shapes
             (after B and V), e.g. ``{"energy": (4,), "min": ()}``; empty when not read.
         image_size: H = W of the stored images; 0 when not read.
+        image_spec: how the stored images were drawn (y limits, margin), for families that
+            map pixels back to values; None when images are not read.
     """
 
     task: Task
@@ -58,6 +61,7 @@ class DataInfo:
     n_classes: int
     feature_names: Mapping[str, tuple[int, ...]]
     image_size: int
+    image_spec: ImageSpec | None = None
 
 
 class FamilyConfig(Protocol):
