@@ -1,0 +1,151 @@
+"""CRPS forms against plain references written here from their published definitions.
+
+References (element by element, Python loops, float64):
+- properscoring's ``crps_ensemble``: the integral of (F_ens(x) − 1{x ≥ y})² over x, taken
+  exactly piece by piece between sorted breakpoints — a different computation from the
+  sorted-rank identity the library uses;
+- the energy form with an explicit double sum over sample pairs (biased 1/S², fair
+  2/(S(S−1)) Σ_{i<j} as the iTransformerDiffusion fork's ``CRPS()`` loops);
+- CSDI's ``calc_quantile_CRPS`` / ``calc_quantile_CRPS_sum`` restated with numpy's own
+  ``np.quantile`` (linear interpolation, what ``torch.quantile`` does).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import torch
+
+from tsfs.training.metrics import (
+    QUANTILES,
+    crps_ensemble,
+    crps_fair,
+    crps_quantile,
+    crps_sum,
+    quantile_loss,
+    sample_quantiles,
+)
+
+F64 = npt.NDArray[np.float64]
+
+
+def integral_crps(members: F64, y: float) -> float:
+    """∫ (F(x) − H(x − y))² dx for the empirical CDF F of ``members``, piece by piece."""
+    points = sorted([*members.tolist(), y])
+    total = 0.0
+    for a, b in itertools.pairwise(points):
+        f = float(np.mean(members <= a))  # F is constant on [a, b)
+        h = 1.0 if a >= y else 0.0
+        total += (f - h) ** 2 * (b - a)
+    return total
+
+
+def pair_crps(members: F64, y: float, *, fair: bool) -> float:
+    m = len(members)
+    error = sum(abs(x - y) for x in members) / m
+    if fair:
+        pairs = sum(abs(members[i] - members[j]) for i in range(m) for j in range(i + 1, m))
+        return float(error - pairs / (m * (m - 1)))
+    pairs = sum(abs(a - b) for a in members for b in members)
+    return float(error - pairs / (2 * m * m))
+
+
+def csdi_quantile_crps(samples: F64, target: F64) -> float:
+    """CSDI ``calc_quantile_CRPS`` (mask of ones, no rescaling), quantiles by np.quantile."""
+    denominator = np.abs(target).sum()
+    crps = 0.0
+    for q in np.arange(0.05, 1.0, 0.05):
+        q_pred = np.quantile(samples, q, axis=0)
+        loss = 2 * np.sum(np.abs((q_pred - target) * ((target <= q_pred) * 1.0 - q)))
+        crps += loss / denominator
+    return float(crps / 19)
+
+
+def draws(shape: tuple[int, ...], seed: int, *, ties: bool = False) -> F64:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) * 2 + 0.5
+    return np.round(x, 1) if ties else x
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("s", [1, 2, 7, 30])
+def test_ensemble_crps_is_properscorings_integral(s: int, ties: bool) -> None:
+    samples, target = draws((s, 3, 4), 1, ties=ties), draws((3, 4), 2, ties=ties)
+    ours = crps_ensemble(torch.from_numpy(samples), torch.from_numpy(target)).numpy()
+    for idx in np.ndindex(target.shape):
+        members = samples[(slice(None), *idx)]
+        assert ours[idx] == pytest.approx(integral_crps(members, target[idx]), abs=1e-6)
+        assert ours[idx] == pytest.approx(pair_crps(members, target[idx], fair=False), abs=1e-6)
+
+
+@pytest.mark.parametrize("s", [2, 5, 40])
+def test_fair_crps_is_the_pairwise_loop(s: int) -> None:
+    samples, target = draws((s, 6, 2), 3), draws((6, 2), 4)
+    ours = crps_fair(torch.from_numpy(samples), torch.from_numpy(target)).numpy()
+    for idx in np.ndindex(target.shape):
+        ref = pair_crps(samples[(slice(None), *idx)], target[idx], fair=True)
+        assert ours[idx] == pytest.approx(ref, abs=1e-6)
+
+
+def test_float32_inputs_agree_with_float64() -> None:
+    samples, target = draws((50, 8, 3), 5), draws((8, 3), 6)
+    for fn in (crps_ensemble, crps_fair):
+        ref = fn(torch.from_numpy(samples), torch.from_numpy(target)).numpy()
+        got = fn(torch.from_numpy(samples).float(), torch.from_numpy(target).float()).numpy()
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("s", [1, 2, 10, 100])
+def test_quantiles_are_numpys_linear_quantiles(s: int) -> None:
+    samples = draws((s, 4, 5), 7)
+    ours = sample_quantiles(torch.from_numpy(samples)).numpy()
+    ref = np.quantile(samples, np.array(QUANTILES), axis=0)
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+    np.testing.assert_allclose(np.array(QUANTILES), np.arange(0.05, 1.0, 0.05), atol=1e-12)
+
+
+@pytest.mark.parametrize("s", [3, 100])
+def test_quantile_crps_is_csdis(s: int) -> None:
+    samples, target = draws((s, 4, 6, 3), 8), draws((4, 6, 3), 9)
+    ours = crps_quantile(torch.from_numpy(samples), torch.from_numpy(target)).item()
+    assert ours == pytest.approx(csdi_quantile_crps(samples, target), abs=1e-6)
+    # Numerator over the normaliser: what a loop adds over batches.
+    numerator = quantile_loss(torch.from_numpy(samples), torch.from_numpy(target)).item()
+    assert numerator / np.abs(target).sum() == pytest.approx(ours, abs=1e-12)
+
+
+def test_quantile_crps_adds_over_batches_like_one_set() -> None:
+    samples, target = draws((20, 10, 5, 2), 10), draws((10, 5, 2), 11)
+    s, t = torch.from_numpy(samples), torch.from_numpy(target)
+    parts = [
+        (quantile_loss(s[:, i : i + 3], t[i : i + 3]), t[i : i + 3].abs().sum())
+        for i in (0, 3, 6, 9)
+    ]
+    pooled = sum(p[0] for p in parts) / sum(p[1] for p in parts)
+    assert float(pooled) == pytest.approx(crps_quantile(s, t).item(), abs=1e-9)
+
+
+def test_crps_sum_is_csdis() -> None:
+    samples, target = draws((30, 4, 6, 5), 12), draws((4, 6, 5), 13)
+    ours = crps_sum(torch.from_numpy(samples), torch.from_numpy(target)).item()
+    ref = csdi_quantile_crps(samples.sum(-1), target.sum(-1))
+    assert ours == pytest.approx(ref, abs=1e-6)
+
+
+def test_a_perfect_sharp_forecast_scores_zero_and_spread_costs() -> None:
+    target = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    sharp = target.expand(5, 3)
+    assert crps_ensemble(sharp, target).abs().max() == 0
+    assert crps_quantile(sharp, target) == 0
+    wide = sharp + torch.linspace(-1, 1, 5, dtype=torch.float64)[:, None]
+    assert (crps_ensemble(wide, target) > 0).all()
+
+
+def test_shapes_that_do_not_fit_are_refused() -> None:
+    with pytest.raises(ValueError, match="do not fit"):
+        crps_ensemble(torch.zeros(4, 3, 2), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="at least two"):
+        crps_fair(torch.zeros(1, 3), torch.zeros(3))
