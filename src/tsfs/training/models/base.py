@@ -30,8 +30,9 @@ Task = Literal["forecast", "classify"]
 
 # A batch's scores: metric name → (sum over the batch's items, number of items). The loop adds
 # sums and counts over an evaluation pass and divides once, so every metric is an exact mean
-# over the split whatever the batch size.
-Scores = Mapping[str, tuple[torch.Tensor, int]]
+# over the split whatever the batch size. A ratio over the whole split (CSDI's normalised CRPS:
+# quantile loss / Σ|y|) gives its numerator and denominator in the same way, hence the float.
+Scores = Mapping[str, tuple[torch.Tensor, float]]
 
 
 @dataclass(frozen=True, kw_only=True)
