@@ -291,6 +291,25 @@ def test_cpu_composition_equals_compose_torch(output: ImageOutput) -> None:
     assert torch.equal(sparse, dense)
 
 
+def test_composed_batches_reuse_memory_only_when_nobody_holds_it() -> None:
+    rng = np.random.default_rng(1)
+    first, second = (
+        torch.from_numpy(rng.integers(0, 256, (2, 3, 16, 16), dtype=np.uint8)) for _ in range(2)
+    )
+    compose = ImageComposer(palette(3), "uint8")
+    kept = compose(first)
+    before = kept.clone()
+    again = compose(second)  # `kept` is still held: new memory, `kept` untouched
+    assert again.data_ptr() != kept.data_ptr()
+    assert torch.equal(kept, before)
+    view_ptr = kept.data_ptr()
+    del kept  # nothing refers to the first batch now
+    third = compose(first)
+    assert third.data_ptr() == view_ptr
+    assert torch.equal(third, before)
+    assert torch.equal(again, compose_torch(second, palette(3)))
+
+
 def test_loader_images_are_masks_in_each_variables_colour(ett: Dataset, filled: Store) -> None:
     view = open_view(ett, filled)
     masks_reader = WindowReader(view, "test", images=IMAGES, image_output="mask")

@@ -49,6 +49,7 @@ import dataclasses
 import functools
 import queue
 import shlex
+import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -529,6 +530,7 @@ class ImageComposer:
         self.output: ImageOutput = output
         self.stored_rgb = stored_rgb
         self._tables: dict[str, npt.NDArray[Any]] = {}
+        self._buffers = _Recycler()
 
     def __call__(self, images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
         """(B, V, H, W) masks or (B, V, H, W, 3) RGB, uint8 → ``output`` on ``device``.
@@ -555,7 +557,39 @@ class ImageComposer:
         table = self._tables.get(output)
         if table is None:
             table = self._tables[output] = _pixel_table(self.colors, output)
-        return _compose_channels_last(images.numpy(), table)
+        return _compose_channels_last(images.numpy(), table, self._buffers)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_buffers"] = _Recycler()  # arrays in use here mean nothing in another process
+        return state
+
+
+class _Recycler:
+    """Output arrays of composed batches, handed out again once nothing refers to them.
+
+    A fresh 90 MB batch costs the kernel a page fault and a zeroed page per 4 KiB — about a
+    third of composing on the CPU. An array is reused only when its reference count shows
+    that no tensor, view or variable anywhere still holds it (every view of it refers to it),
+    so a batch the caller keeps is never overwritten; the caller then simply gets a new one.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self._arrays: list[npt.NDArray[Any]] = []
+
+    def empty(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+        for i in range(len(self._arrays)):
+            # two references: the list's and getrefcount's own argument
+            if sys.getrefcount(self._arrays[i]) == 2:
+                if self._arrays[i].shape == shape and self._arrays[i].dtype == dtype:
+                    return self._arrays[i]
+                del self._arrays[i]  # free, but of another shape: let it go
+                break
+        array = np.empty(shape, dtype=dtype)
+        if len(self._arrays) < self.keep:
+            self._arrays.append(array)
+        return array
 
 
 def _colors(colors: npt.ArrayLike | Sequence[str] | None, n_vars: int) -> npt.NDArray[np.uint8]:
@@ -587,18 +621,24 @@ def _pixel_table(colors: npt.NDArray[np.uint8], output: Output) -> npt.NDArray[A
     return padded.view(np.uint32 if rgb.dtype == np.uint8 else np.complex128)[..., 0]
 
 
-def _compose_channels_last(masks: npt.NDArray[np.uint8], table: npt.NDArray[Any]) -> torch.Tensor:
+def _compose_channels_last(
+    masks: npt.NDArray[np.uint8], table: npt.NDArray[Any], buffers: _Recycler | None = None
+) -> torch.Tensor:
     """Masks (B, V, H, W) → (B, V, 3, H, W) pixels through ``table`` (V, 256), on the CPU.
 
     One gather per pixel into channels-last memory (with the padding channel) — a third of
     the gathers of channel-first planes, which is what composing costs on a CPU. The result
     is a channel-first view of that memory; ``.contiguous()`` gives channel-first memory.
+    The output array comes from ``buffers`` when one is free there.
     """
     b, v, h, w = masks.shape
-    out = np.empty((b, v, h, w), dtype=table.dtype)
+    shape = (b, v, h, w)
+    out = np.empty(shape, table.dtype) if buffers is None else buffers.empty(shape, table.dtype)
+    index = np.empty((h, w), dtype=np.intp)  # take() wants intp; one image's worth, in cache
     for i in range(b):
         for j in range(v):
-            np.take(table[j], masks[i, j].astype(np.intp), out=out[i, j], mode="clip")
+            np.copyto(index, masks[i, j], casting="unsafe")
+            np.take(table[j], index, out=out[i, j], mode="clip")
     channel = np.float32 if table.dtype == np.complex128 else np.uint8
     pixels = out.view(channel).reshape(b, v, h, w, 4)[..., :3]
     return torch.from_numpy(pixels).movedim(-1, 2)
