@@ -206,7 +206,7 @@ def test_chunks_tsfs_writes_are_decoded_without_zarr(
     def through_zarr(*args: object, **kwargs: object) -> None:
         raise AssertionError("a raw or blosc chunk went through Zarr's reader")
 
-    monkeypatch.setattr(Namespace, "_read_array", through_zarr)
+    monkeypatch.setattr(Namespace, "read_array", through_zarr)
     a = fresh.read(np.arange(0, len(fresh), 97))
     assert np.array_equal(a.features["first"], a.x[:, 0, :])
 
@@ -277,8 +277,9 @@ def test_corrupt_chunk_is_an_error_naming_its_file(tmp_path: Path, ett: Dataset)
 # images
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("output", ["uint8", "float", "clip"])
-def test_cpu_composition_equals_compose_torch(output: ImageOutput) -> None:
+def test_cpu_composition_equals_compose_torch(output: ImageOutput, threads: int) -> None:
     rng = np.random.default_rng(0)
     masks = np.zeros((3, 5, 24, 24), np.uint8)
     hit = rng.random(masks.shape) < 0.1
@@ -286,7 +287,7 @@ def test_cpu_composition_equals_compose_torch(output: ImageOutput) -> None:
     masks[0, 0, 0, :] = np.arange(24) * 11  # levels across the whole range
     colors = palette(5)
     dense = compose_torch(torch.from_numpy(masks), colors, output=output)  # type: ignore[arg-type]
-    sparse = ImageComposer(colors, output)(torch.from_numpy(masks))
+    sparse = ImageComposer(colors, output, threads=threads)(torch.from_numpy(masks))
     assert sparse.dtype == dense.dtype
     assert torch.equal(sparse, dense)
 

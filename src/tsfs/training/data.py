@@ -47,11 +47,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
+import os
 import queue
 import shlex
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
@@ -153,7 +156,7 @@ def open_view(dataset: Dataset, store: Store, *, persist: bool = True) -> View:
             k = arrays.get(name)
             if k is None or k.shape != (n, v, 16) or k.dtype != np.uint8:
                 raise StoreCorruptError(
-                    f"view {store.path / 'views' / fp} does not match the data set "
+                    f"view {store.url}/views/{fp} does not match the data set "
                     f"{dataset.path.name} (split {name!r}); delete that directory to rebuild it"
                 )
         keys = {name: arrays[name] for name in shapes}
@@ -225,7 +228,7 @@ def prep_command(
             args.append(_SPEC_SWITCHES[kind][name])
         else:
             unflagged.append(name)
-    args += ["--store", str(store.path)]
+    args += ["--store", store.url]
     command = shlex.join(args)
     if unflagged:
         command += (
@@ -254,7 +257,7 @@ def _locate(
     for i, commit in enumerate(commits):
         if not len(todo):
             break
-        index = KeyIndex.build([commit], [namespace._read_array(commit, "keys")])
+        index = KeyIndex.build([commit], [namespace.read_array(commit, "keys")])
         loc = index.lookup(keys[todo])
         hit = loc.found
         seg[todo[hit]] = i
@@ -286,7 +289,7 @@ class _Columns:
         if absent:
             raise MissingRowsError(
                 f"{absent:,} of {seg.size:,} rows are not in {namespace.kind} namespace "
-                f"{namespace.fingerprint} of store {namespace.store.path}; compute them with: "
+                f"{namespace.fingerprint} of store {namespace.store.url}; compute them with: "
                 f"{missing_hint}"
             )
         self.reader = ChunkReader(namespace, commits)
@@ -309,7 +312,7 @@ class _Columns:
             kinds = {(r.shape[1:], r.dtype) for r in recs if r is not None}
             if len(kinds) > 1:
                 raise StoreCorruptError(
-                    f"{namespace.path}: output {name!r} has different row shapes or dtypes "
+                    f"{namespace.url}: output {name!r} has different row shapes or dtypes "
                     f"across segments: {sorted(kinds)}"
                 )
             shape, dtype = kinds.pop() if kinds else ((), "float32")
@@ -517,10 +520,20 @@ class ImageComposer:
         output: ``mask`` (as stored), ``uint8`` RGB, ``float`` (pixels / 255) or ``clip``
             (CLIP-normalised), shaped channel first.
         stored_rgb: the store holds (…, H, W, 3) RGB images rather than coverage masks.
+        threads: threads composing one batch on the CPU (default: the cores, at most 4).
+
+    On the CPU, a batch's pixels go into memory recycled from earlier batches once nothing
+    refers to those any more (a fresh batch of pages costs the kernel a third as much again
+    as composing it).
     """
 
     def __init__(
-        self, colors: npt.NDArray[np.uint8], output: ImageOutput, *, stored_rgb: bool = False
+        self,
+        colors: npt.NDArray[np.uint8],
+        output: ImageOutput,
+        *,
+        stored_rgb: bool = False,
+        threads: int | None = None,
     ) -> None:
         if output not in _IMAGE_OUTPUTS:
             raise InputError(f"unknown image output {output!r}; choose {', '.join(_IMAGE_OUTPUTS)}")
@@ -529,8 +542,10 @@ class ImageComposer:
         self.colors = colors
         self.output: ImageOutput = output
         self.stored_rgb = stored_rgb
+        self.threads = threads or min(4, os.cpu_count() or 1)
         self._tables: dict[str, npt.NDArray[Any]] = {}
         self._buffers = _Recycler()
+        self._pool: ThreadPoolExecutor | None = None
 
     def __call__(self, images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
         """(B, V, H, W) masks or (B, V, H, W, 3) RGB, uint8 → ``output`` on ``device``.
@@ -557,11 +572,31 @@ class ImageComposer:
         table = self._tables.get(output)
         if table is None:
             table = self._tables[output] = _pixel_table(self.colors, output)
-        return _compose_channels_last(images.numpy(), table, self._buffers)
+        masks = images.numpy()
+        b, v, h, w = masks.shape
+        out = self._buffers.empty((b, v, h, w), table.dtype)
+        parts = min(self.threads, b)
+        if parts > 1:
+            # np.take runs without the GIL: threads compose disjoint windows of one batch
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tsfs-compose")
+            edges = np.linspace(0, b, parts + 1).astype(int)
+            jobs = [
+                self._pool.submit(_compose_into, masks[lo:hi], table, out[lo:hi])
+                for lo, hi in itertools.pairwise(edges)
+            ]
+            for job in jobs:
+                job.result()
+        else:
+            _compose_into(masks, table, out)
+        channel = np.float32 if table.dtype == np.complex128 else np.uint8
+        pixels = out.view(channel).reshape(b, v, h, w, 4)[..., :3]
+        return torch.from_numpy(pixels).movedim(-1, 2)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_buffers"] = _Recycler()  # arrays in use here mean nothing in another process
+        state["_pool"] = None
         return state
 
 
@@ -621,27 +656,19 @@ def _pixel_table(colors: npt.NDArray[np.uint8], output: Output) -> npt.NDArray[A
     return padded.view(np.uint32 if rgb.dtype == np.uint8 else np.complex128)[..., 0]
 
 
-def _compose_channels_last(
-    masks: npt.NDArray[np.uint8], table: npt.NDArray[Any], buffers: _Recycler | None = None
-) -> torch.Tensor:
-    """Masks (B, V, H, W) → (B, V, 3, H, W) pixels through ``table`` (V, 256), on the CPU.
+def _compose_into(
+    masks: npt.NDArray[np.uint8], table: npt.NDArray[Any], out: npt.NDArray[Any]
+) -> None:
+    """Masks (B, V, H, W) → ``out`` (B, V, H, W) whole pixels through ``table`` (V, 256).
 
     One gather per pixel into channels-last memory (with the padding channel) — a third of
-    the gathers of channel-first planes, which is what composing costs on a CPU. The result
-    is a channel-first view of that memory; ``.contiguous()`` gives channel-first memory.
-    The output array comes from ``buffers`` when one is free there.
+    the gathers of channel-first planes, which is what composing costs on a CPU.
     """
-    b, v, h, w = masks.shape
-    shape = (b, v, h, w)
-    out = np.empty(shape, table.dtype) if buffers is None else buffers.empty(shape, table.dtype)
-    index = np.empty((h, w), dtype=np.intp)  # take() wants intp; one image's worth, in cache
-    for i in range(b):
-        for j in range(v):
+    index = np.empty(masks.shape[2:], dtype=np.intp)  # take() wants intp; one image, in cache
+    for i in range(masks.shape[0]):
+        for j in range(masks.shape[1]):
             np.copyto(index, masks[i, j], casting="unsafe")
             np.take(table[j], index, out=out[i, j], mode="clip")
-    channel = np.float32 if table.dtype == np.complex128 else np.uint8
-    pixels = out.view(channel).reshape(b, v, h, w, 4)[..., :3]
-    return torch.from_numpy(pixels).movedim(-1, 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -987,6 +1014,7 @@ class StoreLoader:
         if ds.consumed is None:
             ds.consumed = np.zeros(plan.count, dtype=bool)
         batches: Iterator[Batch]
+        composed = not self.num_workers and self.device.type == "cpu"
         if self.num_workers:
             # Workers fork from here and read `consumed` as it is now: only batches not yet seen.
             batches = iter(
@@ -999,14 +1027,17 @@ class StoreLoader:
                 )
             )
         else:
-            batches = _in_background(iter(ds), self.prefetch_factor, pin=self.pin_memory)
+            read: Iterator[Batch] = iter(ds)
+            if composed:  # on the reader thread too, beside the training step
+                read = map(self._compose, read)
+            batches = _in_background(read, self.prefetch_factor, pin=self.pin_memory)
         for batch in batches:
             ds.consumed[batch["batch"]] = True
             self.samples += len(batch["index"])
-            yield self._to_device(batch)
+            yield self._to_device(batch, composed=composed)
         self.set_epoch(self.epoch + 1)
 
-    def _to_device(self, batch: Batch) -> Batch:
+    def _to_device(self, batch: Batch, *, composed: bool) -> Batch:
         dev, nb = self.device, self.pin_memory
         out: Batch = {"index": batch["index"], "batch": batch["batch"]}
         for name in ("x", "y", "x_mark", "y_mark", "labels"):
@@ -1015,8 +1046,14 @@ class StoreLoader:
         if "features" in batch:
             out["features"] = {k: v.to(dev, non_blocking=nb) for k, v in batch["features"].items()}
         if "images" in batch:
-            out["images"] = self.reader.composer(batch["images"], dev)
+            images = batch["images"]
+            out["images"] = images if composed else self.reader.composer(images, dev)
         return out
+
+    def _compose(self, batch: Batch) -> Batch:
+        if "images" in batch:
+            batch["images"] = self.reader.composer(batch["images"], "cpu")
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
         """Where this rank stands: epoch, samples and batches consumed, and what fixes the order."""
