@@ -47,7 +47,7 @@ def _contents(store: Path) -> dict[bytes, tuple[bytes, ...]]:
     out: dict[bytes, tuple[bytes, ...]] = {}
     for commit in index.segments:
         names = sorted(commit.arrays)
-        arrays = {n: ns._read_array(commit, n) for n in names}
+        arrays = {n: ns.read_array(commit, n) for n in names}
         for r in range(commit.rows):
             key = arrays["keys"][r].tobytes()
             out.setdefault(key, tuple(arrays[n][r].tobytes() for n in names))

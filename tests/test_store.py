@@ -106,9 +106,9 @@ def test_flipped_byte_is_named_verified_and_repaired(tmp_path: Path) -> None:
     with pytest.raises(StoreCorruptError, match=re.escape(str(chunk))):
         ns.read_keys(row_keys(rows), ["band"])
     problems = store.verify()
-    assert [p.path for p in problems] == [chunk]
+    assert [p.path for p in problems] == [str(chunk)]
     report = store.gc(drop_corrupt=True, grace_s=0)
-    assert report.corrupt == [ns.segment_path(seg)]
+    assert report.corrupt == [str(ns.segment_path(seg))]
     assert store.verify() == []
     assert not ns.lookup(row_keys(rows)).found.any()  # rows are gone: prep recomputes them
 
@@ -119,7 +119,7 @@ def test_deleted_chunk_file_is_reported(tmp_path: Path) -> None:
     ns = store.namespace("features", SPEC, FP)
     f = ns.segment_path(ns.commits()[0].segment) / "mean" / "c" / "0"
     f.unlink()
-    assert [p.path for p in store.verify()] == [f]
+    assert [p.path for p in store.verify()] == [str(f)]
 
 
 def test_compact_merges_and_dedups(tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_untrusted_commit_records_are_validated(tmp_path: Path) -> None:
     cfile.write_text(json.dumps(doc))
     with pytest.raises(StoreCorruptError, match="array name"):
         ns.commits()
-    assert [p.path for p in store.verify()] == [cfile]
+    assert [p.path for p in store.verify()] == [str(cfile)]
 
 
 def test_views_persist_atomically_and_first_copy_wins(tmp_path: Path) -> None:

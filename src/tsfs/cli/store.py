@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -23,6 +23,8 @@ Examples:
   tsfs store gc tsfs-store --dry-run
 
   tsfs store compact tsfs-store
+
+  tsfs store verify s3://bucket/tsfs-store
 """,
     no_args_is_help=True,
 )
@@ -96,13 +98,18 @@ def gc(
         typer.Option("--drop-corrupt", help="Also drop committed segments that fail verify."),
     ] = False,
     grace: Annotated[
-        float, typer.Option(help="Keep uncommitted segments younger than this (seconds).")
-    ] = 10.0,
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            help="Keep uncommitted segments younger than this, in seconds (default: 10 on a "
+            "local disk; 3600 on an object store, where no lock tells a live writer)."
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Remove uncommitted segments of dead writers, replaced segments and temp files.
 
-    Segments that a live writer still holds are never touched.
+    On a local disk, segments that a live writer still holds are never touched. Object stores
+    (s3://…) have no locks: there only uncommitted segments older than --grace go.
 
     Example: tsfs store gc tsfs-store --dry-run
     """

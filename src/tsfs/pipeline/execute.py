@@ -9,7 +9,6 @@ flight, and re-running the same command resumes where it stopped.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -199,13 +198,6 @@ class PrepReport:
 ComputeFn = Callable[[Batch], dict[str, npt.NDArray[Any]]]
 
 
-def _segment_bytes(namespace: Namespace, segment: str) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(namespace.segment_path(segment)):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-    return total
-
-
 def _compute_and_commit(
     store_path: str,
     kind: str,
@@ -221,7 +213,7 @@ def _compute_and_commit(
     commit = namespace.write_segment(
         batch.keys, compute(batch), codecs=codecs, group=batch.block.n_variables
     )
-    return batch.n_rows, _segment_bytes(namespace, commit.segment)
+    return batch.n_rows, namespace.segment_bytes(commit.segment)
 
 
 def run_batches(
@@ -239,7 +231,7 @@ def run_batches(
     own segments (nothing computed travels back). ``compute`` must then be picklable (a
     module-level function or a ``functools.partial`` of one). Returns (segments, bytes written).
     """
-    args = (str(namespace.store.path), namespace.kind, namespace.fingerprint)
+    args = (namespace.store.url, namespace.kind, namespace.fingerprint)
     if jobs <= 1 or len(plan.batches) <= 1:
         results: Iterator[tuple[int, int]] = (
             _compute_and_commit(*args, b, compute, codecs) for b in plan.batches

@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import functools
 import json
 import os
 import re
 import secrets
-import shutil
-import stat
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +49,7 @@ from tsfs.errors import (
     StoreReadOnlyError,
 )
 from tsfs.pipeline.hashing import KEY_ALGORITHMS, KEY_BYTES
+from tsfs.stores.files import Files, LocalFiles, open_files
 
 __all__ = [
     "CODECS",
@@ -80,6 +78,7 @@ _DTYPES = frozenset(
 )
 _ZARR_CODECS = frozenset(["bytes", "crc32c", "blosc", "zstd"])
 _MAX_JSON_BYTES = 1 << 20
+_CRC_BYTES = 4
 _MAX_ROWS = 1 << 40
 # Rows per chunk aim at this many uncompressed bytes: big enough that a loader reads few files,
 # small enough that one chunk decodes in a few milliseconds.
@@ -158,45 +157,21 @@ def chunk_rows_for(rows: int, row_bytes: int, group: int = 1) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# small file helpers
+# small helpers
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(files: Files, key: str) -> dict[str, Any]:
     """Read a small JSON object from an untrusted store, bounding its size."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(_MAX_JSON_BYTES + 1)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise StoreError(f"cannot read {path}: {e.strerror}") from e
+    where = files.where(key)
+    raw = files.read(key, _MAX_JSON_BYTES + 1)
     if len(raw) > _MAX_JSON_BYTES:
-        raise StoreCorruptError(f"{path}: record larger than {_MAX_JSON_BYTES} bytes")
+        raise StoreCorruptError(f"{where}: record larger than {_MAX_JSON_BYTES} bytes")
     try:
         obj = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StoreCorruptError(f"{path}: not valid JSON ({e})") from e
+        raise StoreCorruptError(f"{where}: not valid JSON ({e})") from e
     if not isinstance(obj, dict):
-        raise StoreCorruptError(f"{path}: expected a JSON object")
+        raise StoreCorruptError(f"{where}: expected a JSON object")
     return obj
 
 
@@ -206,32 +181,10 @@ def _group_json(attributes: Mapping[str, Any]) -> bytes:
 
 
 def _new_segment_id() -> str:
-    # Time-ordered (so listing order is commit-ish order) plus randomness (so two writers
-    # never pick the same id, even in the same nanosecond).
+    # Time-ordered (so listing order is commit-ish order; object stores read a segment's age
+    # from it) plus randomness (so two writers never pick the same id, even in the same
+    # nanosecond).
     return f"{time.time_ns():016x}{secrets.token_hex(4)}"
-
-
-def _dir_bytes(path: Path) -> tuple[int, int]:
-    """(bytes, files) under ``path``."""
-    total = files = 0
-    for root, _dirs, names in os.walk(path):
-        for n in names:
-            with contextlib.suppress(FileNotFoundError):
-                total += os.stat(os.path.join(root, n)).st_size
-                files += 1
-    return total, files
-
-
-def _writable_dir(path: Path) -> bool:
-    """Whether ``path`` may be written: mode bits say so and the file system is not read-only.
-
-    The mode bits are honoured even for root, who bypasses them: ``chmod a-w STORE`` is how a
-    person says "do not write here".
-    """
-    st = path.stat()
-    if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
-        return False
-    return os.access(path, os.W_OK)
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,20 +233,23 @@ class Commit:
         return json.dumps(doc, indent=1, sort_keys=True).encode()
 
     @classmethod
-    def parse(cls, path: Path) -> Commit:
-        """Read and validate a commit record; any deviation is a :class:`StoreCorruptError`."""
-        doc = _read_json(path)
+    def parse(cls, files: Files, key: str) -> Commit:
+        """Read and validate the commit record at ``key`` (``…/commits/<segment>.json``);
+        any deviation is a :class:`StoreCorruptError`."""
+        doc = _read_json(files, key)
+        where = files.where(key)
 
         def bad(why: str) -> StoreCorruptError:
-            return StoreCorruptError(f"{path}: invalid commit record ({why})")
+            return StoreCorruptError(f"{where}: invalid commit record ({why})")
 
         if doc.get("format") != FORMAT:
             raise StoreFormatError(
-                f"{path}: commit record of format {doc.get('format')!r}; this tsfs reads "
+                f"{where}: commit record of format {doc.get('format')!r}; this tsfs reads "
                 f"format {FORMAT}"
             )
         seg = doc.get("segment")
-        if not isinstance(seg, str) or not _SEGMENT_ID.match(seg) or path.stem != seg:
+        stem = key.rsplit("/", 1)[-1].removesuffix(".json")
+        if not isinstance(seg, str) or not _SEGMENT_ID.match(seg) or stem != seg:
             raise bad("segment id does not match the file name")
         rows = doc.get("rows")
         if not isinstance(rows, int) or not 0 <= rows <= _MAX_ROWS:
@@ -348,9 +304,10 @@ class Commit:
 
 @dataclass(frozen=True)
 class Problem:
-    """One finding of :meth:`Store.verify`: the file concerned and what is wrong with it."""
+    """One finding of :meth:`Store.verify`: the file concerned (path or URL) and what is
+    wrong with it."""
 
-    path: Path
+    path: str
     message: str
 
     def __str__(self) -> str:
@@ -453,24 +410,47 @@ class KeyIndex:
 
 
 class Namespace:
-    """One spec's rows in a store: committed segments, their key index, reads and writes."""
+    """One spec's rows in a store: committed segments, their key index, reads and writes.
+
+    Everything is addressed by keys relative to the store's root (``<kind>/<fingerprint>/…``)
+    through the store's :class:`~tsfs.stores.files.Files`, so the same code reads and writes
+    a local directory or an object store.
+    """
 
     def __init__(self, store: Store, kind: str, fingerprint: str) -> None:
         if kind not in NAMESPACE_KINDS or not _FINGERPRINT.match(fingerprint):
-            raise StoreFormatError(f"invalid namespace {kind}/{fingerprint} in {store.path}")
+            raise StoreFormatError(f"invalid namespace {kind}/{fingerprint} in {store.url}")
         self.store = store
         self.kind = kind
         self.fingerprint = fingerprint
-        self.path = store.path / kind / fingerprint
+        self.key = f"{kind}/{fingerprint}"
         self._index: KeyIndex | None = None
         self._index_commits: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
-        return f"Namespace({self.kind}/{self.fingerprint})"
+        return f"Namespace({self.key})"
+
+    @property
+    def files(self) -> Files:
+        return self.store.files
+
+    @property
+    def path(self) -> Path:
+        """The namespace's directory (local stores only)."""
+        return self.store.path / self.kind / self.fingerprint
+
+    @property
+    def url(self) -> str:
+        """The namespace's path or URL, for messages."""
+        return self.files.where(self.key)
+
+    def exists(self) -> bool:
+        """Whether the namespace has been created (by a prep run)."""
+        return self.files.exists(f"{self.key}/zarr.json")
 
     @property
     def attributes(self) -> dict[str, Any]:
-        doc = _read_json(self.path / "zarr.json")
+        doc = _read_json(self.files, f"{self.key}/zarr.json")
         attrs = doc.get("attributes", {})
         tsfs = attrs.get("tsfs", {}) if isinstance(attrs, dict) else {}
         return tsfs if isinstance(tsfs, dict) else {}
@@ -482,22 +462,31 @@ class Namespace:
 
     # ---- commits ---------------------------------------------------------------------------
 
-    def _commit_files(self) -> list[Path]:
-        d = self.path / "commits"
-        if not d.is_dir():
-            return []
-        return sorted(d / n for n in os.listdir(d) if n.endswith(".json") and not n.startswith("."))
+    def _commit_keys(self) -> list[str]:
+        d = f"{self.key}/commits"
+        return sorted(
+            f"{d}/{n}" for n in self.files.list(d) if n.endswith(".json") and not n.startswith(".")
+        )
 
     def commits(self) -> list[Commit]:
         """Committed segments visible to readers, oldest first (replaced ones hidden)."""
-        commits = [Commit.parse(p) for p in self._commit_files()]
+        commits = [Commit.parse(self.files, k) for k in self._commit_keys()]
         replaced = {r for c in commits for r in c.replaces}
         return [c for c in commits if c.segment not in replaced]
 
-    def segment_path(self, segment: str) -> Path:
+    def segment_key(self, segment: str) -> str:
+        """The key of a segment's directory, after checking the id (ids come from records)."""
         if not _SEGMENT_ID.match(segment):
-            raise StoreFormatError(f"invalid segment id {segment!r} in {self.path}")
-        return self.path / "segments" / segment
+            raise StoreFormatError(f"invalid segment id {segment!r} in {self.url}")
+        return f"{self.key}/segments/{segment}"
+
+    def segment_path(self, segment: str) -> Path:
+        """A segment's directory (local stores only)."""
+        return self.store.path / self.segment_key(segment)
+
+    def segment_bytes(self, segment: str) -> int:
+        """Bytes a segment's arrays take in the store."""
+        return self.files.usage(self.segment_key(segment))[0]
 
     # ---- index and lookup ------------------------------------------------------------------
 
@@ -506,7 +495,7 @@ class Namespace:
         commits = self.commits()
         ids = tuple(c.segment for c in commits)
         if self._index is None or refresh or ids != self._index_commits:
-            keys = [self._read_array(c, "keys") for c in commits]
+            keys = [self.read_array(c, "keys") for c in commits]
             self._index = KeyIndex.build(commits, keys)
             self._index_commits = ids
         return self._index
@@ -520,46 +509,67 @@ class Namespace:
 
     # ---- reads -----------------------------------------------------------------------------
 
-    def _open_array(self, commit: Commit, name: str) -> Any:
+    def array(self, commit: Commit, name: str) -> Any:
+        """A committed segment's array ``name``, opened read-only with zarr after checking
+        its metadata against the commit record (shape, dtype, known codecs)."""
         import zarr
-        from zarr.storage import LocalStore
 
         rec = commit.arrays.get(name)
         if rec is None:
             raise StoreError(f"segment {commit.segment} of {self} has no array {name!r}")
-        apath = self.segment_path(commit.segment) / name
-        meta_path = apath / "zarr.json"
+        akey = f"{self.segment_key(commit.segment)}/{name}"
+        where = self.files.where(f"{akey}/zarr.json")
         try:
-            meta = _read_json(meta_path)
+            meta = _read_json(self.files, f"{akey}/zarr.json")
         except FileNotFoundError as e:
-            raise StoreCorruptError(f"{meta_path}: missing (committed array)") from e
+            raise StoreCorruptError(f"{where}: missing (committed array)") from e
         codecs = meta.get("codecs")
         if not isinstance(codecs, list) or not all(
             isinstance(c, dict) and c.get("name") in _ZARR_CODECS for c in codecs
         ):
-            raise StoreCorruptError(f"{meta_path}: unknown or missing codecs")
-        arr = zarr.open_array(
-            LocalStore(self.store.path, read_only=True),
-            path=str(apath.relative_to(self.store.path)),
-            mode="r",
-        )
+            raise StoreCorruptError(f"{where}: unknown or missing codecs")
+        arr = zarr.open_array(self.files.zarr_store(), path=akey, mode="r")
         if tuple(arr.shape) != rec.shape or str(arr.dtype) != rec.dtype:
             raise StoreCorruptError(
-                f"{meta_path}: shape/dtype {arr.shape}/{arr.dtype} differ from the commit record"
+                f"{where}: shape/dtype {arr.shape}/{arr.dtype} differ from the commit record"
             )
         return arr
 
-    def _chunk_file(self, commit: Commit, name: str, chunk: int) -> Path:
+    def chunk_key(self, commit: Commit, name: str, chunk: int) -> str:
+        """The key of chunk ``chunk`` (along rows) of a segment's array ``name``."""
         ndim = len(commit.arrays[name].shape)
-        return self.segment_path(commit.segment).joinpath(
-            name, "c", str(chunk), *(["0"] * (ndim - 1))
+        inner = "/0" * (ndim - 1)
+        return f"{self.segment_key(commit.segment)}/{name}/c/{chunk}{inner}"
+
+    def corrupt_chunk(self, where: str, why: str) -> StoreCorruptError:
+        """The error for a bad chunk: names it and says how to repair the store."""
+        return StoreCorruptError(
+            f"corrupt chunk {where} ({why}); run `tsfs store gc --drop-corrupt "
+            f"{self.store.url}` and re-run the prep command to recompute its rows"
         )
 
-    def _read_array(
+    def read_chunk(self, commit: Commit, name: str, chunk: int) -> npt.NDArray[np.uint8]:
+        """The encoded bytes of one chunk of a segment's array, its crc32c trailer checked
+        and removed (tsfs's codec chains end in crc32c; decoding the rest is the caller's)."""
+        key = self.chunk_key(commit, name, chunk)
+        try:
+            buf = self.files.read_array(key)
+        except FileNotFoundError as e:
+            raise self.corrupt_chunk(self.files.where(key), "file missing") from e
+        if len(buf) < _CRC_BYTES:
+            raise self.corrupt_chunk(self.files.where(key), "truncated")
+        payload = buf[:-_CRC_BYTES]
+        stored = int.from_bytes(buf[-_CRC_BYTES:].tobytes(), "little")
+        if crc32c.crc32c(payload.data) != stored:
+            raise self.corrupt_chunk(self.files.where(key), "checksum mismatch")
+        return payload
+
+    def read_array(
         self, commit: Commit, name: str, start: int = 0, stop: int | None = None
     ) -> npt.NDArray[Any]:
-        """Rows ``[start:stop]`` of one array; a bad chunk raises naming its file."""
-        arr = self._open_array(commit, name)
+        """Rows ``[start:stop]`` of one array of a committed segment, through zarr; a bad
+        chunk raises naming its file."""
+        arr = self.array(commit, name)
         stop = commit.rows if stop is None else stop
         try:
             return np.asarray(arr[start:stop])
@@ -571,12 +581,9 @@ class Namespace:
                 try:
                     arr[c * rec.chunk_rows : (c + 1) * rec.chunk_rows]
                 except Exception:
-                    bad.append(str(self._chunk_file(commit, name, c)))
-            where = ", ".join(bad) or str(self.segment_path(commit.segment) / name)
-            raise StoreCorruptError(
-                f"corrupt chunk in {where} ({e}); run `tsfs store gc --drop-corrupt "
-                f"{self.store.path}` and re-run the prep command to recompute its rows"
-            ) from e
+                    bad.append(self.files.where(self.chunk_key(commit, name, c)))
+            where = ", ".join(bad) or self.files.where(f"{self.segment_key(commit.segment)}/{name}")
+            raise self.corrupt_chunk(where, str(e)) from e
 
     def read(
         self,
@@ -611,7 +618,7 @@ class Namespace:
                 sel = np.flatnonzero(locations.segment == s)
                 rows = locations.row[sel]
                 lo, hi = int(rows.min()), int(rows.max()) + 1
-                block = self._read_array(index.segments[int(s)], name, lo, hi)
+                block = self.read_array(index.segments[int(s)], name, lo, hi)
                 res[sel] = block[rows - lo]
             out[name] = res
         return out
@@ -644,8 +651,9 @@ class Namespace:
             replaces: segments this one supersedes (used by compaction).
             group: rows that belong together (see :func:`chunk_rows_for`).
 
-        The segment directory is locked (``flock``) while it is written, so ``gc`` never
-        removes a segment that a live writer is still producing.
+        On a local disk the segment directory is locked (``flock``) while it is written, so
+        ``gc`` never removes a segment that a live writer is still producing; on an object
+        store the segment stays invisible until its commit object is written, last.
         """
         self.store._require_writable()
         keys = np.ascontiguousarray(keys, dtype=np.uint8)
@@ -661,14 +669,14 @@ class Namespace:
                 raise ValueError(f"array {name} has unsupported dtype {a.dtype}")
         codecs = dict(codecs or {})
         seg = _new_segment_id()
-        seg_dir = self.segment_path(seg)
+        seg_key = self.segment_key(seg)
         try:
-            with _new_locked_dir(seg_dir):
-                (seg_dir / "zarr.json").write_bytes(_group_json({}))
+            with self.files.new_segment(seg_key):
+                self.files.write(f"{seg_key}/zarr.json", _group_json({}), sync=False)
                 records: dict[str, ArrayRecord] = {}
                 for name, a in {"keys": keys, **arrays}.items():
-                    records[name] = self._write_array(
-                        seg_dir, name, a, codecs.get(name, "raw"), group
+                    records[name] = _write_array(
+                        self.files, f"{seg_key}/{name}", a, codecs.get(name, "raw"), group
                     )
                 commit = Commit(
                     segment=seg,
@@ -677,161 +685,131 @@ class Namespace:
                     replaces=tuple(replaces),
                     created=time.time(),
                 )
-                _atomic_write(self.path / "commits" / f"{seg}.json", commit.to_json())
+                self.files.write_atomic(f"{self.key}/commits/{seg}.json", commit.to_json())
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise StoreError(
-                    f"the disk holding {self.store.path} is full; the store is consistent "
+                    f"the disk holding {self.store.url} is full; the store is consistent "
                     "(the unfinished segment is not committed). Free space, run "
-                    f"`tsfs store gc {self.store.path}`, then re-run to resume"
+                    f"`tsfs store gc {self.store.url}`, then re-run to resume"
                 ) from e
             if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-                raise StoreReadOnlyError(f"cannot write to store {self.store.path}: {e}") from e
+                raise StoreReadOnlyError(f"cannot write to store {self.store.url}: {e}") from e
             raise
         return commit
-
-    def _write_array(
-        self, seg_dir: Path, name: str, data: npt.NDArray[Any], codec: Codec, group: int
-    ) -> ArrayRecord:
-        """Write one array as a standard Zarr v3 array, chunk files straight from memory.
-
-        The metadata is what zarr-python writes for the same array, and each chunk file is the
-        codec chain's output (bytes → optional blosc → crc32c), so any Zarr v3 reader
-        reads it. Writing the files directly skips zarr's per-array set-up (~5 ms each), which
-        dominated small feature segments. Each file is fsynced before the commit is written.
-        """
-        data = np.ascontiguousarray(data)
-        if data.dtype.byteorder == ">":
-            data = data.astype(data.dtype.newbyteorder("<"))
-        rows = len(data)
-        row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * data.itemsize
-        chunk_rows = chunk_rows_for(rows, row_bytes, group)
-        adir = seg_dir / name
-        adir.mkdir()
-        (adir / "zarr.json").write_bytes(_array_json(data.shape, chunk_rows, data.dtype, codec))
-        blosc = _blosc(codec) if codec != "raw" else None
-        flat = data.reshape(rows, -1).view(np.uint8).reshape(rows, row_bytes) if rows else data
-        inner = ["0"] * (data.ndim - 1)
-        for c in range(-(-rows // chunk_rows) if rows else 0):
-            part = flat[c * chunk_rows : (c + 1) * chunk_rows]
-            if len(part) < chunk_rows:  # Zarr stores edge chunks at full size, padded
-                pad = np.zeros((chunk_rows, row_bytes), np.uint8)
-                pad[: len(part)] = part
-                part = pad
-            raw = part.data.cast("B") if part.flags.c_contiguous else part.tobytes()
-            encoded = blosc.encode(raw) if blosc is not None else raw
-            path = adir.joinpath("c", str(c), *inner)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(encoded)
-                f.write(crc32c.crc32c(encoded).to_bytes(4, "little"))
-                f.flush()
-                os.fsync(f.fileno())
-        return ArrayRecord(
-            shape=tuple(data.shape),
-            dtype=str(data.dtype),
-            chunk_rows=chunk_rows,
-            codec=codec,
-            crc32c=crc32c.crc32c(data.data.cast("B")) if data.nbytes else 0,
-        )
 
     # ---- maintenance -----------------------------------------------------------------------
 
     def uncommitted(self) -> list[str]:
         """Segment directories with no commit record (in progress, or left by a crash)."""
-        d = self.path / "segments"
-        if not d.is_dir():
-            return []
-        committed = {p.stem for p in self._commit_files()}
-        return sorted(n for n in os.listdir(d) if _SEGMENT_ID.match(n) and n not in committed)
+        committed = {k.rsplit("/", 1)[-1].removesuffix(".json") for k in self._commit_keys()}
+        return sorted(
+            n
+            for n in self.files.list(f"{self.key}/segments")
+            if _SEGMENT_ID.match(n) and n not in committed
+        )
 
     def verify(self) -> list[Problem]:
         """Read every chunk and commit record; report each bad file."""
         problems: list[Problem] = []
-        for p in self._commit_files():
+        for key in self._commit_keys():
             try:
-                commit = Commit.parse(p)
+                commit = Commit.parse(self.files, key)
             except StoreError as e:
-                problems.append(Problem(p, str(e).removeprefix(f"{p}: ")))
+                where = self.files.where(key)
+                problems.append(Problem(where, str(e).removeprefix(f"{where}: ")))
                 continue
             problems.extend(self._verify_segment(commit))
         return problems
 
     def _verify_segment(self, commit: Commit) -> list[Problem]:
         problems: list[Problem] = []
-        seg_dir = self.segment_path(commit.segment)
-        if not seg_dir.is_dir():
-            return [Problem(seg_dir, "segment directory missing for a committed segment")]
+        seg_key = self.segment_key(commit.segment)
+        if not self.files.exists(seg_key):
+            return [
+                Problem(
+                    self.files.where(seg_key), "segment directory missing for a committed segment"
+                )
+            ]
         for name, rec in commit.arrays.items():
             try:
-                arr = self._open_array(commit, name)
+                arr = self.array(commit, name)
             except StoreError as e:
-                problems.append(Problem(seg_dir / name, str(e)))
+                problems.append(Problem(self.files.where(f"{seg_key}/{name}"), str(e)))
                 continue
             crc = 0
             ok = True
             n_chunks = -(-rec.shape[0] // rec.chunk_rows)
             for c in range(n_chunks):
-                f = self._chunk_file(commit, name, c)
-                if not f.is_file():
-                    problems.append(Problem(f, "chunk file missing"))
+                f = self.chunk_key(commit, name, c)
+                if not self.files.is_file(f):
+                    problems.append(Problem(self.files.where(f), "chunk file missing"))
                     ok = False
                     continue
                 try:
                     block = np.ascontiguousarray(arr[c * rec.chunk_rows : (c + 1) * rec.chunk_rows])
                 except Exception as e:
-                    problems.append(Problem(f, f"unreadable chunk ({e})"))
+                    problems.append(Problem(self.files.where(f), f"unreadable chunk ({e})"))
                     ok = False
                     continue
                 crc = crc32c.crc32c(block.data.cast("B"), crc) if block.nbytes else crc
             if ok and crc != rec.crc32c:
                 problems.append(
-                    Problem(seg_dir / name, "array checksum differs from its commit record")
+                    Problem(
+                        self.files.where(f"{seg_key}/{name}"),
+                        "array checksum differs from its commit record",
+                    )
                 )
         return problems
 
     def drop_segment(self, segment: str) -> None:
         """Remove a segment: its commit record first (readers stop seeing it), then its data."""
-        commit_file = self.path / "commits" / f"{segment}.json"
-        with contextlib.suppress(FileNotFoundError):
-            commit_file.unlink()
-            _fsync_dir(commit_file.parent)
-        shutil.rmtree(self.segment_path(segment), ignore_errors=True)
+        self.files.remove(f"{self.key}/commits/{segment}.json")
+        self.files.remove_tree(self.segment_key(segment))
         self._index = None
 
 
-@contextlib.contextmanager
-def _new_locked_dir(path: Path) -> Iterator[None]:
-    """Create ``path`` and hold an exclusive ``flock`` on it while a writer fills it.
+def _write_array(
+    files: Files, key: str, data: npt.NDArray[Any], codec: Codec, group: int
+) -> ArrayRecord:
+    """Write one array as a standard Zarr v3 array, chunk files straight from memory.
 
-    The directory is made under a hidden name, locked, then renamed into place (the lock
-    follows the inode), so a segment directory is never visible unlocked while its writer
-    lives: ``gc`` can tell a live writer from a dead one without any grace period.
+    The metadata is what zarr-python writes for the same array, and each chunk file is the
+    codec chain's output (bytes → optional blosc → crc32c), so any Zarr v3 reader reads it.
+    Writing the files directly skips zarr's per-array set-up (~5 ms each), which dominated
+    small feature segments. On a local disk each chunk file is fsynced before the commit is
+    written; the small metadata files are not (an fsync each doubled the time a small segment
+    takes, and ``verify`` names a metadata file that a power cut lost).
     """
-    hidden = path.with_name(f".{path.name}")
-    hidden.parent.mkdir(parents=True, exist_ok=True)
-    hidden.mkdir()
-    fd = os.open(hidden, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        hidden.rename(path)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _is_locked(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    data = np.ascontiguousarray(data)
+    if data.dtype.byteorder == ">":
+        data = data.astype(data.dtype.newbyteorder("<"))
+    rows = len(data)
+    row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * data.itemsize
+    chunk_rows = chunk_rows_for(rows, row_bytes, group)
+    files.mkdir(key)
+    files.write(
+        f"{key}/zarr.json", _array_json(data.shape, chunk_rows, data.dtype, codec), sync=False
+    )
+    blosc = _blosc(codec) if codec != "raw" else None
+    flat = data.reshape(rows, -1).view(np.uint8).reshape(rows, row_bytes) if rows else data
+    inner = "/0" * (data.ndim - 1)
+    for c in range(-(-rows // chunk_rows) if rows else 0):
+        part = flat[c * chunk_rows : (c + 1) * chunk_rows]
+        if len(part) < chunk_rows:  # Zarr stores edge chunks at full size, padded
+            pad = np.zeros((chunk_rows, row_bytes), np.uint8)
+            pad[: len(part)] = part
+            part = pad
+        raw = part.data.cast("B") if part.flags.c_contiguous else part.tobytes()
+        encoded = blosc.encode(raw) if blosc is not None else raw
+        files.write(f"{key}/c/{c}{inner}", encoded, crc32c.crc32c(encoded).to_bytes(4, "little"))
+    return ArrayRecord(
+        shape=tuple(data.shape),
+        dtype=str(data.dtype),
+        chunk_rows=chunk_rows,
+        codec=codec,
+        crc32c=crc32c.crc32c(data.data.cast("B")) if data.nbytes else 0,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -840,21 +818,23 @@ def _is_locked(path: Path) -> bool:
 
 @dataclass(kw_only=True)
 class GcReport:
-    """What :meth:`Store.gc` removed (or would remove, with ``dry_run``)."""
+    """What :meth:`Store.gc` removed (or would remove, with ``dry_run``): paths or URLs."""
 
-    uncommitted: list[Path] = field(default_factory=list)
-    replaced: list[Path] = field(default_factory=list)
-    corrupt: list[Path] = field(default_factory=list)
-    temp_files: list[Path] = field(default_factory=list)
+    uncommitted: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    temp_files: list[str] = field(default_factory=list)
     skipped_active: int = 0
     bytes_freed: int = 0
 
 
 class Store:
-    """A tsfs store on a local directory.
+    """A tsfs store in a local directory or at an fsspec URL.
 
     Args:
-        path: the store directory.
+        location: the store directory, or a URL (``s3://bucket/store``, ``gs://…``,
+            ``memory://…``; ``file://`` URLs are local directories). See
+            :mod:`tsfs.stores.files` for what differs on object stores.
         mode: ``"r"`` to read an existing store; ``"a"`` to read and write, creating the store
             when it does not exist.
         key: key algorithm for a new store (an existing store keeps its own).
@@ -864,58 +844,59 @@ class Store:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        location: str | os.PathLike[str],
         *,
         mode: Literal["r", "a"] = "r",
         key: str = "xxh3-128",
         missing_ok: bool = False,
     ) -> None:
-        self.path = Path(path)
+        self.files = open_files(location)
+        self.url = self.files.url
         self.mode = mode
         self.format: int = FORMAT
         self.key: str = key
-        if self.path.exists() and not self.path.is_dir():
+        files = self.files
+        if files.is_file(""):
             raise InputError(
-                f"store path {self.path} is a file, not a directory; pass another --store"
+                f"store path {self.url} is a file, not a directory; pass another --store"
             )
-        root = self.path / "zarr.json"
-        if not root.exists():
-            if mode == "r" and missing_ok and not (self.path.exists() and any(self.path.iterdir())):
+        if not files.exists("zarr.json"):
+            if mode == "r" and missing_ok and not files.list(""):
                 return
             if mode == "r":
                 raise InputError(
-                    f"no tsfs store at {self.path} (no zarr.json); check --store, or create "
+                    f"no tsfs store at {self.url} (no zarr.json); check --store, or create "
                     "one with a `tsfs prep` command"
                 )
-            if self.path.exists():
-                # A creation killed before its rename leaves only our temp file: not data.
-                for p in self.path.glob(".zarr.json.*.tmp"):
-                    p.unlink(missing_ok=True)
-            if self.path.exists() and any(self.path.iterdir()):
+            # A creation killed before its rename leaves only our temp file: not data.
+            for n in files.list(""):
+                if n.startswith(".zarr.json.") and n.endswith(".tmp"):
+                    files.remove(n)
+            if files.list(""):
                 raise InputError(
-                    f"{self.path} is a non-empty directory that is not a tsfs store; "
+                    f"{self.url} is a non-empty directory that is not a tsfs store; "
                     "pass an empty or new directory as --store"
                 )
             if key not in KEY_ALGORITHMS:
                 raise InputError(f"unknown key algorithm {key!r}")
             try:
-                self.path.mkdir(parents=True, exist_ok=True)
+                files.mkdir("")
             except OSError as e:
-                raise StoreReadOnlyError(f"cannot create store {self.path}: {e.strerror}") from e
+                raise StoreReadOnlyError(f"cannot create store {self.url}: {e.strerror}") from e
             self._require_writable()
-            _atomic_write(root, _group_json({"tsfs": {"format": FORMAT, "key": key}}))
-        attrs = _read_json(root).get("attributes", {})
+            files.write_atomic("zarr.json", _group_json({"tsfs": {"format": FORMAT, "key": key}}))
+        attrs = _read_json(files, "zarr.json").get("attributes", {})
         meta = attrs.get("tsfs") if isinstance(attrs, dict) else None
         if not isinstance(meta, dict) or not isinstance(meta.get("format"), int):
-            raise StoreFormatError(f"{self.path} is a Zarr group but not a tsfs store")
+            raise StoreFormatError(f"{self.url} is a Zarr group but not a tsfs store")
         if meta["format"] > FORMAT:
             raise StoreFormatError(
-                f"store {self.path} has format {meta['format']}, newer than this tsfs reads "
+                f"store {self.url} has format {meta['format']}, newer than this tsfs reads "
                 f"(format {FORMAT}); upgrade tsfs to use it"
             )
         if meta.get("key") not in KEY_ALGORITHMS:
             raise StoreFormatError(
-                f"store {self.path} uses unknown key algorithm {meta.get('key')!r}"
+                f"store {self.url} uses unknown key algorithm {meta.get('key')!r}"
             )
         self.format = meta["format"]
         self.key = meta["key"]
@@ -923,14 +904,26 @@ class Store:
             self._require_writable()
 
     def __repr__(self) -> str:
-        return f"Store({str(self.path)!r}, mode={self.mode!r})"
+        return f"Store({self.url!r}, mode={self.mode!r})"
+
+    @property
+    def local(self) -> bool:
+        """Whether the store is a local directory (not at a remote URL)."""
+        return isinstance(self.files, LocalFiles)
+
+    @property
+    def path(self) -> Path:
+        """The store's directory; a :class:`StoreError` for a store at a remote URL."""
+        if isinstance(self.files, LocalFiles):
+            return self.files.root
+        raise StoreError(f"store {self.url} is not a local directory")
 
     def _require_writable(self) -> None:
         if self.mode != "a":
-            raise StoreReadOnlyError(f"store {self.path} was opened read-only")
-        if not _writable_dir(self.path):
+            raise StoreReadOnlyError(f"store {self.url} was opened read-only")
+        if not self.files.writable():
             raise StoreReadOnlyError(
-                f"store {self.path} is read-only (no write permission); make it writable "
+                f"store {self.url} is read-only (no write permission); make it writable "
                 "(chmod u+w) or pass another --store"
             )
 
@@ -939,46 +932,43 @@ class Store:
     def namespace(self, kind: str, spec: Mapping[str, Any], fingerprint: str) -> Namespace:
         """The namespace for ``spec`` (created, in write mode, when missing)."""
         ns = Namespace(self, kind, fingerprint)
-        if not (ns.path / "zarr.json").exists():
+        if not ns.exists():
             if self.mode != "a":
                 raise MissingRowsError(
-                    f"store {self.path} has no {kind} for this spec ({fingerprint}); "
+                    f"store {self.url} has no {kind} for this spec ({fingerprint}); "
                     f"run `tsfs prep {kind}` first"
                 )
             self._require_writable()
             from tsfs import __version__
 
-            kind_dir = self.path / kind
-            if not (kind_dir / "zarr.json").exists():
-                kind_dir.mkdir(exist_ok=True)
-                _atomic_write(kind_dir / "zarr.json", _group_json({}))
+            if not self.files.exists(f"{kind}/zarr.json"):
+                self.files.mkdir(kind)
+                self.files.write_atomic(f"{kind}/zarr.json", _group_json({}))
             for sub in ("segments", "commits"):
-                (ns.path / sub).mkdir(parents=True, exist_ok=True)
-            _atomic_write(ns.path / "segments" / "zarr.json", _group_json({}))
+                self.files.mkdir(f"{ns.key}/{sub}")
+            self.files.write_atomic(f"{ns.key}/segments/zarr.json", _group_json({}))
             attrs = {"tsfs": {"kind": kind, "spec": dict(spec), "versions": _versions(__version__)}}
             # Equal specs give equal bytes, so two writers racing here write the same file.
-            _atomic_write(ns.path / "zarr.json", _group_json(attrs))
+            self.files.write_atomic(f"{ns.key}/zarr.json", _group_json(attrs))
         return ns
 
     def namespaces(self) -> list[Namespace]:
         out = []
         for kind in NAMESPACE_KINDS:
-            d = self.path / kind
-            if d.is_dir():
-                for fp in sorted(os.listdir(d)):
-                    if _FINGERPRINT.match(fp) and (d / fp / "zarr.json").is_file():
-                        out.append(Namespace(self, kind, fp))
+            for fp in sorted(self.files.list(kind)):
+                if _FINGERPRINT.match(fp) and self.files.is_file(f"{kind}/{fp}/zarr.json"):
+                    out.append(Namespace(self, kind, fp))
         return out
 
     # ---- maintenance -----------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        """A JSON-able summary: namespaces, specs, rows, segments, bytes and files on disk."""
-        total_bytes, total_files = _dir_bytes(self.path)
+        """A JSON-able summary: namespaces, specs, rows, segments, bytes and files stored."""
+        total_bytes, total_files = self.files.usage("")
         spaces = []
         for ns in self.namespaces():
             commits = ns.commits()
-            nbytes, nfiles = _dir_bytes(ns.path)
+            nbytes, nfiles = self.files.usage(ns.key)
             spaces.append(
                 {
                     "kind": ns.kind,
@@ -992,7 +982,7 @@ class Store:
                 }
             )
         return {
-            "path": str(self.path),
+            "path": self.url,
             "format": self.format,
             "key": self.key,
             "namespaces": spaces,
@@ -1016,166 +1006,162 @@ class Store:
     ) -> None:
         """Persist a view (e.g. ``{"train": (N, V, 16) keys, …}``) under ``views/<fp>``.
 
-        The view is written into a private temporary directory and renamed into place, so
-        readers see all of it or nothing; if another process saved the same view first, its
-        copy is kept (equal fingerprints mean equal contents).
+        Readers see all of a view or nothing: on a local disk it is written into a private
+        temporary directory and renamed into place; on an object store its group record
+        (what :meth:`load_view` looks for) is written last. If another process saved the same
+        view first, either copy serves (equal fingerprints mean equal contents).
         """
-        import zarr
-        from zarr.codecs import Crc32cCodec
-        from zarr.storage import LocalStore
-
         self._require_writable()
         if not _FINGERPRINT.match(fingerprint):
             raise ValueError(f"invalid view fingerprint {fingerprint!r}")
-        views = self.path / "views"
-        final = views / fingerprint
-        if final.exists():
+        for name, data in arrays.items():
+            if not _ARRAY_NAME.match(name) or str(data.dtype) not in _DTYPES:
+                raise ValueError(f"invalid view array {name!r} ({data.dtype})")
+        final = f"views/{fingerprint}"
+        if self.files.exists(f"{final}/zarr.json"):
             return
-        views.mkdir(exist_ok=True)
-        if not (views / "zarr.json").exists():
-            _atomic_write(views / "zarr.json", _group_json({}))
-        tmp = views / f".{fingerprint}.{secrets.token_hex(4)}.tmp"
-        tmp.mkdir()
+        if not self.files.exists("views/zarr.json"):
+            self.files.mkdir("views")
+            self.files.write_atomic("views/zarr.json", _group_json({}))
+        files = self.files
+        local = isinstance(files, LocalFiles)
+        target = f"views/.{fingerprint}.{secrets.token_hex(4)}.tmp" if local else final
         try:
-            (tmp / "zarr.json").write_bytes(_group_json({"tsfs": dict(attributes)}))
             for name, data in arrays.items():
-                if not _ARRAY_NAME.match(name) or str(data.dtype) not in _DTYPES:
-                    raise ValueError(f"invalid view array {name!r} ({data.dtype})")
-                arr = zarr.create_array(
-                    LocalStore(tmp),
-                    name=name,
-                    shape=data.shape,
-                    chunks=tuple(max(1, n) for n in data.shape),
-                    dtype=data.dtype,
-                    compressors=[Crc32cCodec()],
-                    fill_value=0,
-                    config={"write_empty_chunks": True},
-                )
-                if data.size:
-                    arr[...] = data
-            try:
-                tmp.rename(final)
-            except OSError as e:
-                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
+                _write_array(files, f"{target}/{name}", data, "raw", 1)
+            files.write(f"{target}/zarr.json", _group_json({"tsfs": dict(attributes)}))
+            if isinstance(files, LocalFiles):
+                try:
+                    files.path(target).rename(files.path(final))
+                except OSError as e:
+                    if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if local:
+                files.remove_tree(target)
 
     def load_view(
         self, fingerprint: str
     ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]] | None:
         """A persisted view's arrays and attributes, or None when there is none."""
         import zarr
-        from zarr.storage import LocalStore
 
         if not _FINGERPRINT.match(fingerprint):
             raise ValueError(f"invalid view fingerprint {fingerprint!r}")
-        path = self.path / "views" / fingerprint
-        if not (path / "zarr.json").is_file():
+        key = f"views/{fingerprint}"
+        try:
+            attrs = _read_json(self.files, f"{key}/zarr.json").get("attributes", {})
+        except FileNotFoundError:
             return None
-        attrs = _read_json(path / "zarr.json").get("attributes", {})
         tsfs_attrs = attrs.get("tsfs", {}) if isinstance(attrs, dict) else {}
         arrays: dict[str, npt.NDArray[Any]] = {}
-        for child in sorted(path.iterdir()):
-            if child.is_dir() and _ARRAY_NAME.match(child.name):
+        for name in sorted(self.files.list(key)):
+            if _ARRAY_NAME.match(name) and self.files.is_file(f"{key}/{name}/zarr.json"):
                 try:
-                    arrays[child.name] = np.asarray(
-                        zarr.open_array(
-                            LocalStore(path, read_only=True), path=child.name, mode="r"
-                        )[...]
+                    arrays[name] = np.asarray(
+                        zarr.open_array(self.files.zarr_store(), path=f"{key}/{name}", mode="r")[
+                            ...
+                        ]
                     )
                 except Exception as e:
-                    raise StoreCorruptError(f"view array {child}: unreadable ({e})") from e
+                    raise StoreCorruptError(
+                        f"view array {self.files.where(f'{key}/{name}')}: unreadable ({e})"
+                    ) from e
         return arrays, tsfs_attrs if isinstance(tsfs_attrs, dict) else {}
 
     def gc(
-        self, *, dry_run: bool = False, drop_corrupt: bool = False, grace_s: float = 10.0
+        self,
+        *,
+        dry_run: bool = False,
+        drop_corrupt: bool = False,
+        grace_s: float | None = None,
     ) -> GcReport:
         """Remove what no reader can see: uncommitted segments of dead writers, segments a
         compaction replaced, stray temp files; with ``drop_corrupt``, committed segments that
         fail verification (re-running prep recomputes their rows).
 
-        Segments still locked by a live writer, or younger than ``grace_s`` seconds, are kept.
+        On a local disk, segments still locked by a live writer, or younger than ``grace_s``
+        seconds (default 10), are kept. Object stores have no locks: there an uncommitted
+        segment is removed only once it was created more than ``grace_s`` ago (default an
+        hour), which must exceed the time a writer takes to upload one segment.
         """
         if not dry_run:
             self._require_writable()
+        files = self.files
+        grace = files.grace_s if grace_s is None else grace_s
         report = GcReport()
         now = time.time()
         to_remove: list[tuple[Namespace, str]] = []
+        temp_files: list[str] = []
         for ns in self.namespaces():
             for seg in ns.uncommitted():
-                p = ns.segment_path(seg)
-                try:
-                    young = now - p.stat().st_mtime < grace_s
-                except FileNotFoundError:
+                key = ns.segment_key(seg)
+                age = files.age(key, now)
+                if age is None:
                     continue
-                if young or _is_locked(p):
+                if age < grace or files.is_locked(key):
                     report.skipped_active += 1
                     continue
-                report.uncommitted.append(p)
+                report.uncommitted.append(files.where(key))
                 to_remove.append((ns, seg))
-            # Hidden `.<id>` directories: a writer died between creating and locking its
-            # segment (a window of microseconds), so an unlocked one older than a few
-            # seconds is garbage.
-            seg_root = ns.path / "segments"
-            for n in os.listdir(seg_root) if seg_root.is_dir() else []:
-                p = seg_root / n
+            # Hidden `.<id>` directories (local disks only): a writer died between creating
+            # and locking its segment (a window of microseconds), so an unlocked one older
+            # than a few seconds is garbage.
+            seg_root = f"{ns.key}/segments"
+            for n in files.list(seg_root):
+                key = f"{seg_root}/{n}"
                 if not (n.startswith(".") and _SEGMENT_ID.match(n[1:])):
                     continue
-                try:
-                    old = now - p.stat().st_mtime >= max(grace_s, 5.0)
-                except FileNotFoundError:
-                    continue
-                if old and not _is_locked(p):
-                    report.uncommitted.append(p)
+                age = files.age(key, now)
+                if age is not None and age >= max(grace, 5.0) and not files.is_locked(key):
+                    report.uncommitted.append(files.where(key))
                     if not dry_run:
-                        shutil.rmtree(p, ignore_errors=True)
-            files = ns._commit_files()
+                        files.remove_tree(key)
             all_commits = []
-            for f in files:
+            for k in ns._commit_keys():
                 with contextlib.suppress(StoreError):
-                    all_commits.append(Commit.parse(f))
+                    all_commits.append(Commit.parse(files, k))
             for seg in sorted({r for c in all_commits for r in c.replaces}):
-                p = ns.segment_path(seg)
-                if p.exists() or (ns.path / "commits" / f"{seg}.json").exists():
-                    report.replaced.append(p)
+                key = ns.segment_key(seg)
+                if files.exists(key) or files.exists(f"{ns.key}/commits/{seg}.json"):
+                    report.replaced.append(files.where(key))
                     to_remove.append((ns, seg))
             if drop_corrupt:
                 bad_segments = set()
+                prefix = files.where(ns.key) + "/"
                 for prob in ns.verify():
-                    rel = prob.path.relative_to(ns.path).parts
+                    rel = prob.path.removeprefix(prefix).split("/")
                     if len(rel) >= 2 and rel[0] in ("segments", "commits"):
                         bad_segments.add(rel[1].removesuffix(".json"))
                 for seg in sorted(bad_segments):
                     if _SEGMENT_ID.match(seg):
-                        report.corrupt.append(ns.segment_path(seg))
+                        report.corrupt.append(files.where(ns.segment_key(seg)))
                         to_remove.append((ns, seg))
-            cdir = ns.path / "commits"
-            if cdir.is_dir():
-                for n in os.listdir(cdir):
-                    p = cdir / n
-                    if not n.endswith(".tmp"):
-                        continue
-                    # `.<segment>.json.<token>.tmp`: a commit being written; keep it while
-                    # its writer (who holds the segment's lock) lives.
-                    seg = n[1:].split(".", 1)[0]
-                    if _SEGMENT_ID.match(seg) and _is_locked(ns.segment_path(seg)):
-                        report.skipped_active += 1
-                        continue
-                    try:
-                        if now - p.stat().st_mtime >= grace_s:
-                            report.temp_files.append(p)
-                    except FileNotFoundError:  # renamed into place meanwhile
-                        continue
-        for p in report.temp_files:
-            with contextlib.suppress(FileNotFoundError):
-                report.bytes_freed += p.stat().st_size
+            # `.<segment>.json.<token>.tmp` (local disks only): a commit being written; keep
+            # it while its writer (who holds the segment's lock) lives.
+            cdir = f"{ns.key}/commits"
+            for n in files.list(cdir):
+                if not n.endswith(".tmp"):
+                    continue
+                seg = n[1:].split(".", 1)[0]
+                if _SEGMENT_ID.match(seg) and files.is_locked(ns.segment_key(seg)):
+                    report.skipped_active += 1
+                    continue
+                age = files.age(f"{cdir}/{n}", now)
+                if age is not None and age >= grace:  # None: renamed into place meanwhile
+                    temp_files.append(f"{cdir}/{n}")
+        for key in temp_files:
+            nbytes, nfiles = files.usage(key)
+            if nfiles:
+                report.temp_files.append(files.where(key))
+                report.bytes_freed += nbytes
                 if not dry_run:
-                    p.unlink()
+                    files.remove(key)
         for ns, seg in to_remove:
-            if _is_locked(ns.segment_path(seg)):  # a writer took it up meanwhile
+            key = ns.segment_key(seg)
+            if files.is_locked(key):  # a writer took it up meanwhile
                 continue
-            report.bytes_freed += _dir_bytes(ns.segment_path(seg))[0]
+            report.bytes_freed += files.usage(key)[0]
             if not dry_run:
                 ns.drop_segment(seg)
         return report
@@ -1185,7 +1171,7 @@ class Store:
 
         The merged segments are committed first (the last one names every segment it
         replaces); only then are the old ones removed, so readers always see every row.
-        Returns namespace path → rows kept.
+        Returns namespace path or URL → rows kept.
         """
         self._require_writable()
         kept: dict[str, int] = {}
@@ -1193,7 +1179,7 @@ class Store:
             index = ns.index(refresh=True)
             commits = index.segments
             if len(commits) <= 1 and len(index) == sum(c.rows for c in commits):
-                kept[str(ns.path)] = len(index)
+                kept[ns.url] = len(index)
                 continue
             # Keep rows in segment order so the merged layout follows the original writes.
             order = np.lexsort((index.row, index.seg))
@@ -1221,7 +1207,7 @@ class Store:
                 )
             for c in commits:
                 ns.drop_segment(c.segment)
-            kept[str(ns.path)] = len(seg)
+            kept[ns.url] = len(seg)
         return kept
 
 

@@ -15,25 +15,24 @@ The two chunk layouts tsfs writes are decoded directly, without Zarr's per-call 
   blosc decompresses straight into the chunk's buffer.
 
 Chunk files are read rather than memory-mapped: the checksum touches every byte anyway, and a
-mapping per cached chunk would hold a file descriptor per chunk. Any other codec chain (a store
-written by a future tsfs, say) falls back to Zarr's own reader, which is slower but correct.
+mapping per cached chunk would hold a file descriptor per chunk. A store at a URL (s3://…) is
+read the same way, one GET per chunk, and the cache is then the local copy of what was fetched.
+Any other codec chain (a store written by a future tsfs, say) falls back to Zarr's own reader,
+which is slower but correct.
 A wrong checksum is a :class:`~tsfs.errors.StoreCorruptError` naming the chunk file.
 """
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-import crc32c
 import numpy as np
 import numpy.typing as npt
 
-from tsfs.errors import StoreCorruptError, StoreError
+from tsfs.errors import StoreError
 from tsfs.stores.store import Commit, Namespace
 
 __all__ = ["DEFAULT_CACHE_BYTES", "CacheStats", "ChunkCache", "ChunkKey", "ChunkReader"]
@@ -45,7 +44,6 @@ DEFAULT_CACHE_BYTES = 256 << 20
 ChunkKey = tuple[str, str, str, int]
 
 _Layout = Literal["raw", "blosc", "zarr"]
-_CRC_BYTES = 4
 _BLOSC_HEADER = 16
 
 
@@ -165,17 +163,19 @@ class ChunkReader:
         stop = min(start + plan.chunk_rows, commit.rows)
         if not 0 <= start < stop:
             raise StoreError(f"chunk {chunk} of {name!r} is outside segment {commit.segment}")
+        ns = self.namespace
         if plan.layout == "zarr":
-            return self.namespace._read_array(commit, name, start, stop)
-        store = self.namespace.store.path
-        path = self.namespace._chunk_file(commit, name, chunk)
-        data = _read_checked(store, path)
-        if plan.layout == "raw":
-            if len(data) != plan.chunk_nbytes:
-                raise _corrupt(store, path, f"{len(data)} bytes, expected {plan.chunk_nbytes}")
-            rows = data.view(plan.dtype).reshape(plan.chunk_rows, *plan.row_shape)
-        else:
-            rows = _blosc_decode(store, path, data, plan)
+            return ns.read_array(commit, name, start, stop)
+        data = ns.read_chunk(commit, name, chunk)
+        try:
+            if plan.layout == "raw":
+                if len(data) != plan.chunk_nbytes:
+                    raise _Undecodable(f"{len(data)} bytes, expected {plan.chunk_nbytes}")
+                rows = data.view(plan.dtype).reshape(plan.chunk_rows, *plan.row_shape)
+            else:
+                rows = _blosc_decode(data, plan)
+        except _Undecodable as e:
+            raise ns.corrupt_chunk(ns.files.where(ns.chunk_key(commit, name, chunk)), str(e)) from e
         return rows[: stop - start]
 
     def _plan(self, segment: int, name: str) -> _Plan:
@@ -183,7 +183,7 @@ class ChunkReader:
         if plan is None:
             commit = self.commits[segment]
             # Opening the array validates its metadata against the commit record.
-            arr = self.namespace._open_array(commit, name)
+            arr = self.namespace.array(commit, name)
             rec = commit.arrays[name]
             chunk_shape = tuple(arr.metadata.chunk_grid.chunk_shape)
             layout = _layout(arr.metadata.codecs)
@@ -199,49 +199,24 @@ class ChunkReader:
         return plan
 
 
-def _corrupt(store: Path, path: Path, why: str) -> StoreCorruptError:
-    return StoreCorruptError(
-        f"corrupt chunk {path} ({why}); run `tsfs store gc --drop-corrupt {store}` and re-run "
-        "the prep command to recompute its rows"
-    )
+class _Undecodable(Exception):
+    """A chunk whose checksum holds but whose contents do not decode as its array's."""
 
 
-def _read_checked(store: Path, path: Path) -> npt.NDArray[np.uint8]:
-    """A chunk file's payload (without its crc32c trailer), after checking the checksum."""
-    try:
-        with open(path, "rb", buffering=0) as f:
-            size = os.fstat(f.fileno()).st_size
-            buf = np.empty(size, dtype=np.uint8)
-            got = f.readinto(buf.data)
-    except FileNotFoundError as e:
-        raise _corrupt(store, path, "file missing") from e
-    except OSError as e:
-        raise StoreError(f"cannot read {path}: {e.strerror}") from e
-    if got != size or size < _CRC_BYTES:
-        raise _corrupt(store, path, "truncated")
-    payload = buf[:-_CRC_BYTES]
-    stored = int.from_bytes(buf[-_CRC_BYTES:].tobytes(), "little")
-    if crc32c.crc32c(payload.data) != stored:
-        raise _corrupt(store, path, "checksum mismatch")
-    return payload
-
-
-def _blosc_decode(
-    store: Path, path: Path, payload: npt.NDArray[np.uint8], plan: _Plan
-) -> npt.NDArray[Any]:
+def _blosc_decode(payload: npt.NDArray[np.uint8], plan: _Plan) -> npt.NDArray[Any]:
     from numcodecs import blosc
 
     # Blosc's 16-byte header: version, codec version, flags, typesize, then little-endian
     # uint32 decoded bytes, block size and compressed bytes.
     header = payload[:_BLOSC_HEADER].tobytes()
     if len(header) < _BLOSC_HEADER or int.from_bytes(header[12:16], "little") != len(payload):
-        raise _corrupt(store, path, "not a blosc frame")
+        raise _Undecodable("not a blosc frame")
     nbytes = int.from_bytes(header[4:8], "little")
     if nbytes != plan.chunk_nbytes:
-        raise _corrupt(store, path, f"decodes to {nbytes} bytes, expected {plan.chunk_nbytes}")
+        raise _Undecodable(f"decodes to {nbytes} bytes, expected {plan.chunk_nbytes}")
     out = np.empty(plan.chunk_nbytes, dtype=np.uint8)
     try:
         blosc.decompress(payload, out)
     except Exception as e:
-        raise _corrupt(store, path, f"blosc: {e}") from e
+        raise _Undecodable(f"blosc: {e}") from e
     return out.view(plan.dtype).reshape(plan.chunk_rows, *plan.row_shape)

@@ -1,0 +1,183 @@
+"""Stores at URLs: fsspec's memory:// file system for the contract, and a real S3-compatible
+server (moto, started on loopback) for prep, verify and training reads over HTTP."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tsfs.cli.main import app
+from tsfs.errors import StoreCorruptError
+from tsfs.pipeline.hashing import row_keys
+from tsfs.stores.files import LocalFiles, RemoteFiles
+from tsfs.stores.store import Store
+from tsfs.training.cache import ChunkReader
+
+SPEC = {"kind": "features", "version": 1}
+FP = "0123456789abcdef"
+ROOT = Path(__file__).resolve().parents[1]
+ETTH1 = ROOT / "data" / "ETTh1.csv"
+
+
+def _rows(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 48)).astype(np.float32)
+
+
+def _outputs(rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "mean": rows.mean(axis=1).astype(np.float32),
+        "mask": (np.abs(rows[:, :, None]) * np.ones((1, 1, 6)) * 40).astype(np.uint8),
+    }
+
+
+def _write(store: Store, rows: np.ndarray) -> str:
+    ns = store.namespace("features", SPEC, FP)
+    commit = ns.write_segment(row_keys(rows), _outputs(rows), codecs={"mask": "lz4"})
+    return commit.segment
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    """A fresh memory:// store URL, emptied afterwards (the memory file system is global)."""
+    bucket = f"memory://tsfs-{uuid.uuid4().hex[:12]}"
+    yield f"{bucket}/store"
+    fs, root = fsspec.url_to_fs(bucket)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def _files(store: Store) -> dict[str, bytes]:
+    """Every file (object) of a store, by key: what a copy of it would hold."""
+    fs, root = fsspec.url_to_fs(store.url)
+    return {p[len(root) + 1 :]: fs.cat_file(p) for p in sorted(fs.find(root))}
+
+
+def test_a_remote_store_holds_the_same_bytes_as_a_local_one(url: str, tmp_path: Path) -> None:
+    rows = _rows(300)
+    stores = [Store(url, mode="a"), Store(tmp_path / "s", mode="a")]
+    for store in stores:
+        _write(store, rows[:200])
+        _write(store, rows[150:])
+    remote, local = (_files(s) for s in stores)
+
+    # Segment ids and commit times differ between any two runs; everything else is equal.
+    def normal(files: dict[str, bytes]) -> dict[str, bytes]:
+        ids = sorted({k.split("/")[3] for k in files if "/segments/" in k and k.count("/") > 3})
+        out = {}
+        for k, v in files.items():
+            for i, seg in enumerate(ids):
+                k = k.replace(seg, f"SEG{i}")
+            if "/commits/" in k:
+                doc = json.loads(v)
+                doc["segment"] = doc["created"] = None
+                v = json.dumps(doc).encode()
+            out[k] = v
+        return out
+
+    assert normal(remote) == normal(local)
+    again = Store(url).namespace("features", SPEC, FP)
+    np.testing.assert_array_equal(again.read_keys(row_keys(rows))["mean"], _outputs(rows)["mean"])
+    assert Store(url).verify() == []
+    info = Store(url).info()
+    assert info["path"] == url
+    assert info["namespaces"][0]["rows"] == 300
+    assert info["bytes"] == sum(len(v) for v in remote.values())
+
+
+def test_a_segment_without_its_commit_record_is_invisible(url: str) -> None:
+    store = Store(url, mode="a")
+    rows = _rows(64)
+    seg = _write(store, rows[:32])
+    ns = store.namespace("features", SPEC, FP)
+    # As a writer killed after its chunk objects and before its commit object leaves it.
+    fs, root = fsspec.url_to_fs(url)
+    fs.rm_file(f"{root}/{ns.key}/commits/{seg}.json")
+    _write(store, rows[32:])
+    fresh = Store(url).namespace("features", SPEC, FP)
+    assert len(fresh) == 32
+    assert not fresh.lookup(row_keys(rows[:32])).found.any()
+    assert fresh.uncommitted() == [seg]
+    assert Store(url).verify() == []
+    # No locks on object stores: only age tells a dead writer, so a young segment is kept …
+    kept = store.gc()
+    assert kept.uncommitted == []
+    assert kept.skipped_active == 1
+    assert fs.exists(f"{root}/{ns.key}/segments/{seg}")
+    # … and one older than the grace period goes.
+    gone = store.gc(grace_s=0)
+    assert gone.uncommitted == [f"{url}/{ns.key}/segments/{seg}"]
+    assert gone.bytes_freed > 0
+    assert not fs.exists(f"{root}/{ns.key}/segments/{seg}")
+    assert len(Store(url).namespace("features", SPEC, FP)) == 32
+
+
+def test_a_flipped_byte_is_named_by_url_and_repaired(url: str) -> None:
+    store = Store(url, mode="a")
+    rows = _rows(40)
+    _write(store, rows)
+    ns = store.namespace("features", SPEC, FP)
+    commit = ns.commits()[0]
+    key = ns.chunk_key(commit, "mask", 0)
+    fs, root = fsspec.url_to_fs(url)
+    data = bytearray(fs.cat_file(f"{root}/{key}"))
+    data[len(data) // 2] ^= 0xFF
+    fs.pipe_file(f"{root}/{key}", bytes(data))
+    with pytest.raises(StoreCorruptError, match=f"{url}/{key}.*checksum"):
+        ChunkReader(ns, ns.commits()).chunk(0, "mask", 0)
+    assert [p.path for p in store.verify()] == [f"{url}/{key}"]
+    report = store.gc(drop_corrupt=True, grace_s=0)
+    assert report.corrupt == [f"{url}/{ns.segment_key(commit.segment)}"]
+    assert store.verify() == []
+    assert not ns.lookup(row_keys(rows)).found.any()
+
+
+def test_compaction_and_views_on_an_object_store(url: str) -> None:
+    store = Store(url, mode="a")
+    rows = _rows(90)
+    for a in range(0, 90, 30):
+        _write(store, rows[a : a + 40])
+    store.compact()
+    ns = Store(url).namespace("features", SPEC, FP)
+    assert [c.rows for c in ns.commits()] == [90]
+    np.testing.assert_array_equal(ns.read_keys(row_keys(rows))["mask"], _outputs(rows)["mask"])
+    assert Store(url).verify() == []
+    keys = row_keys(rows).reshape(30, 3, 16)
+    store.save_view("00112233aabbccdd", {"train": keys, "test": keys[:0]}, {"seq_len": 48})
+    loaded = Store(url).load_view("00112233aabbccdd")
+    assert loaded is not None
+    np.testing.assert_array_equal(loaded[0]["train"], keys)
+    assert loaded[0]["test"].shape == (0, 3, 16)
+    assert loaded[1] == {"seq_len": 48}
+
+
+def test_file_urls_are_local_directories(tmp_path: Path) -> None:
+    store = Store(f"file://{tmp_path}/s", mode="a")
+    assert isinstance(store.files, LocalFiles)
+    assert store.path == tmp_path / "s"
+    _write(store, _rows(10))
+    assert len(Store(tmp_path / "s").namespace("features", SPEC, FP)) == 10
+    assert isinstance(Store("memory://x/y", mode="a").files, RemoteFiles)
+
+
+def test_store_commands_take_urls(url: str) -> None:
+    store = Store(url, mode="a")
+    _write(store, _rows(20))
+    runner = CliRunner()
+    info = runner.invoke(app, ["store", "info", url, "--json"])
+    assert info.exit_code == 0, info.output
+    assert json.loads(info.output)["namespaces"][0]["rows"] == 20
+    verify = runner.invoke(app, ["store", "verify", url])
+    assert verify.exit_code == 0, verify.output
+    assert url in verify.output
+    gc = runner.invoke(app, ["store", "gc", url, "--dry-run"])
+    assert gc.exit_code == 0, gc.output
+    missing = runner.invoke(app, ["store", "info", f"{url}-nothing-here"])
+    assert missing.exit_code == 2
+    assert "no tsfs store at" in missing.output
