@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
@@ -28,12 +27,19 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-DEFAULT_STORE = Path("tsfs-store")
+DEFAULT_STORE = "tsfs-store"
 
+# Strings, not Paths: a store may be a URL (s3://bucket/store), which a Path would mangle.
 StoreArg = Annotated[
-    Path, typer.Argument(help="Store directory.", metavar="STORE", show_default=False)
+    str,
+    typer.Argument(help="Store directory or URL (s3://…).", metavar="STORE", show_default=False),
 ]
-StoreOpt = Annotated[Path, typer.Option("--store", help="Store directory (created if missing).")]
+StoreOpt = Annotated[
+    str,
+    typer.Option(
+        "--store", help="Store directory or URL, e.g. s3://bucket/store (created if missing)."
+    ),
+]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
