@@ -231,7 +231,7 @@ class _Backbone(nn.Module):
 
 
 class _BuiltinBackbone(_Backbone):
-    def __init__(self, vocabulary: int, config: TimeLLMConfig) -> None:
+    def __init__(self, vocabulary: int, config: TimeLLMConfig, max_len: int) -> None:
         super().__init__()
         self.width = config.backbone_width
         self.words = nn.Embedding(vocabulary, config.backbone_width)
@@ -241,7 +241,7 @@ class _BuiltinBackbone(_Backbone):
             n_layers=config.backbone_layers,
             d_ff=4 * config.backbone_width,
             dropout=0.0,
-            max_len=config.max_prompt_tokens + 512,
+            max_len=max_len,
         )
 
     def embeddings(self) -> torch.Tensor:
@@ -454,6 +454,7 @@ class TimeLLM(nn.Module):
     def __init__(self, info: DataInfo, config: TimeLLMConfig) -> None:
         super().__init__()
         self.pred_len = info.pred_len
+        self.n_patches = patch_count(info.seq_len, config.patch_len, config.stride)
         tokenizer: WordTokenizer | _HFTokenizer
         self.backbone: _Backbone
         if config.backbone_path is not None:
@@ -463,7 +464,9 @@ class TimeLLM(nn.Module):
             # Drawn from its own seed: the frozen part is the same whatever the run's seed.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.backbone_seed)
-                self.backbone = _BuiltinBackbone(len(tokenizer), config)
+                self.backbone = _BuiltinBackbone(
+                    len(tokenizer), config, config.max_prompt_tokens + self.n_patches
+                )
         self.backbone.requires_grad_(False)
         width = self.backbone.width
         if config.d_ff > width:
@@ -477,7 +480,6 @@ class TimeLLM(nn.Module):
             pred_len=info.pred_len,
             max_tokens=config.max_prompt_tokens,
         )
-        self.n_patches = patch_count(info.seq_len, config.patch_len, config.stride)
         self.patches = PatchEmbedding(
             patch_len=config.patch_len,
             stride=config.stride,
