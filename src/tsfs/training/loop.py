@@ -1,0 +1,730 @@
+"""The one training loop every model family shares, and :func:`train`: data + store → a run.
+
+:func:`fit` owns everything a family does not (:mod:`tsfs.training.models.base`): the device
+(CUDA when present), mixed precision (bf16, or fp16 with loss scaling, on a GPU; fp32 on the
+CPU), gradient clipping, out-of-memory back-off, checkpoints, resumption, seeded determinism,
+a progress bar per epoch, and the files of a run in ``out``:
+
+* ``last.pt`` after every epoch (and where ``max_steps`` stops mid-epoch), ``best.pt`` when
+  the family's ``monitor`` improves on the validation split — each a ``torch.save`` dict of
+  tensors and plain values (model, optimizer, step, config, loader position, RNG state) that
+  loads with ``weights_only=True``;
+* ``metrics.json``: settings, per-epoch history, the best epoch, test metrics of the best
+  weights and, for forecasting, the repeat-last-value baseline's test scores;
+* ``curves.png``: training loss and the monitored metric against the step.
+
+**Determinism.** The model is built and the loader ordered from ``seed``; evaluation runs
+under a forked RNG seeded afresh, so sampling families evaluate reproducibly and evaluating
+never shifts the training noise. A resumed run therefore continues bit for bit where a
+straight run would be (same device and library versions).
+
+**Out of memory.** A CUDA out-of-memory error in a step or an evaluation halves the batch
+size and carries on: the epoch continues with the windows not yet trained on (the epoch's
+window order does not depend on the batch size, so a half batch covers exactly half of an
+old one), and the note says so once per halving.
+
+**Never recomputes.** Nothing here imports ptwt or matplotlib while training: batches come
+from the store (:mod:`tsfs.training.data`); matplotlib is imported only to draw
+``curves.png`` once training has finished.
+
+A family's config may carry its own ``reads_features`` / ``reads_images`` field (a family
+whose store inputs are optional, such as diffusion's DWT conditioning); it overrides the
+family's flag of the same name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from tsfs.errors import InputError, MissingRowsError, StoreCorruptError, StoreReadOnlyError
+from tsfs.pipeline.windows import Dataset, Split
+from tsfs.specs import FeatureSpec, ImageSpec
+from tsfs.stores.store import Namespace, Store
+from tsfs.training.data import (
+    Batch,
+    ImageOutput,
+    StoreLoader,
+    View,
+    WindowReader,
+    open_view,
+    prep_command,
+)
+from tsfs.training.models import DataInfo, Family, family
+from tsfs.training.models.base import Task
+from tsfs.training.sampler import ORDERS, Order, mask_from_ranges, ranges_from_mask
+
+__all__ = [
+    "FitResult",
+    "TrainSpec",
+    "fit",
+    "reads",
+    "repeat_last_scores",
+    "resolve_device",
+    "train",
+]
+
+_CHECKPOINT_FORMAT = 1
+_LOG_EVERY = 10  # steps between loss read-backs (each one waits for the GPU)
+
+Notify = Callable[[str], None]
+S = TypeVar("S", FeatureSpec, ImageSpec)
+
+
+def _note(message: str) -> None:
+    tqdm.write(f"tsfs: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSpec:
+    """How to train (not what: that is the family and its config).
+
+    Attributes:
+        epochs: passes over the training split (counted over resumed runs too).
+        max_steps: stop after this many optimizer steps in all (None: no limit).
+        batch_size: windows per batch (halved on CUDA out-of-memory).
+        lr, weight_decay: AdamW's.
+        clip: gradient-norm clipping threshold (0 disables).
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+        amp: mixed precision on a GPU: bf16 where supported, else fp16 with loss scaling.
+            The CPU always trains in fp32.
+        seed: model initialisation, epoch orders and evaluation noise.
+        out: directory for checkpoints, ``metrics.json`` and ``curves.png`` (None: no files).
+        resume: continue the run whose ``last.pt`` is in ``out``.
+        progress: show a progress bar per epoch (on stderr).
+        order: the training loader's order: ``chunks`` (chunk-aware, fast), ``random`` or
+            ``sequential``.
+        num_workers: loader worker processes (0: one background reader thread).
+    """
+
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    clip: float = 1.0
+    device: str = "auto"
+    amp: bool = False
+    seed: int = 0
+    out: Path | None = None
+    resume: bool = False
+    progress: bool = False
+    order: Order = "chunks"
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise InputError("--epochs must be at least 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InputError("--max-steps must be at least 1 (or omitted for no limit)")
+        if self.batch_size < 1:
+            raise InputError("--batch-size must be at least 1")
+        if not 0 < self.lr < math.inf:
+            raise InputError("--lr must be a positive number")
+        if not 0 <= self.weight_decay < math.inf or not 0 <= self.clip < math.inf:
+            raise InputError("weight decay and --clip must be non-negative numbers")
+        if self.order not in ORDERS:
+            raise InputError(f"unknown order {self.order!r}; choose one of {', '.join(ORDERS)}")
+        if self.num_workers < 0:
+            raise InputError("--workers must not be negative")
+        if self.resume and self.out is None:
+            raise InputError("--resume needs --out: the directory of the run to continue")
+        if self.out is not None:
+            object.__setattr__(self, "out", Path(self.out))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["out"] = None if self.out is None else str(self.out)
+        return d
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class FitResult:
+    """What a run produced.
+
+    Attributes:
+        metrics: everything ``metrics.json`` holds (also when ``out`` is None).
+        model: the network with the best validation weights (the last ones without a
+            validation split), in eval mode.
+        out: the run's directory, or None.
+    """
+
+    metrics: dict[str, Any]
+    model: nn.Module
+    out: Path | None
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when present, else the CPU; any other name is checked, not guessed."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown --device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device} was asked for, but no CUDA device is available")
+    return dev
+
+
+def reads(fam: Family, config: Any) -> tuple[bool, bool]:
+    """Whether a run of ``fam`` with ``config`` reads (features, images) from the store."""
+    return (
+        bool(getattr(config, "reads_features", fam.reads_features)),
+        bool(getattr(config, "reads_images", fam.reads_images)),
+    )
+
+
+def repeat_last_scores(split: Split, pred_len: int, *, chunk: int = 1024) -> dict[str, float]:
+    """MSE and MAE of repeating each window's last value over the horizon (scaled values).
+
+    The naive baseline every forecaster must beat; computed ``chunk`` windows at a time.
+    """
+    if split.y is None:
+        raise InputError(f"split {split.name!r} has no forecasting targets")
+    sq = ab = 0.0
+    n = 0
+    for start in range(0, len(split), chunk):
+        x = np.asarray(split.x[start : start + chunk, -1:, :], dtype=np.float64)
+        y = np.asarray(split.y[start : start + chunk, -pred_len:, :], dtype=np.float64)
+        error = y - x
+        sq += float(np.square(error).sum())
+        ab += float(np.abs(error).sum())
+        n += error.size
+    return {"mse": sq / n, "mae": ab / n}
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+
+
+def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    """The config as plain JSON values (tuples become lists), for files and comparisons."""
+    d: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(config)))
+    return d
+
+
+def _save(obj: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _batches(loader: StoreLoader) -> Iterator[Iterator[Batch]]:
+    """Iterate ``loader``, stopping its reader when the caller leaves early (or fails)."""
+    batches = iter(loader)
+    try:
+        yield batches
+    finally:
+        batches.close()  # type: ignore[attr-defined]  # a generator: joins the reader thread
+
+
+class _Run:
+    """One fit: the model, optimizer and loader, and the bookkeeping a checkpoint holds."""
+
+    def __init__(
+        self,
+        fam: Family,
+        config: Any,
+        info: DataInfo,
+        readers: Mapping[str, WindowReader],
+        spec: TrainSpec,
+        notify: Notify,
+    ) -> None:
+        self.family, self.config, self.info, self.readers, self.spec = (
+            fam,
+            config,
+            info,
+            readers,
+            spec,
+        )
+        self.notify = notify
+        self.device = resolve_device(spec.device)
+        self.amp = _amp_dtype(self.device, spec.amp)
+        if spec.amp and self.amp is None:
+            notify("--amp applies on a GPU only; training in float32 on the CPU")
+        torch.manual_seed(spec.seed)
+        self.model = fam.build(info, config).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.batch_size = spec.batch_size
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.losses: list[list[float]] = []  # [step, mean loss since the previous entry]
+        self.best: dict[str, Any] | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None  # weights of the best epoch
+        self.backoffs: list[dict[str, Any]] = []
+        self.identity = {
+            "model": fam.name,
+            "config": _config_dict(config),
+            "data": readers["train"].dataset.fingerprint,
+        }
+        self.loader = self._loader()
+        self.done = np.zeros(len(self.loader), dtype=bool)  # batches trained on this epoch
+
+    # ---- loaders and out-of-memory back-off --------------------------------------------
+
+    def _loader(self, split: str = "train") -> StoreLoader:
+        return StoreLoader(
+            self.readers[split],
+            batch_size=self.batch_size,
+            order=self.spec.order if split == "train" else "sequential",
+            seed=self.spec.seed,
+            rank=0,
+            world_size=1,
+            num_workers=self.spec.num_workers,
+            device=self.device,
+        )
+
+    def _loader_state(self) -> dict[str, Any]:
+        state = self.loader.state_dict()
+        state["batches"] = ranges_from_mask(self.done)
+        return state
+
+    def _halve(self, where: str, error: torch.OutOfMemoryError) -> None:
+        if self.batch_size == 1:
+            raise InputError(
+                f"out of GPU memory {where} even with batch size 1; use a smaller model "
+                "(--config) or --amp"
+            ) from error
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        old = self.batch_size
+        self.batch_size = max(1, old // 2)
+        self.backoffs.append({"step": self.step, "where": where, "batch_size": self.batch_size})
+        self.notify(
+            f"out of GPU memory {where} at step {self.step}: batch size {old} → "
+            f"{self.batch_size}, carrying on"
+        )
+        # Window order does not depend on the batch size: old batch i is new batches 2i, 2i+1.
+        epoch, samples = self.loader.epoch, self.loader.samples
+        self.loader = self._loader()
+        done = np.repeat(self.done, 2)[: len(self.loader)]
+        state = self.loader.state_dict() | {
+            "epoch": epoch,
+            "samples": samples,
+            "batches": ranges_from_mask(done),
+        }
+        self.loader.load_state_dict(state)
+        self.done = done
+
+    # ---- training -------------------------------------------------------------------------
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(
+            self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None
+        )
+
+    def _reached(self) -> bool:
+        return self.spec.max_steps is not None and self.step >= self.spec.max_steps
+
+    def _train_step(self, batch: Any) -> torch.Tensor:
+        self.model.train()
+        with self._autocast():
+            loss = self.family.loss(self.model, batch)
+        scaled: torch.Tensor = self.scaler.scale(loss)
+        scaled.backward()  # type: ignore[no-untyped-call]
+        if self.spec.clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss.detach().float()
+
+    def _log_loss(self, total: torch.Tensor, count: int, bar: tqdm[Any]) -> None:
+        mean = float(total) / count
+        if not math.isfinite(mean):
+            raise InputError(
+                f"the training loss became {mean} by step {self.step}; lower --lr, keep "
+                "--clip on, or train in float32"
+            )
+        self.losses.append([self.step, mean])
+        bar.set_postfix(loss=f"{mean:.4f}", batch=self.batch_size)
+
+    def train_epoch(self) -> bool:
+        """Train until the epoch ends (True) or ``max_steps`` is reached (False)."""
+        epoch = self.loader.epoch
+        with tqdm(
+            total=len(self.loader),
+            initial=int(self.done.sum()),
+            desc=f"epoch {epoch + 1}/{self.spec.epochs}",
+            unit="batch",
+            disable=not self.spec.progress,
+            dynamic_ncols=True,
+            leave=False,
+        ) as bar:
+            total, count = torch.zeros((), device=self.device), 0
+            while True:
+                try:
+                    with _batches(self.loader) as batches:
+                        for batch in batches:
+                            if self._reached():
+                                return False
+                            total += self._train_step(batch)
+                            count += 1
+                            self.done[batch["batch"]] = True
+                            bar.update()
+                            if count == _LOG_EVERY:
+                                self._log_loss(total, count, bar)
+                                total, count = torch.zeros((), device=self.device), 0
+                    break
+                except torch.OutOfMemoryError as e:
+                    self._halve("in a training step", e)
+                    bar.reset(total=len(self.loader))
+                    bar.update(int(self.done.sum()))
+                finally:
+                    if count:
+                        self._log_loss(total, count, bar)
+                        total, count = torch.zeros((), device=self.device), 0
+        self.done = np.zeros(len(self.loader), dtype=bool)
+        return True
+
+    # ---- evaluation -----------------------------------------------------------------------
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        """The family's scores over a whole split: sums and counts added, divided once."""
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        while True:
+            try:
+                with torch.random.fork_rng(devices=devices), torch.no_grad():
+                    torch.manual_seed(self.spec.seed)
+                    self.model.eval()
+                    sums: dict[str, torch.Tensor] = {}
+                    counts: dict[str, float] = {}
+                    with _batches(self._loader(split)) as batches:
+                        for batch in batches:
+                            with self._autocast():
+                                scores = self.family.score(self.model, batch)
+                            for name, (value, n) in scores.items():
+                                sums[name] = value.detach().double() + sums.get(name, 0)
+                                counts[name] = counts.get(name, 0.0) + float(n)
+                    return {name: float(sums[name]) / counts[name] for name in sums}
+            except torch.OutOfMemoryError as e:
+                self._halve(f"evaluating {split}", e)
+
+    # ---- checkpoints ----------------------------------------------------------------------
+
+    def checkpoint(self) -> dict[str, Any]:
+        cuda = self.device.type == "cuda"
+        return {
+            "format": _CHECKPOINT_FORMAT,
+            **self.identity,
+            "train": self.spec.to_dict(),
+            "step": self.step,
+            "batch_size": self.batch_size,
+            "model_state": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "loader": self._loader_state(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if cuda else [],
+            "history": self.history,
+            "losses": self.losses,
+            "best": self.best,
+            "backoffs": self.backoffs,
+        }
+
+    def restore(self, path: Path) -> None:
+        if not path.is_file():
+            raise InputError(f"nothing to resume: {path} does not exist; drop --resume")
+        try:
+            ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        except (RuntimeError, OSError, EOFError) as e:
+            raise StoreCorruptError(f"cannot read checkpoint {path}: {e}") from None
+        if ckpt.get("format") != _CHECKPOINT_FORMAT:
+            raise InputError(f"{path} is not a tsfs checkpoint this version reads")
+        differ = [k for k in self.identity if ckpt.get(k) != self.identity[k]]
+        if differ:
+            theirs = "; ".join(f"{k}: {ckpt.get(k)} (now {self.identity[k]})" for k in differ)
+            raise InputError(
+                f"cannot resume {path}: it was trained with another {', '.join(differ)} — "
+                f"{theirs}. Use the same model, --config and data, or another --out"
+            )
+        self.model.load_state_dict(ckpt["model_state"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step = int(ckpt["step"])
+        self.batch_size = int(ckpt["batch_size"])
+        self.history, self.losses = ckpt["history"], ckpt["losses"]
+        self.best, self.backoffs = ckpt["best"], ckpt["backoffs"]
+        self.loader = self._loader()
+        self.loader.load_state_dict(ckpt["loader"])
+        self.done = mask_from_ranges(ckpt["loader"]["batches"], len(self.loader))
+        torch.set_rng_state(ckpt["rng"].cpu())
+        if ckpt["cuda_rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])
+
+
+def fit(
+    fam: Family,
+    config: Any,
+    info: DataInfo,
+    readers: Mapping[str, WindowReader],
+    spec: TrainSpec,
+    *,
+    notify: Notify = _note,
+) -> FitResult:
+    """Train ``fam`` on ``readers["train"]``, pick the best epoch on ``"val"``, score ``"test"``.
+
+    Args:
+        fam: the model family; ``config`` its config (an instance of ``fam.config_type``).
+        info: what the family needs to know about the data.
+        readers: split name → reader; ``train`` is required, ``val`` and ``test`` optional.
+        spec: how to train.
+        notify: where one-line notes go (out-of-memory back-off, ignored ``--amp``).
+
+    Raises:
+        InputError: bad settings, a checkpoint that does not fit, ``out`` holding another
+            run (without ``resume``), or a loss that stopped being finite.
+    """
+    if "train" not in readers:
+        raise InputError("training needs the train split; add train to --splits")
+    out = spec.out
+    if out is not None and not spec.resume and (out / "last.pt").exists():
+        raise InputError(
+            f"{out} already holds a run (last.pt); pass --resume to continue it or choose "
+            "another --out"
+        )
+    t0 = time.perf_counter()
+    run = _Run(fam, config, info, readers, spec, notify)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if spec.resume:
+            run.restore(out / "last.pt")
+    monitor = fam.monitor
+    while run.loader.epoch < spec.epochs and not run._reached():
+        epoch = run.loader.epoch
+        complete = run.train_epoch()
+        record: dict[str, Any] = {"epoch": epoch, "step": run.step, "complete": complete}
+        if run.losses:
+            record["train_loss"] = run.losses[-1][1]
+        if "val" in readers:
+            record["val"] = run.evaluate("val")
+            value = record["val"].get(monitor)
+            if value is None:
+                raise InputError(f"{fam.name} monitors {monitor!r} but its scores lack it")
+            if run.best is None or value < run.best["val"][monitor]:
+                run.best = {"epoch": epoch, "step": run.step, "val": record["val"]}
+                if out is not None:
+                    _save(run.checkpoint(), out / "best.pt")
+                run.best_state = {
+                    k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()
+                }
+        run.history.append(record)
+        if out is not None:
+            _save(run.checkpoint(), out / "last.pt")
+    if run.best_state is not None:
+        run.model.load_state_dict(run.best_state)
+    metrics: dict[str, Any] = {
+        **run.identity,
+        "train": spec.to_dict(),
+        "device": str(run.device),
+        "amp": None if run.amp is None else str(run.amp).removeprefix("torch."),
+        "batch_size": run.batch_size,
+        "steps": run.step,
+        "epochs": run.history,
+        "best": run.best,
+        "backoffs": run.backoffs,
+    }
+    if "test" in readers:
+        metrics["test"] = run.evaluate("test")
+        if info.task == "forecast":
+            split = readers["test"].split
+            metrics["baseline"] = {"repeat_last": repeat_last_scores(split, info.pred_len)}
+    metrics["seconds"] = time.perf_counter() - t0
+    run.model.eval()
+    if out is not None:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        _plot(out / "curves.png", run.losses, run.history, monitor, fam.name)
+    return FitResult(metrics=metrics, model=run.model, out=out)
+
+
+def _plot(
+    path: Path,
+    losses: list[list[float]],
+    history: list[dict[str, Any]],
+    monitor: str,
+    title: str,
+) -> None:
+    """Training loss and the validation metric against the step, as a PNG."""
+    # Imported here, once training is over: tsfs.training never draws while it trains.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.2), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    if losses:
+        steps, values = zip(*losses, strict=True)
+        left.plot(steps, values, color="#1f77b4")
+    left.set(title=f"{title}: training loss", xlabel="step")
+    val = [(h["step"], h["val"][monitor]) for h in history if monitor in h.get("val", {})]
+    if val:
+        steps, values = zip(*val, strict=True)
+        right.plot(steps, values, marker="o", color="#d62728")
+    right.set(title=f"validation {monitor}", xlabel="step")
+    fig.savefig(path)
+
+
+# --------------------------------------------------------------------------------------------
+# data set + store → readers → fit
+
+
+_TASKS: dict[str, Task] = {"forecast": "forecast", "classification": "classify"}
+
+
+def _spec_of(namespace: Namespace, cls: type[S]) -> S:
+    """The spec a namespace was written for, rebuilt from its attributes and checked."""
+    fields = {k: v for k, v in namespace.spec.items() if k not in ("kind", "version")}
+    try:
+        spec = cls(**fields)
+    except (TypeError, ValueError) as e:
+        raise StoreCorruptError(
+            f"{namespace.path}: its spec is not one this tsfs reads ({e})"
+        ) from None
+    if spec.fingerprint != namespace.fingerprint:
+        raise StoreCorruptError(
+            f"{namespace.path}: its spec does not give its name (written by another tsfs version?)"
+        )
+    return spec
+
+
+def _namespace_spec(view: View, requested: S | str | None, cls: type[S]) -> S:
+    """The ``cls`` spec whose namespace to read: asked for, or the one holding the data."""
+    if isinstance(requested, cls):
+        return requested  # the reader names the prep command if rows are missing
+    kind: Literal["features", "images"] = "features" if cls is FeatureSpec else "images"
+    store, dataset = view.store, view.dataset
+    option = f"--{kind[:-1]}-namespace"
+    candidates = [ns for ns in store.namespaces() if ns.kind == kind]
+    if requested is not None:
+        candidates = [ns for ns in candidates if ns.fingerprint == requested]
+        if not candidates:
+            raise InputError(
+                f"store {store.path} has no {kind} namespace {requested!r} ({option}); "
+                f"`tsfs store info {store.path}` lists them"
+            )
+    keys = np.concatenate([k.reshape(-1, 16) for k in view.keys.values()])
+    complete = [ns for ns in candidates if bool(ns.lookup(keys).found.all())]
+    if not complete:
+        # A namespace that holds part of the data is the one to complete; else the defaults.
+        spec = _spec_of(candidates[0], cls) if len(candidates) == 1 else cls()
+        command = prep_command(kind, dataset, spec, store)
+        raise MissingRowsError(
+            f"no {kind} namespace in store {store.path} holds every row of "
+            f"{dataset.path.name} with these data options; compute them with: {command}"
+        )
+    if len(complete) > 1:
+        listed = ", ".join(ns.fingerprint for ns in complete)
+        raise InputError(
+            f"several {kind} namespaces of store {store.path} hold this data ({listed}); "
+            f"choose one with {option}"
+        )
+    return _spec_of(complete[0], cls)
+
+
+def _open_store(store: Store | str | os.PathLike[str]) -> Store:
+    """An existing store for reading (writable when possible, so views persist), or an empty
+    stand-in where none exists (a family that reads nothing from it still trains)."""
+    if isinstance(store, Store):
+        return store
+    if (Path(store) / "zarr.json").exists():
+        try:
+            return Store(store, mode="a")
+        except StoreReadOnlyError:
+            return Store(store, mode="r")
+    return Store(store, mode="r", missing_ok=True)
+
+
+def train(
+    model: str,
+    dataset: Dataset,
+    store: Store | str | os.PathLike[str],
+    spec: TrainSpec,
+    config: Any = None,
+    *,
+    features: FeatureSpec | str | None = None,
+    images: ImageSpec | str | None = None,
+    notify: Notify = _note,
+) -> FitResult:
+    """Train family ``model`` on ``dataset`` with what ``store`` holds for it.
+
+    Args:
+        model: a registered family name (:data:`tsfs.training.models.FAMILIES`).
+        dataset: the windows (:func:`tsfs.pipeline.sources.load`); its splits are trained on
+            (``train``), monitored (``val``) and scored (``test``).
+        store: the store ``tsfs prep`` filled (a Store or its directory).
+        spec: how to train.
+        config: the family's config (default: its defaults).
+        features, images: the namespace to read when the family reads one: a spec, a
+            namespace fingerprint, or None for the store's one namespace holding every row.
+
+    Raises:
+        MissingRowsError: the store lacks rows the family reads; names the ``tsfs prep``
+            command that computes them.
+        InputError: the family does not train on this kind of data, a bad config, ….
+    """
+    fam = family(model)
+    config = fam.config_type() if config is None else config
+    if not isinstance(config, fam.config_type):
+        raise InputError(f"{model} takes a {fam.config_type.__name__}, not {type(config)}")
+    task = _TASKS.get(dataset.kind)
+    if task is None or task not in fam.tasks:
+        raise InputError(
+            f"{model} trains on {' and '.join(fam.tasks)} data; {dataset.path.name} is "
+            f"{dataset.kind} data"
+        )
+    view = open_view(dataset, _open_store(store))
+    want_features, want_images = reads(fam, config)
+    fspec = _namespace_spec(view, features, FeatureSpec) if want_features else None
+    ispec = _namespace_spec(view, images, ImageSpec) if want_images else None
+    output: ImageOutput = fam.image_output  # type: ignore[assignment]
+    readers = {
+        name: WindowReader(view, name, features=fspec, images=ispec, image_output=output)
+        for name in dataset.splits
+    }
+    first = next(iter(readers.values())).split
+    w = dataset.spec
+    info = DataInfo(
+        task=task,
+        seq_len=int(first.x.shape[1]),
+        label_len=w.label_len if task == "forecast" else 0,
+        pred_len=w.pred_len if task == "forecast" else 0,
+        n_vars=int(first.x.shape[2]),
+        n_marks=int(first.x_mark.shape[2]) if first.x_mark is not None else 0,
+        n_classes=len(dataset.classes or ()),
+        feature_names=_feature_shapes(readers),
+        image_size=ispec.size if ispec is not None else 0,
+        image_spec=ispec,
+    )
+    return fit(fam, config, info, readers, spec, notify=notify)
+
+
+def _feature_shapes(readers: Mapping[str, WindowReader]) -> dict[str, tuple[int, ...]]:
+    columns = next(iter(readers.values())).features
+    return dict(columns.shapes) if columns is not None else {}

@@ -1,0 +1,326 @@
+"""The shared training loop: files of a run, determinism, resumption, OOM back-off, errors.
+
+A small linear forecaster (one ``Linear(T → pred_len)`` per variable, with dropout so the RNG
+matters) trains on real ETTh1 windows (every 16th), read through the real loaders. The OOM
+family raises CUDA's own ``torch.OutOfMemoryError`` from its loss when a batch is larger than
+it "fits", the code path a GPU takes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tsfs.errors import InputError, MissingRowsError
+from tsfs.pipeline.prep import prep_features
+from tsfs.pipeline.sources import load
+from tsfs.pipeline.windows import Dataset
+from tsfs.specs import FeatureSpec, WindowSpec
+from tsfs.stores.store import Store
+from tsfs.training.data import Batch, WindowReader, open_view
+from tsfs.training.loop import FitResult, TrainSpec, fit, repeat_last_scores, train
+from tsfs.training.models import DataInfo
+from tsfs.training.models.base import Scores
+from tsfs.training.models.diffusion import DiffusionConfig
+from tsfs.training.models.layers import forecast_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+ETTH1 = ROOT / "data" / "ETTh1.csv"
+STRIDE = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinearConfig:
+    dropout: float = 0.2
+    fits: int = 0  # batches larger than this run out of GPU memory (0: any size fits)
+
+
+class Linear(nn.Module):
+    def __init__(self, info: DataInfo, config: LinearConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.dropout = nn.Dropout(config.dropout)
+        self.linear = nn.Linear(info.seq_len, info.pred_len)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = x[:, -1:, :]
+        out: torch.Tensor = self.linear(self.dropout(x - last).transpose(1, 2))
+        return out.transpose(1, 2) + last
+
+
+class LinearFamily:
+    name = "linear"
+    config_type = LinearConfig
+    tasks = ("forecast",)
+    reads_features = False
+    reads_images = False
+    image_output = "float"
+    monitor = "mse"
+
+    def __init__(self) -> None:
+        self.seen: list[torch.Tensor] = []  # window indices of each trained batch
+
+    def build(self, info: DataInfo, config: Any) -> nn.Module:
+        return Linear(info, config)
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        fits = model.config.fits
+        if fits and len(batch["x"]) > fits:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        self.seen.append(batch["index"].clone())
+        pred = model(batch["x"])
+        return nn.functional.mse_loss(pred, batch["y"][:, -pred.shape[1] :])
+
+    def score(self, model: nn.Module, batch: Batch) -> Scores:
+        return forecast_scores(model(batch["x"]), batch["y"])
+
+
+@pytest.fixture(scope="module")
+def ett() -> Dataset:
+    return load(ETTH1, WindowSpec(stride=STRIDE))
+
+
+def readers_and_info(ett: Dataset, store: Store) -> tuple[dict[str, WindowReader], DataInfo]:
+    view = open_view(ett, store, persist=False)
+    readers = {name: WindowReader(view, name) for name in ett.splits}
+    x = ett.splits["train"].x
+    info = DataInfo(
+        task="forecast",
+        seq_len=x.shape[1],
+        label_len=48,
+        pred_len=96,
+        n_vars=x.shape[2],
+        n_marks=4,
+        n_classes=0,
+        feature_names={},
+        image_size=0,
+    )
+    return readers, info
+
+
+def run(
+    ett: Dataset,
+    tmp: Path,
+    spec: TrainSpec,
+    config: LinearConfig | None = None,
+    fam: LinearFamily | None = None,
+    notes: list[str] | None = None,
+) -> FitResult:
+    readers, info = readers_and_info(ett, Store(tmp / "no-store", missing_ok=True))
+    return fit(
+        fam or LinearFamily(),
+        config or LinearConfig(),
+        info,
+        readers,
+        spec,
+        notify=(notes.append if notes is not None else lambda _m: None),
+    )
+
+
+def state(result: FitResult) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in result.model.state_dict().items()}
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_writes_metrics_checkpoints_and_a_plot(ett: Dataset, tmp_path: Path) -> None:
+    import matplotlib.image
+
+    out = tmp_path / "run"
+    result = run(ett, tmp_path, TrainSpec(epochs=3, batch_size=32, lr=3e-3, out=out))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result.metrics))
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1, 2]
+    assert metrics["steps"] == 3 * -(-len(ett.splits["train"]) // 32)
+    best = metrics["best"]
+    assert best["val"]["mse"] == min(e["val"]["mse"] for e in metrics["epochs"])
+    # Test metrics come from the best checkpoint's weights, which load with weights_only.
+    ckpt = torch.load(out / "best.pt", weights_only=True)
+    assert ckpt["step"] == best["step"]
+    assert ckpt["config"] == {"dropout": 0.2, "fits": 0}
+    assert same_weights(ckpt["model_state"], result.model.state_dict())
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert last["step"] == metrics["steps"]
+    # The linear model must beat repeating the last value (what the run reports beside it).
+    baseline = repeat_last_scores(ett.splits["test"], 96)
+    assert metrics["baseline"]["repeat_last"] == pytest.approx(baseline)
+    assert metrics["test"]["mse"] < 0.9 * baseline["mse"]
+    png = matplotlib.image.imread(out / "curves.png")
+    assert png.shape == (320, 800, 4)
+    assert len(np.unique(png[..., :3].reshape(-1, 3), axis=0)) > 50  # lines and text drawn
+
+
+def test_repeat_last_baseline_is_tslib_arithmetic(ett: Dataset) -> None:
+    raw = np.loadtxt(ETTH1, delimiter=",", skiprows=1, usecols=range(1, 8))
+    data = (raw - raw[:8640].mean(axis=0)) / raw[:8640].std(axis=0)
+    starts = np.arange(11520 - 96, 14400 - 96 - 96 + 1, STRIDE)
+    errors = np.stack([data[s + 96 : s + 192] - data[s + 95] for s in starts])
+    got = repeat_last_scores(ett.splits["test"], 96, chunk=7)
+    assert got["mse"] == pytest.approx(float(np.square(errors).mean()), rel=1e-6)
+    assert got["mae"] == pytest.approx(float(np.abs(errors).mean()), rel=1e-6)
+
+
+def test_seeded_runs_repeat_exactly(ett: Dataset, tmp_path: Path) -> None:
+    a = run(ett, tmp_path, TrainSpec(epochs=1, seed=3))
+    b = run(ett, tmp_path, TrainSpec(epochs=1, seed=3))
+    c = run(ett, tmp_path, TrainSpec(epochs=1, seed=4))
+    assert same_weights(state(a), state(b))
+    assert a.metrics["test"] == b.metrics["test"]
+    assert not same_weights(state(a), state(c))
+
+
+def test_resume_continues_where_a_straight_run_would_be(ett: Dataset, tmp_path: Path) -> None:
+    straight = run(ett, tmp_path, TrainSpec(epochs=2, out=tmp_path / "a"))
+    # Stop mid-epoch, then again after one epoch, then finish.
+    run(ett, tmp_path, TrainSpec(epochs=2, max_steps=5, out=tmp_path / "b"))
+    run(ett, tmp_path, TrainSpec(epochs=1, out=tmp_path / "b", resume=True))
+    resumed = run(ett, tmp_path, TrainSpec(epochs=2, out=tmp_path / "b", resume=True))
+    assert same_weights(state(straight), state(resumed))
+    assert resumed.metrics["steps"] == straight.metrics["steps"]
+    assert resumed.metrics["test"] == straight.metrics["test"]
+    epochs = [(e["epoch"], e["complete"]) for e in resumed.metrics["epochs"]]
+    assert epochs == [(0, False), (0, True), (1, True)]
+
+
+def test_resume_refuses_what_does_not_fit(ett: Dataset, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match="nothing to resume"):
+        run(ett, tmp_path, TrainSpec(epochs=1, out=out, resume=True))
+    run(ett, tmp_path, TrainSpec(epochs=1, max_steps=2, out=out))
+    with pytest.raises(InputError, match="already holds a run"):
+        run(ett, tmp_path, TrainSpec(epochs=1, out=out))
+    with pytest.raises(InputError, match="another config"):
+        run(ett, tmp_path, TrainSpec(epochs=1, out=out, resume=True), LinearConfig(dropout=0.5))
+    with pytest.raises(InputError, match="--resume needs --out"):
+        TrainSpec(resume=True)
+
+
+def test_out_of_memory_halves_the_batch_and_finishes_the_epoch(
+    ett: Dataset, tmp_path: Path
+) -> None:
+    fam, notes = LinearFamily(), []
+    result = run(
+        ett, tmp_path, TrainSpec(epochs=2, batch_size=40), LinearConfig(fits=10), fam, notes
+    )
+    assert result.metrics["batch_size"] == 10
+    assert [b["batch_size"] for b in result.metrics["backoffs"]] == [20, 10]
+    assert len(notes) == 2
+    assert "batch size 40 → 20" in notes[0]
+    assert "20 → 10" in notes[1]
+    # Every training window was trained on exactly once per epoch, despite the failed batches.
+    n = len(ett.splits["train"])
+    seen = torch.cat(fam.seen).numpy()
+    assert len(seen) == 2 * n
+    for epoch in (seen[:n], seen[n:]):
+        np.testing.assert_array_equal(np.sort(epoch), np.arange(n))
+    assert result.metrics["test"]["mse"] < repeat_last_scores(ett.splits["test"], 96)["mse"]
+
+
+def test_out_of_memory_mid_epoch_keeps_the_trained_part(ett: Dataset, tmp_path: Path) -> None:
+    class Growing(LinearFamily):
+        """Fits 32 until the fourth step, then only 8 (memory taken by something else)."""
+
+        def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+            if len(self.seen) >= 3 and len(batch["x"]) > 8:
+                raise torch.OutOfMemoryError("CUDA out of memory")
+            return super().loss(model, batch)
+
+    fam = Growing()
+    result = run(ett, tmp_path, TrainSpec(epochs=1, batch_size=32), fam=fam)
+    assert result.metrics["batch_size"] == 8
+    seen = torch.cat(fam.seen).numpy()
+    np.testing.assert_array_equal(np.sort(seen), np.arange(len(ett.splits["train"])))
+    assert [len(b) for b in fam.seen[:4]] == [32, 32, 32, 8]
+
+
+def test_one_window_that_does_not_fit_is_an_error(ett: Dataset, tmp_path: Path) -> None:
+    class Never(LinearFamily):
+        def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(InputError, match="even with batch size 1"):
+        run(ett, tmp_path, TrainSpec(epochs=1, batch_size=4), fam=Never())
+
+
+def test_missing_namespace_names_the_prep_command(tmp_path: Path) -> None:
+    ds = load(ETTH1, WindowSpec(stride=64, seq_len=96))
+    config = DiffusionConfig(reads_features=True)
+    spec = TrainSpec(epochs=1, max_steps=1)
+    with pytest.raises(MissingRowsError, match=r"tsfs prep features .*ETTh1\.csv --stride 64"):
+        train("diffusion", ds, tmp_path / "empty", spec, config)
+    # A namespace holding part of the data (only the test split) is the one to complete.
+    store = Store(tmp_path / "s", mode="a")
+    part = load(ETTH1, WindowSpec(stride=64, splits=("test",)))
+    prep_features(part, FeatureSpec(wavelet="haar"), store)
+    with pytest.raises(MissingRowsError, match="--wavelet haar"):
+        train("diffusion", ds, store, spec, config)
+
+
+def test_a_family_that_does_not_fit_the_data_is_refused(tmp_path: Path) -> None:
+    samples = np.random.default_rng(0).standard_normal((20, 16, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", samples)
+    ds = load(tmp_path / "x.npy", WindowSpec(preset="array"))
+    with pytest.raises(InputError, match="diffusion trains on forecast data"):
+        train("diffusion", ds, tmp_path / "s", TrainSpec())
+    with pytest.raises(InputError, match="unknown model"):
+        train("nope", ds, tmp_path / "s", TrainSpec())
+
+
+_NO_RECOMPUTE = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class Refuse(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("ptwt", "matplotlib"):
+                raise ImportError(f"{name} is not available while training")
+            return None
+
+    sys.meta_path.insert(0, Refuse())
+
+    from tsfs.pipeline.sources import load
+    from tsfs.specs import WindowSpec
+    from tsfs.training.loop import TrainSpec, train
+    from tsfs.training.models.diffusion import DiffusionConfig
+
+    data, store = sys.argv[1], sys.argv[2]
+    ds = load(data, WindowSpec(stride=97))
+    config = DiffusionConfig(
+        d_model=8, n_heads=1, e_layers=1, d_ff=8, channels=(4,), steps=10, sample_steps=2,
+        n_samples=2, reads_features=True,
+    )
+    result = train("diffusion", ds, store, TrainSpec(epochs=1, max_steps=3), config)
+    print(json.dumps({
+        "steps": result.metrics["steps"], "test": sorted(result.metrics["test"]),
+        "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("ptwt", "matplotlib")),
+    }))
+    """
+)
+
+
+def test_training_never_imports_ptwt_or_matplotlib(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    prep_features(load(ETTH1, WindowSpec(stride=97)), FeatureSpec(), store)
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_RECOMPUTE, str(ETTH1), str(store.path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["loaded"] == []
+    assert report["steps"] == 3
+    assert "crps" in report["test"]
