@@ -11,7 +11,7 @@ import typer
 from tsfs.cli._common import DEFAULT_STORE, StoreOpt, echo_json, reports_errors
 from tsfs.cli._data import DataArg, data_options
 from tsfs.errors import InputError
-from tsfs.pipeline.execute import PrepReport
+from tsfs.pipeline.execute import EXECUTORS, Executor, PrepReport
 from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec
 from tsfs.stores.store import Codec
 from tsfs.units import human_bytes, parse_size
@@ -20,16 +20,19 @@ __all__ = [
     "BatchOpt",
     "CodecOpt",
     "CoefficientsOpt",
+    "ExecutorOpt",
     "JobsOpt",
     "JsonOpt",
     "LevelOpt",
     "LinewidthOpt",
     "ModeOpt",
     "RgbOpt",
+    "SchedulerOpt",
     "SizeOpt",
     "WaveletOpt",
     "YlimOpt",
     "app",
+    "executor_choice",
     "feature_spec",
     "image_codec",
     "image_spec",
@@ -44,6 +47,8 @@ Examples:
   tsfs prep features data/ETTh1.csv --seq-len 512 --store tsfs-store
 
   tsfs prep images data/ETTh1.csv --seq-len 96 --size 224 --jobs 2
+
+  tsfs prep images data/ETTh1.csv --store s3://bucket/store --executor dask --scheduler tcp://head:8786
 """,
     no_args_is_help=True,
 )
@@ -90,11 +95,34 @@ CodecOpt = Annotated[
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Run even when predicted over --budget or free space.")
 ]
+ExecutorOpt = Annotated[
+    str,
+    typer.Option(
+        help="local (this machine's cores) | dask (a Dask cluster: --scheduler, or a "
+        "LocalCluster of --jobs processes). Needs pip install 'tsfs[dask]'."
+    ),
+]
+SchedulerOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        help="Dask scheduler address, e.g. tcp://head:8786 (with --executor dask). Every "
+        "worker must reach --store: use a URL such as s3://bucket/store."
+    ),
+]
 
 
 def jobs_or_cores(jobs: int | None) -> int:
     """``--jobs``, defaulting to every usable core."""
     return jobs if jobs and jobs > 0 else len(os.sched_getaffinity(0))
+
+
+def executor_choice(executor: str, scheduler: str | None) -> Executor:
+    """``--executor``, checked against ``--scheduler``."""
+    if executor not in EXECUTORS:
+        raise InputError(f"unknown --executor {executor!r}; choose local or dask")
+    if scheduler is not None and executor != "dask":
+        raise InputError("--scheduler is for a Dask cluster; add --executor dask")
+    return executor  # type: ignore[return-value]
 
 
 def feature_spec(wavelet: str, level: int | None, mode: str, coefficients: bool) -> FeatureSpec:
@@ -152,6 +180,8 @@ def features(
     batch_rows: BatchOpt = None,
     budget: BudgetOpt = None,
     force: ForceOpt = False,
+    executor: ExecutorOpt = "local",
+    scheduler: SchedulerOpt = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -165,6 +195,7 @@ def features(
     from tsfs.stores.store import Store
 
     spec = feature_spec(wavelet, level, mode, coefficients)
+    run_on = executor_choice(executor, scheduler)
     dev = _device(device)
     dataset = load(data, window)
     report = prep_features(
@@ -174,6 +205,8 @@ def features(
         jobs=jobs_or_cores(jobs),
         budget_bytes=parse_size(budget) if budget else None,
         force=force,
+        executor=run_on,
+        scheduler=scheduler,
         device=dev,
         **({"batch_rows": batch_rows} if batch_rows else {}),
         progress=not quiet and not json_out and sys.stderr.isatty(),
@@ -197,6 +230,8 @@ def images(
     batch_rows: BatchOpt = None,
     budget: BudgetOpt = None,
     force: ForceOpt = False,
+    executor: ExecutorOpt = "local",
+    scheduler: SchedulerOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -209,6 +244,7 @@ def images(
     from tsfs.stores.store import Store
 
     spec = image_spec(size, linewidth, ylim, rgb)
+    run_on = executor_choice(executor, scheduler)
     dataset = load(data, window)
     report = prep_images(
         dataset,
@@ -218,6 +254,8 @@ def images(
         codec=image_codec(codec),
         budget_bytes=parse_size(budget) if budget else None,
         force=force,
+        executor=run_on,
+        scheduler=scheduler,
         progress=not quiet and not json_out and sys.stderr.isatty(),
         **({"batch_rows": batch_rows} if batch_rows else {}),
     )

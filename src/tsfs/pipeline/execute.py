@@ -4,24 +4,29 @@ The plan of a run is pure arithmetic on keys: hash every row of every window (no
 are hashed straight out of the series), keep the first occurrence of each distinct key, drop
 the keys the namespace already holds, and cut what is left into batches. Each batch is computed
 and written as one segment by one writer, so a crash or Ctrl-C loses at most the batches in
-flight, and re-running the same command resumes where it stopped.
+flight, and re-running the same command resumes where it stopped. Batches run in this process,
+in joblib worker processes on this machine's cores, or as tasks on a Dask cluster.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from tsfs.errors import InputError
 from tsfs.pipeline.hashing import KEY_BYTES, row_keys, window_keys
 from tsfs.stores.store import Codec, Namespace
 
 __all__ = [
+    "EXECUTORS",
     "Batch",
     "Block",
+    "Executor",
     "PrepReport",
     "RowPlan",
     "plan_rows",
@@ -199,7 +204,7 @@ ComputeFn = Callable[[Batch], dict[str, npt.NDArray[Any]]]
 
 
 def _compute_and_commit(
-    store_path: str,
+    store: str,
     kind: str,
     fingerprint: str,
     batch: Batch,
@@ -209,11 +214,102 @@ def _compute_and_commit(
     """One unit of work, run in whichever process: compute a batch, write and commit it."""
     from tsfs.stores.store import Store
 
-    namespace = Namespace(Store(store_path, mode="a"), kind, fingerprint)
+    namespace = Namespace(Store(store, mode="a"), kind, fingerprint)
     commit = namespace.write_segment(
         batch.keys, compute(batch), codecs=codecs, group=batch.block.n_variables
     )
     return batch.n_rows, namespace.segment_bytes(commit.segment)
+
+
+def _compute_and_commit_parts(
+    store: str,
+    kind: str,
+    fingerprint: str,
+    block: Block,
+    windows: npt.NDArray[np.int64],
+    select: npt.NDArray[np.bool_],
+    keys: npt.NDArray[np.uint8],
+    compute: ComputeFn,
+    codecs: dict[str, Codec],
+) -> tuple[int, int]:
+    """:func:`_compute_and_commit` of a batch sent in parts, so that its block (the whole
+    series) can be sent to the cluster once and shared by every batch cut from it."""
+    batch = Batch(block=block, windows=windows, select=select, keys=keys)
+    return _compute_and_commit(store, kind, fingerprint, batch, compute, codecs)
+
+
+Executor = Literal["local", "dask"]
+EXECUTORS: tuple[str, ...] = ("local", "dask")
+
+
+def _on_dask(
+    plan: RowPlan,
+    args: tuple[str, str, str],
+    compute: ComputeFn,
+    codecs: dict[str, Codec],
+    *,
+    scheduler: str | None,
+    workers: int,
+) -> Iterator[tuple[int, int]]:
+    """Each batch as one Dask task, results as they complete (a small tuple each).
+
+    Connects to the cluster at ``scheduler``, or starts a LocalCluster of ``workers``
+    single-threaded processes (threads on top of processes oversubscribe the cores). The
+    cluster retries the tasks of a worker that dies on another worker; a task cut short leaves
+    at most an uncommitted segment, which readers never see and ``gc`` removes.
+    """
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as e:
+        raise InputError(
+            "--executor dask needs Dask's distributed scheduler: pip install 'tsfs[dask]'"
+        ) from e
+    with contextlib.ExitStack() as stack:
+        if scheduler is None:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=max(1, workers),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+        else:
+            try:
+                client = stack.enter_context(Client(scheduler, timeout=_CONNECT_TIMEOUT_S))
+            except (OSError, TimeoutError, ValueError) as e:
+                raise InputError(
+                    f"cannot reach the Dask scheduler at {scheduler} ({e}); check --scheduler "
+                    "(e.g. tcp://host:8786) and that `dask scheduler` runs there"
+                ) from e
+        blocks: dict[int, Any] = {}
+        for b in plan.batches:
+            if id(b.block) not in blocks:
+                blocks[id(b.block)] = client.scatter(b.block, hash=False)
+        futures = [
+            client.submit(
+                _compute_and_commit_parts,
+                *args,
+                blocks[id(b.block)],
+                b.windows,
+                b.select,
+                b.keys,
+                compute,
+                codecs,
+                pure=False,
+            )
+            for b in plan.batches
+        ]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            client.cancel(futures)
+
+
+# How long a client waits for a scheduler that does not answer.
+_CONNECT_TIMEOUT_S = 10
 
 
 def run_batches(
@@ -223,19 +319,31 @@ def run_batches(
     *,
     codecs: dict[str, Codec],
     jobs: int = 1,
+    executor: Executor = "local",
+    scheduler: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
     """Compute every batch of ``plan`` and commit each as its own segment.
 
-    With ``jobs > 1`` batches run in joblib worker processes, each writing and committing its
-    own segments (nothing computed travels back). ``compute`` must then be picklable (a
-    module-level function or a ``functools.partial`` of one). Returns (segments, bytes written).
+    ``executor="local"``: with ``jobs > 1`` batches run in joblib worker processes of this
+    machine. ``executor="dask"``: batches run as tasks on the Dask cluster at ``scheduler``
+    (``tcp://host:8786``), or on a LocalCluster of ``jobs`` processes when it is None; the
+    store must then be one every worker reaches (a URL such as ``s3://bucket/store``, or a
+    shared file system). Either way each worker writes and commits its own segments and
+    only a row count and a byte count travel back. ``compute`` must be picklable (a
+    module-level function or a ``functools.partial`` of one). Returns (segments, bytes
+    written).
     """
     args = (namespace.store.url, namespace.kind, namespace.fingerprint)
-    if jobs <= 1 or len(plan.batches) <= 1:
-        results: Iterator[tuple[int, int]] = (
-            _compute_and_commit(*args, b, compute, codecs) for b in plan.batches
+    results: Iterator[tuple[int, int]]
+    if executor == "dask":
+        results = (
+            _on_dask(plan, args, compute, codecs, scheduler=scheduler, workers=jobs)
+            if plan.batches
+            else iter(())
         )
+    elif jobs <= 1 or len(plan.batches) <= 1:
+        results = (_compute_and_commit(*args, b, compute, codecs) for b in plan.batches)
     else:
         from joblib import Parallel, delayed
 

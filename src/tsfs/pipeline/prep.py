@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tsfs.pipeline.execute import Batch, Block, PrepReport, RowPlan, plan_rows, run_batches
+from tsfs.pipeline.execute import (
+    Batch,
+    Block,
+    Executor,
+    PrepReport,
+    RowPlan,
+    plan_rows,
+    run_batches,
+)
 from tsfs.pipeline.normalize import revin
 from tsfs.pipeline.plan import Estimate, check_budget, estimate, free_bytes, upper_bound_bytes
 from tsfs.pipeline.windows import Dataset
@@ -228,13 +236,20 @@ def _estimate(
     )
 
 
-def _workers(job: _Job, rows: int, jobs: int) -> int:
-    """Processes worth starting for ``rows`` rows: one when start-up would cost more."""
-    return jobs if rows >= job.parallel_min_rows else 1
+def _workers(job: _Job, rows: int, jobs: int, executor: Executor = "local") -> int:
+    """Processes worth starting for ``rows`` rows: one when start-up would cost more (on this
+    machine; a Dask cluster was asked for, and its workers are started anyway)."""
+    return jobs if rows >= job.parallel_min_rows or executor == "dask" else 1
 
 
 def _plan_rows(
-    job: _Job, dataset: Dataset, namespace: Namespace, *, jobs: int, batch_rows: int
+    job: _Job,
+    dataset: Dataset,
+    namespace: Namespace,
+    *,
+    jobs: int,
+    batch_rows: int,
+    executor: Executor = "local",
 ) -> RowPlan:
     """The batches prep runs (and plan predicts): the same cut for both."""
     return plan_rows(
@@ -243,18 +258,21 @@ def _plan_rows(
         key_algorithm=job.store.key,
         batch_rows=batch_rows,
         # Several batches per worker, so the last ones do not leave a core idle.
-        min_batches=lambda rows: 4 * w if (w := _workers(job, rows, jobs)) > 1 else 1,
+        min_batches=lambda rows: 4 * w if (w := _workers(job, rows, jobs, executor)) > 1 else 1,
     )
 
 
 def _check_disk(job: _Job, plan: RowPlan, *, jobs: int, budget_bytes: int | None) -> None:
     """Refuse a run that would not fit: a cheap uncompressed bound first (from the output
-    schema alone), the sampled estimate only when that bound is too large to decide."""
+    schema alone), the sampled estimate only when that bound is too large to decide.
+
+    An object store has no free space to run out of: only ``budget_bytes`` bounds a run there.
+    """
     row_bytes = job.row_bytes(max(b.block.seq_len for b in plan.batches))
-    limit = free_bytes(job.store.path)
+    limits = [free_bytes(job.store.path)] if job.store.local else []
     if budget_bytes is not None:
-        limit = min(limit, budget_bytes)
-    if upper_bound_bytes(plan, row_bytes) <= limit:
+        limits.append(budget_bytes)
+    if not limits or upper_bound_bytes(plan, row_bytes) <= min(limits):
         return
     check_budget(_estimate(job, plan, jobs=jobs, hash_seconds=0.0, budget_bytes=budget_bytes))
 
@@ -268,10 +286,12 @@ def _run(
     progress: bool,
     budget_bytes: int | None,
     force: bool,
+    executor: Executor,
+    scheduler: str | None,
 ) -> PrepReport:
     t0 = time.perf_counter()
     namespace = job.namespace(create=True)
-    plan = _plan_rows(job, dataset, namespace, jobs=jobs, batch_rows=batch_rows)
+    plan = _plan_rows(job, dataset, namespace, jobs=jobs, batch_rows=batch_rows, executor=executor)
     if plan.batches and not force:
         _check_disk(job, plan, jobs=jobs, budget_bytes=budget_bytes)
     with _progress(plan.rows_missing, progress, job.kind) as update:
@@ -280,7 +300,9 @@ def _run(
             namespace,
             job.compute,
             codecs=job.codecs,
-            jobs=_workers(job, plan.rows_missing, jobs),
+            jobs=_workers(job, plan.rows_missing, jobs, executor),
+            executor=executor,
+            scheduler=scheduler,
             progress=update,
         )
     return PrepReport(
@@ -321,11 +343,14 @@ def prep_features(
     progress: bool = False,
     budget_bytes: int | None = None,
     force: bool = False,
+    executor: Executor = "local",
+    scheduler: str | None = None,
 ) -> PrepReport:
     """Compute and store the features of every row of ``dataset`` that ``store`` lacks.
 
     Refuses (``BudgetError``) when the predicted size exceeds ``budget_bytes`` or the free
-    space, unless ``force``.
+    space, unless ``force``. ``executor``, ``scheduler``: where batches run (see
+    :func:`~tsfs.pipeline.execute.run_batches`).
     """
     return _run(
         _features_job(store, spec, device),
@@ -335,6 +360,8 @@ def prep_features(
         progress=progress,
         budget_bytes=budget_bytes,
         force=force,
+        executor=executor,
+        scheduler=scheduler,
     )
 
 
@@ -349,12 +376,15 @@ def prep_images(
     progress: bool = False,
     budget_bytes: int | None = None,
     force: bool = False,
+    executor: Executor = "local",
+    scheduler: str | None = None,
 ) -> PrepReport:
     """Render and store the image of every row of ``dataset`` that ``store`` lacks.
 
-    Batches run in ``jobs`` worker processes, each with one long-lived renderer, each
-    rendering, compressing and committing its own segments. ``codec``: ``lz4`` (default;
-    decodes ~5x faster for training reads) or ``zstd`` (~30% smaller).
+    Batches run in ``jobs`` worker processes (or on a Dask cluster: ``executor``,
+    ``scheduler``), each with one long-lived renderer, each rendering, compressing and
+    committing its own segments. ``codec``: ``lz4`` (default; decodes ~5x faster for training
+    reads) or ``zstd`` (~30% smaller).
     """
     return _run(
         _images_job(store, spec, codec),
@@ -364,6 +394,8 @@ def prep_images(
         progress=progress,
         budget_bytes=budget_bytes,
         force=force,
+        executor=executor,
+        scheduler=scheduler,
     )
 
 

@@ -379,7 +379,13 @@ class RemoteFiles(Files):
 
     def write(self, key: str, *parts: bytes | memoryview, sync: bool = True) -> None:
         data = parts[0] if len(parts) == 1 else b"".join(parts)
-        self._call("write", key, self.fs.pipe_file, self._p(key), bytes(data))
+        try:
+            self._call("write", key, self.fs.pipe_file, self._p(key), bytes(data))
+        except FileNotFoundError as e:
+            raise StoreError(
+                f"cannot write {self.where(key)}: {e}; create the bucket first, or check "
+                "the store URL"
+            ) from e
 
     def write_atomic(self, key: str, data: bytes) -> None:
         # One PUT of the whole object: readers see the old object or the new one, never part.

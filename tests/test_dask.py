@@ -1,0 +1,178 @@
+"""prep on a Dask cluster: a real LocalCluster of worker processes, real signals, real stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tsfs.pipeline.prep import features_namespace, images_namespace, prep_features, prep_images
+from tsfs.pipeline.sources import load
+from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec
+from tsfs.stores.store import Namespace, Store
+
+distributed = pytest.importorskip("distributed")
+
+ROOT = Path(__file__).resolve().parents[1]
+ETTH1 = ROOT / "data" / "ETTh1.csv"
+WINDOWS = WindowSpec(seq_len=96, splits=("train",), stride=6)
+ARGS = ["--seq-len", "96", "--splits", "train", "--stride", "6", "--quiet", "--json"]
+IMAGES = ImageSpec(size=16)
+
+
+def _contents(ns: Namespace) -> dict[bytes, tuple[bytes, ...]]:
+    """Every visible row: key → the bytes of each of its outputs."""
+    out: dict[bytes, tuple[bytes, ...]] = {}
+    for commit in ns.index(refresh=True).segments:
+        names = sorted(commit.arrays)
+        arrays = {n: ns.read_array(commit, n) for n in names}
+        for r in range(commit.rows):
+            out.setdefault(
+                arrays["keys"][r].tobytes(), tuple(arrays[n][r].tobytes() for n in names)
+            )
+    return out
+
+
+def _tsfs(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tsfs", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[distributed.Client]:
+    """Two single-threaded worker processes, as `dask worker` runs them on two machines."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as c,
+        distributed.Client(c) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[bytes, tuple]]:
+    """The local executor's rows: features in this process, images in 2 joblib workers."""
+    ds = load(ETTH1, WINDOWS)
+    store = Store(tmp_path_factory.mktemp("ref") / "s", mode="a")
+    prep_features(ds, FeatureSpec(), store)
+    report = prep_images(ds, IMAGES, store, jobs=2, batch_rows=400)
+    assert report.segments_written > 2
+    return {
+        "features": _contents(features_namespace(store, FeatureSpec())),
+        "images": _contents(images_namespace(store, IMAGES)),
+    }
+
+
+def test_a_dask_cluster_writes_what_the_local_executor_writes(
+    cluster: distributed.Client, reference: dict[str, dict[bytes, tuple]], tmp_path: Path
+) -> None:
+    ds = load(ETTH1, WINDOWS)
+    store = Store(tmp_path / "s", mode="a")
+    address = cluster.scheduler.address
+    feats = prep_features(
+        ds, FeatureSpec(), store, executor="dask", scheduler=address, jobs=2, batch_rows=1000
+    )
+    images = prep_images(ds, IMAGES, store, executor="dask", scheduler=address, batch_rows=400)
+    assert feats.segments_written > 2
+    assert images.segments_written > 2
+    # Both workers took part: each wrote segments from its own process.
+    pids = set(cluster.run(os.getpid).values())
+    assert len(pids) == 2
+    assert _contents(features_namespace(store, FeatureSpec())) == reference["features"]
+    assert _contents(images_namespace(store, IMAGES)) == reference["images"]
+    assert store.verify() == []
+    assert feats.bytes_written + images.bytes_written == sum(
+        ns.segment_bytes(c.segment) for ns in store.namespaces() for c in ns.commits()
+    )
+
+
+def test_a_worker_killed_mid_run_loses_nothing(
+    cluster: distributed.Client, reference: dict[str, dict[bytes, tuple]], tmp_path: Path
+) -> None:
+    store = tmp_path / "s"
+    address = cluster.scheduler.address
+    cmd = ["prep", "images", str(ETTH1), *ARGS, "--size", "16", "--store", str(store)]
+    proc = _tsfs(*cmd, "--batch-rows", "100", "--executor", "dask", "--scheduler", address)
+    victim = next(iter(cluster.run(os.getpid).values()))
+    commits = None
+    deadline = time.monotonic() + 120
+    while True:  # kill a worker once the run has committed something, mid-run
+        commits = next(iter((store / "images").glob("*/commits")), None) if store.exists() else None
+        if commits is not None and any(commits.glob("*.json")):
+            break
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert proc.poll() is None  # still running: the kill lands in the middle
+    os.kill(victim, signal.SIGKILL)
+    _out, err = proc.communicate(timeout=300)
+    # The cluster reran the dead worker's tasks elsewhere; had it not, re-running resumes.
+    assert proc.returncode == 0, err
+    assert victim not in cluster.run(os.getpid).values()
+    again = _tsfs(*cmd, "--executor", "dask", "--scheduler", address)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert json.loads(out)["rows_computed"] == 0
+    Store(store, mode="a").gc(grace_s=0)  # what a killed task left uncommitted
+    assert Store(store).verify() == []
+    assert _contents(images_namespace(Store(store), IMAGES)) == reference["images"]
+
+
+def test_cli_executor_dask_starts_its_own_cluster(
+    reference: dict[str, dict[bytes, tuple]], tmp_path: Path
+) -> None:
+    store = tmp_path / "s"
+    cmd = ["prep", "features", str(ETTH1), *ARGS, "--store", str(store)]
+    proc = _tsfs(*cmd, "--executor", "dask", "--jobs", "2", "--batch-rows", "1000")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["segments_written"] > 2
+    assert _contents(features_namespace(Store(store), FeatureSpec())) == reference["features"]
+
+
+def test_executor_errors_are_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tsfs.cli.main import app
+
+    store = ["--store", str(tmp_path / "s")]
+    prep = ["prep", "features", str(ETTH1), *ARGS, *store]
+    for extra, message in [
+        (["--executor", "spark"], "unknown --executor 'spark'"),
+        (["--scheduler", "tcp://127.0.0.1:1"], "add --executor dask"),
+    ]:
+        result = CliRunner().invoke(app, [*prep, *extra])
+        assert result.exit_code == 2
+        assert message in result.output
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    proc = _tsfs(*prep, "--executor", "dask", "--scheduler", f"tcp://127.0.0.1:{port}")
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert err.count("\n") == 1
+    assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in err
+    # Without Dask installed: the command names the extra to install.
+    blocked = "import sys; sys.modules['distributed'] = None; from tsfs.cli.main import app; app()"
+    proc = subprocess.run(
+        [sys.executable, "-c", blocked, *prep, "--executor", "dask"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert "pip install 'tsfs[dask]'" in proc.stderr
