@@ -6,10 +6,13 @@ variable of every window as its own row), P patches, D model width.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tsfs.errors import InputError
 from tsfs.pipeline.normalize import REVIN_EPS
 from tsfs.training.models.base import Scores
 
@@ -19,8 +22,21 @@ __all__ = [
     "TransformerEncoder",
     "forecast_scores",
     "patch_count",
+    "require_positive",
     "revin",
 ]
+
+
+def require_positive(config: object, names: Iterable[str]) -> None:
+    """Check a config's sizes: each field in ``names`` must be at least 1.
+
+    Raises:
+        InputError: naming the first field that is not, and its value.
+    """
+    for name in names:
+        value = getattr(config, name)
+        if value < 1:
+            raise InputError(f"{name} must be at least 1, got {value}")
 
 
 def revin(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

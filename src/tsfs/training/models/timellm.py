@@ -61,6 +61,7 @@ from tsfs.training.models.layers import (
     TransformerEncoder,
     forecast_scores,
     patch_count,
+    require_positive,
     revin,
 )
 
@@ -125,11 +126,9 @@ class TimeLLMConfig:
     def __post_init__(self) -> None:
         if self.prompt not in _PROMPTS:
             raise InputError(f"unknown prompt {self.prompt!r}; choose one of {', '.join(_PROMPTS)}")
-        for name in ("patch_len", "stride", "d_model", "d_ff", "n_heads", "n_prototypes"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_prompt_tokens < 1:
-            raise InputError(f"max_prompt_tokens must be at least 1, got {self.max_prompt_tokens}")
+        sizes = ("patch_len", "stride", "d_model", "d_ff", "n_heads", "n_prototypes")
+        backbone = ("backbone_width", "backbone_layers", "backbone_heads")
+        require_positive(self, (*sizes, "max_prompt_tokens", *backbone))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,133 @@
+"""TimesCLIP family: InfoNCE against its definition, image weights from a local file only, and
+short runs on stored images: BasicMotions accuracy and ETTh1 96→96 against repeating the last
+value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from family_runs import Run, evaluate, fit, prepare, repeat_last_mse
+
+from tsfs.errors import InputError
+from tsfs.pipeline.prep import prep_images
+from tsfs.pipeline.sources import load
+from tsfs.pipeline.windows import Dataset
+from tsfs.specs import ImageSpec, WindowSpec
+from tsfs.stores.store import Store
+from tsfs.training.data import StoreLoader
+from tsfs.training.models import family
+from tsfs.training.models.timesclip import ImageEncoder, TimesCLIP, TimesCLIPConfig, info_nce
+
+REPO = Path(__file__).resolve().parents[1]
+ETTH1 = REPO / "data" / "ETTh1.csv"
+BASIC_MOTIONS = REPO.parent / "shared" / "data" / "BasicMotions_TRAIN.ts"
+IMAGES = ImageSpec(size=32)
+SMALL = TimesCLIPConfig(d_model=32, n_layers=1, d_ff=64, channels=(8, 16, 32))
+# The forecasting run weighs alignment more than the default, so a short run shows it too.
+TRAINED = dataclasses.replace(SMALL, align_weight=0.5)
+
+
+def stored_images(tmp: Path, dataset: Dataset) -> Run:
+    store = Store(tmp / "store", mode="a")
+    prep_images(dataset, IMAGES, store)
+    return prepare(dataset, store, images=IMAGES, image_output="clip")
+
+
+@pytest.fixture(scope="module")
+def ett(tmp_path_factory: pytest.TempPathFactory) -> tuple[Dataset, Run]:
+    # Every 8th window: 1,057 train and 349 test windows, 7 images each.
+    dataset = load(ETTH1, WindowSpec(seq_len=96, label_len=48, pred_len=96, stride=8))
+    return dataset, stored_images(tmp_path_factory.mktemp("timesclip-ett"), dataset)
+
+
+def test_info_nce_is_clips_symmetric_cross_entropy() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    t = 0.1
+    an = a / np.linalg.norm(a, axis=1, keepdims=True)
+    bn = b / np.linalg.norm(b, axis=1, keepdims=True)
+    logits = an @ bn.T / t
+
+    def cross_entropy(rows: np.ndarray) -> float:
+        # -log softmax(row)[i] for row i, averaged
+        return float(np.mean([np.log(np.exp(r).sum()) - r[i] for i, r in enumerate(rows)]))
+
+    want = (cross_entropy(logits) + cross_entropy(logits.T)) / 2
+    got = info_nce(torch.from_numpy(a), torch.from_numpy(b), t)
+    assert float(got) == pytest.approx(want, rel=1e-9)
+
+
+def test_image_weights_come_from_a_local_file_only(
+    ett: tuple[Dataset, Run], tmp_path: Path
+) -> None:
+    _, run = ett
+    source = ImageEncoder(channels=SMALL.channels, d_model=SMALL.d_model)
+    torch.save(source.state_dict(), tmp_path / "image.pt")
+    config = dataclasses.replace(SMALL, image_weights=str(tmp_path / "image.pt"), freeze_image=True)
+    model = family("timesclip").build(run.info, config)
+    assert isinstance(model, TimesCLIP)
+    for name, p in model.image.state_dict().items():
+        assert torch.equal(p, source.state_dict()[name])
+    assert not any(p.requires_grad for p in model.image.parameters())
+    assert all(p.requires_grad for p in model.series.parameters())
+
+    with pytest.raises(InputError, match="not a file"):
+        family("timesclip").build(run.info, dataclasses.replace(SMALL, image_weights="absent.pt"))
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(InputError, match="not a state_dict"):
+        family("timesclip").build(
+            run.info, dataclasses.replace(SMALL, image_weights=str(tmp_path / "list.pt"))
+        )
+
+
+def test_build_without_images_names_the_prep_step(ett: tuple[Dataset, Run]) -> None:
+    _, run = ett
+    with pytest.raises(InputError, match="tsfs prep images"):
+        family("timesclip").build(dataclasses.replace(run.info, image_size=0), SMALL)
+
+
+@pytest.fixture(scope="module")
+def trained(ett: tuple[Dataset, Run]) -> TimesCLIP:
+    _, run = ett
+    model = fit(family("timesclip"), run, TRAINED, steps=60, batch_size=16, lr=2e-3)
+    assert isinstance(model, TimesCLIP)
+    return model
+
+
+def test_images_and_series_of_a_row_align(ett: tuple[Dataset, Run], trained: TimesCLIP) -> None:
+    """A short run lowers InfoNCE on test rows clearly below chance (log of the batch's rows)."""
+    _, run = ett
+    trained.eval()
+    batch = next(iter(StoreLoader(run.readers["test"], batch_size=16, order="sequential")))
+    with torch.no_grad():
+        _, align = trained.outputs(batch)
+    print(f"timesclip InfoNCE on 112 test rows {float(align):.3f}, chance {np.log(112):.3f}")
+    assert float(align) < 0.88 * np.log(16 * 7)
+
+
+def test_etth1_96_beats_repeating_the_last_value(
+    ett: tuple[Dataset, Run], trained: TimesCLIP
+) -> None:
+    dataset, run = ett
+    scores = evaluate(family("timesclip"), trained, run, "test")
+    baseline = repeat_last_mse(dataset, "test")
+    mse, mae = scores["mse"], scores["mae"]
+    print(f"timesclip test mse {mse:.4f} mae {mae:.4f}, repeat-last {baseline:.4f}")
+    assert scores["loss"] == scores["mse"]
+    assert scores["mse"] < 0.8 * baseline
+
+
+@pytest.mark.skipif(not BASIC_MOTIONS.exists(), reason="BasicMotions is not in ../shared/data")
+def test_basicmotions_accuracy(tmp_path: Path) -> None:
+    dataset = load(BASIC_MOTIONS)
+    run = stored_images(tmp_path, dataset)
+    fam = family("timesclip")
+    model = fit(fam, run, SMALL, steps=80, batch_size=8)
+    scores = evaluate(fam, model, run, "test")
+    print(f"timesclip BasicMotions test accuracy {scores['accuracy']:.3f}")
+    assert scores["accuracy"] >= 0.8
