@@ -9,9 +9,11 @@ it "fits", the code path a GPU takes.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,15 @@ from tsfs.training.models.layers import forecast_scores
 ROOT = Path(__file__).resolve().parents[1]
 ETTH1 = ROOT / "data" / "ETTh1.csv"
 STRIDE = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Small models on a shared 2-core machine: extra torch threads only spin and wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -318,6 +329,7 @@ def test_training_never_imports_ptwt_or_matplotlib(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

@@ -1,0 +1,191 @@
+"""The diffusion family: schedule, samplers, chunked sampling, scores, and a short real run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tsfs.errors import InputError
+from tsfs.pipeline.prep import prep_features
+from tsfs.pipeline.sources import load
+from tsfs.specs import FeatureSpec, WindowSpec
+from tsfs.stores.store import Store
+from tsfs.training.data import Batch
+from tsfs.training.loop import TrainSpec, repeat_last_scores, train
+from tsfs.training.models import DataInfo
+from tsfs.training.models.diffusion import (
+    FAMILY,
+    DiffusionConfig,
+    DiffusionForecaster,
+    cosine_schedule,
+    ddim_timesteps,
+)
+
+ETTH1 = Path(__file__).resolve().parents[1] / "data" / "ETTh1.csv"
+INFO = DataInfo(
+    task="forecast",
+    seq_len=32,
+    label_len=8,
+    pred_len=12,
+    n_vars=3,
+    n_marks=4,
+    n_classes=0,
+    feature_names={},
+    image_size=0,
+)
+SMALL = DiffusionConfig(
+    d_model=16, n_heads=2, e_layers=1, d_ff=32, channels=(8, 16), steps=100, sample_steps=10
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Small models on a shared 2-core machine: extra torch threads only spin and wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def batch(b: int = 5, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "x": torch.randn(b, 32, 3, generator=g),
+        "y": torch.randn(b, 20, 3, generator=g),
+        "x_mark": torch.randn(b, 32, 4, generator=g),
+        "y_mark": torch.randn(b, 20, 4, generator=g),
+    }
+
+
+def trained(config: DiffusionConfig = SMALL, steps: int = 20) -> DiffusionForecaster:
+    """A model a few steps into training (its output layer no longer zero), in eval mode."""
+    torch.manual_seed(0)
+    model = FAMILY.build(INFO, config)
+    assert isinstance(model, DiffusionForecaster)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for i in range(steps):
+        loss = FAMILY.loss(model, batch(8, seed=100 + i))
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        opt.zero_grad()
+    return model.eval()
+
+
+def sample(model: DiffusionForecaster, seed: int = 1, **kw: object) -> torch.Tensor:
+    samples, _ = model.sample(batch(), generator=torch.Generator().manual_seed(seed), **kw)  # type: ignore[arg-type]
+    return samples
+
+
+def test_cosine_schedule_is_nichol_and_dhariwals() -> None:
+    steps, s = 1000, 0.008
+    f = [math.cos((t / steps + s) / (1 + s) * math.pi / 2) ** 2 for t in range(steps + 1)]
+    betas = [min(1 - f[t + 1] / f[t], 0.999) for t in range(steps)]
+    np.testing.assert_allclose(cosine_schedule(steps).numpy(), betas, rtol=1e-12, atol=1e-15)
+    assert ddim_timesteps(1000, 50) == list(range(980, -1, -20))
+    assert ddim_timesteps(100, 30) == list(range(99, -1, -3))
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_samples_have_the_forecast_shape(sampler: str) -> None:
+    model = trained(steps=2)
+    samples, y_det = model.sample(batch(), n_samples=4, sampler=sampler)  # type: ignore[arg-type]
+    assert samples.shape == (4, 5, 12, 3)
+    assert y_det.shape == (5, 12, 3)
+    assert torch.isfinite(samples).all()
+
+
+def test_ddim_with_eta_zero_is_deterministic_given_the_noise() -> None:
+    model = trained()
+    a, b = sample(model, n_samples=6), sample(model, n_samples=6)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, sample(model, seed=2, n_samples=6))
+    assert a.std(dim=0).mean() > 0  # the samples differ from each other
+    # eta > 0 adds noise at each step: another sample, reproducible from the same generator.
+    noisy = sample(model, n_samples=6, eta=1.0)
+    assert not torch.allclose(noisy, a)
+    assert torch.equal(noisy, sample(model, n_samples=6, eta=1.0))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 15, 90, 10_000])
+def test_chunked_sampling_equals_unchunked(chunk: int) -> None:
+    model = trained()
+    whole = sample(model, n_samples=6, chunk_rows=6 * 5 * 3)
+    torch.testing.assert_close(sample(model, n_samples=6, chunk_rows=chunk), whole)
+
+
+def test_an_untrained_denoiser_samples_the_deterministic_forecast() -> None:
+    # Zero output layer → predicted residual 0 → DDIM's last step (ᾱ_prev = 1) returns it.
+    torch.manual_seed(0)
+    model = FAMILY.build(INFO, SMALL).eval()
+    assert isinstance(model, DiffusionForecaster)
+    samples, y_det = model.sample(batch(), n_samples=3)
+    torch.testing.assert_close(samples, y_det.expand(3, -1, -1, -1))
+
+
+def test_scores_are_the_metrics_of_the_samples() -> None:
+    model = trained()
+    b = batch()
+    torch.manual_seed(5)
+    scores = FAMILY.score(model, b)
+    torch.manual_seed(5)
+    samples, y_det = model.sample(b, n_samples=SMALL.n_samples)
+    y = b["y"][:, -12:]
+    n = y.numel()
+    mse = (samples.median(dim=0).values - y).square().sum()
+    torch.testing.assert_close(scores["mse"][0], mse)
+    torch.testing.assert_close(scores["mse_det"][0], (y_det - y).square().sum())
+    assert scores["crps"][1] == n
+    assert scores["crps_quantile"][1] == pytest.approx(float(y.abs().sum()))
+    assert scores["crps_sum"][1] == pytest.approx(float(y.sum(-1).abs().sum()))
+    assert 0 < scores["crps_fair"][0] < scores["crps"][0]
+
+
+def test_bad_configs_are_refused() -> None:
+    with pytest.raises(InputError, match="multiple of n_heads"):
+        DiffusionConfig(d_model=30, n_heads=4)
+    with pytest.raises(InputError, match="sample_steps"):
+        DiffusionConfig(steps=10, sample_steps=20)
+    with pytest.raises(InputError, match="n_samples"):
+        DiffusionConfig(n_samples=1)
+    with pytest.raises(InputError, match="reads_features"):
+        FAMILY.build(INFO, DiffusionConfig(reads_features=True))
+
+
+@pytest.fixture(scope="module")
+def ett_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """ETTh1 96→96 (every 8th window) with its DWT features, prepared through the library."""
+    store = Store(tmp_path_factory.mktemp("ett") / "store", mode="a")
+    prep_features(load(ETTH1, WindowSpec(stride=8)), FeatureSpec(), store)
+    return store
+
+
+def test_diffusion_beats_repeating_the_last_value_on_etth1(
+    ett_store: Store, tmp_path: Path
+) -> None:
+    # No validation split: sampling it every epoch would double the time of this test.
+    ds = load(ETTH1, WindowSpec(stride=8, splits=("train", "test")))
+    config = DiffusionConfig(
+        d_model=32,
+        n_heads=2,
+        e_layers=1,
+        d_ff=64,
+        channels=(8, 16),
+        steps=100,
+        sample_steps=5,
+        n_samples=4,
+        dropout=0.0,
+        reads_features=True,
+    )
+    spec = TrainSpec(epochs=2, batch_size=32, lr=1e-3, out=tmp_path / "run")
+    result = train("diffusion", ds, ett_store, spec, config)
+    test = result.metrics["test"]
+    baseline = repeat_last_scores(ds.splits["test"], 96)
+    assert test["mse"] < 0.8 * baseline["mse"]
+    assert test["mae"] < baseline["mae"]
+    assert 0 < test["crps_fair"] < test["crps"] < test["mae"]
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
