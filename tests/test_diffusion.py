@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _torch_threads import one_thread  # noqa: F401  # autouse fixture
 
 from tsfs.errors import InputError
 from tsfs.pipeline.prep import prep_features
@@ -41,15 +41,6 @@ INFO = DataInfo(
 SMALL = DiffusionConfig(
     d_model=16, n_heads=2, e_layers=1, d_ff=32, channels=(8, 16), steps=100, sample_steps=10
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Small models on a shared 2-core machine: extra torch threads only spin and wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def batch(b: int = 5, seed: int = 0) -> Batch:
