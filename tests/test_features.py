@@ -14,7 +14,12 @@ import torch
 from tsfs.errors import InputError
 from tsfs.pipeline.dwt import band_lengths, max_level, resolve_level
 from tsfs.pipeline.features import compute_rows, compute_windows, feature_schema, pool_window
-from tsfs.pipeline.stats import sliding_extrema, sliding_order_statistic
+from tsfs.pipeline.stats import (
+    sliding_extrema,
+    sliding_order_statistic,
+    sliding_top_lags,
+    top_lags,
+)
 from tsfs.specs import FeatureSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -360,14 +365,9 @@ def check_windows(got: dict, want: dict, R: int) -> None:
 def test_windows_of_hard_series_agree_with_rows() -> None:
     """Large offsets, flat stretches (zero variance) and spikes: windows the shared sums cannot
     resolve are recomputed row by row."""
-    rng = np.random.default_rng(7)
-    L, T = 3000, 128
-    series = rng.standard_normal((L, 3)).cumsum(0).astype(np.float32)
-    series[:, 1] += 1e5
-    series[500:900, 0] = 3.0
-    series[1200:1250, 2] = 0.0
-    series[2000, 2] = 1e6
-    starts = np.arange(0, L - T + 1, 3)
+    series = hard_series()
+    T = 128
+    starts = np.arange(0, series.shape[0] - T + 1, 3)
     got = compute_windows(series, seq_len=T, starts=starts, spec=FeatureSpec())
     rows = windows_of(series, starts, T)
     check_windows(got, compute_rows(rows, FeatureSpec()), rows.shape[0])
@@ -394,6 +394,48 @@ def test_sliding_order_statistics_select_the_windows_values(T: int) -> None:
     for rank in sorted({0, (T - 1) // 2, T - 1}):
         got = sliding_order_statistic(series, T, starts, rank)
         np.testing.assert_array_equal(got, np.sort(windows, axis=2)[..., rank])
+
+
+def hard_series(L: int = 3000) -> np.ndarray:
+    """(L, 3): random walks with a large offset, flat stretches (zero variance) and a spike."""
+    rng = np.random.default_rng(7)
+    series = rng.standard_normal((L, 3)).cumsum(0).astype(np.float32)
+    series[:, 1] += 1e5
+    series[500:900, 0] = 3.0
+    series[1200:1250, 2] = 0.0
+    series[2000, 2] = 1e6
+    return series
+
+
+@pytest.mark.parametrize("T", [512, 96, 24, 97])
+def test_sliding_lags_equal_per_row_lags(ett: np.ndarray, T: int) -> None:
+    """The sliding autocorrelation (and its per-row fallback for loose windows) ranks every
+    window as the per-row FFT does, whichever windows are asked for."""
+    part = ett[2000:6000]
+    xt = np.ascontiguousarray(part.T)
+    every = np.arange(0, part.shape[0] - T + 1)
+    want = top_lags(windows_of(part, every, T), 5).reshape(every.size, 7, 5)
+    np.testing.assert_array_equal(sliding_top_lags(xt, T, every, 5), want)
+    for starts in (every[::5], every[[2500, 10, 3000, 0, -1, 64, 63]], every[::-97]):
+        np.testing.assert_array_equal(sliding_top_lags(xt, T, starts, 5), want[starts])
+    hard = hard_series()
+    starts = np.arange(0, 3000 - T + 1, 3)
+    want = top_lags(windows_of(hard, starts, T), 5).reshape(starts.size, 3, 5)
+    got = sliding_top_lags(np.ascontiguousarray(hard.T), T, starts, 5)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_window_lags_equal_timellm_on_every_etth1_window(ett: np.ndarray) -> None:
+    """All 97,223 windows of length 512 of ETTh1 (every variable): the lag sets of the sliding
+    autocorrelation are Time-LLM's own float32 sets."""
+    T = 512
+    starts = np.arange(0, 14400 - T + 1)
+    ours = sliding_top_lags(np.ascontiguousarray(ett.T), T, starts, 5).reshape(-1, 5)
+    for lo in range(0, starts.size, 1024):
+        part = starts[lo : lo + 1024]
+        theirs = timellm_statistics(windows_of(ett, part, T))["lags"]
+        mine = ours[lo * 7 : (lo + part.size) * 7]
+        np.testing.assert_array_equal(np.sort(mine, axis=1), np.sort(theirs, axis=1))
 
 
 def test_windows_validate_their_inputs(ett: np.ndarray) -> None:

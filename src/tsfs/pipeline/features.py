@@ -11,7 +11,8 @@ Two entry points compute the same values:
   (:class:`tsfs.pipeline.dwt.WindowPlan`). Min, max and lower median are exact selections
   over the series (:mod:`tsfs.pipeline.stats`), mapped through the row's RevIN with revin's own
   float32 operations (monotone, so ``min(z) = (min(x) − m) / s`` as float32 rounds it); lags
-  come from the FFT of each raw window, exactly as on the per-row path.
+  come from the sliding autocorrelation of the raw windows
+  (:func:`tsfs.pipeline.stats.sliding_top_lags`), ranked as on the per-row path.
 
 Every stored output and its per-row shape and dtype is listed by :func:`feature_schema`;
 :func:`pool_window` derives the per-window values of the public SWT-Time ``DWTPromptGenerator``
@@ -48,9 +49,9 @@ from tsfs.pipeline.dwt import (
 )
 from tsfs.pipeline.normalize import REVIN_EPS, revin
 from tsfs.pipeline.stats import (
-    ANCHOR_EVERY,
     sliding_extrema,
     sliding_order_statistic,
+    sliding_top_lags,
     top_lags,
 )
 from tsfs.specs import FeatureSpec
@@ -65,7 +66,6 @@ _F64 = np.dtype(np.float64)
 
 # Rows per batch of the per-row work: bounds memory and keeps a batch in cache.
 _ROW_BATCH = 4096
-_WINDOW_BATCH_ROWS = 1024
 # A shared-transform sum is trusted when it is at least 1e9 times its float64 rounding bound
 # (relative error < 1e-9); other rows (constant or near-constant windows, tiny bands far from
 # the series' scale) are recomputed on the per-row path, which is exact for them.
@@ -323,20 +323,11 @@ def compute_windows(
         energy[:, :, j] = raw / scale**2
 
     # Order statistics straight from the series (exact selections, no rounding); lags from the
-    # raw windows, a batch at a time, variable-major: rows of one variable are contiguous in
-    # ``x.T``, which makes the gather ~4x cheaper than window-major.
+    # sliding autocorrelation of the raw windows.
     xt = np.ascontiguousarray(x.T)
     low, high = sliding_extrema(xt, T, st)
     median = sliding_order_statistic(xt, T, st, (T - 1) // 2)
-    by_var = sliding_window_view(xt, T, axis=1)  # (V, L-T+1, T), a view
-    lags = np.empty((V, N, spec.top_k), dtype=np.int32)
-    # whole anchor groups per variable, so every group of rows is one variable's windows
-    per_batch = max(1, _WINDOW_BATCH_ROWS // V // ANCHOR_EVERY) * ANCHOR_EVERY
-    for lo in range(0, N, per_batch):
-        sl = slice(lo, min(lo + per_batch, N))
-        batch = by_var[:, st[sl]]  # (V, n, T) float32 copy
-        lags[:, sl] = top_lags(batch.reshape(-1, T), spec.top_k).reshape(V, batch.shape[1], -1)
-    out["lags"] = np.ascontiguousarray(lags.transpose(1, 0, 2))
+    out["lags"] = sliding_top_lags(xt, T, st, spec.top_k)
 
     # Explicit coefficients in z units: E·x minus the response to the RevIN mean, E·1·m.
     cz = _explicit(x, st, plan, block) - mean32.astype(np.float64)[..., None] * plan.explicit_ones
