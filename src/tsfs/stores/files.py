@@ -301,9 +301,6 @@ class LocalFiles(Files):
     def mkdir(self, key: str) -> None:
         self.path(key).mkdir(parents=True, exist_ok=True)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (LocalFiles, (self.root,))
-
 
 # --------------------------------------------------------------------------------------------
 # an fsspec URL
@@ -366,9 +363,7 @@ class RemoteFiles(Files):
             raise StoreError(f"cannot {what} {self.where(key)}: {name}: {e}") from e
 
     def read(self, key: str, limit: int | None = None) -> bytes:
-        p = self._p(key)
-        end = None if limit is None else limit
-        data: bytes = self._call("read", key, self.fs.cat_file, p, start=None, end=end)
+        data: bytes = self._call("read", key, self.fs.cat_file, self._p(key), end=limit)
         return data
 
     def read_array(self, key: str) -> npt.NDArray[np.uint8]:
