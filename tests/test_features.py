@@ -3,6 +3,7 @@ generator's formulas restated here from its source, and a plain per-row referenc
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import numpy as np
 import pytest
 import pywt
 import torch
+import xxhash
 
 from tsfs.errors import InputError
 from tsfs.pipeline.dwt import band_lengths, max_level, resolve_level
 from tsfs.pipeline.features import compute_rows, compute_windows, feature_schema, pool_window
+from tsfs.pipeline.hashing import row_keys, window_keys
 from tsfs.pipeline.stats import (
     sliding_extrema,
     sliding_order_statistic,
@@ -545,3 +548,23 @@ def test_cuda_rows_equal_cpu_rows(ett: np.ndarray) -> None:
     spec = FeatureSpec(store_coefficients=True)
     cpu, gpu = compute_rows(rows, spec), compute_rows(rows, spec, device="cuda")
     check_windows(gpu, cpu, rows.shape[0])
+
+
+# ------------------------------------------------------------------ row keys
+
+
+@pytest.mark.parametrize("algorithm", ["xxh3-128", "blake2b-128"])
+def test_keys_are_digests_of_the_rows_float32_bytes(ett: np.ndarray, algorithm: str) -> None:
+    starts = np.array([0, 5, 5, 700, 14400 - 96])
+    rows = windows_of(ett, starts, 96)  # (N·V, T), window-major
+
+    def digest(row: np.ndarray) -> bytes:
+        data = row.astype("<f4").tobytes()
+        if algorithm == "xxh3-128":
+            return xxhash.xxh3_128_digest(data, seed=1)
+        return hashlib.blake2b(data, digest_size=16, person=b"tsfs-row-v1").digest()
+
+    want = np.frombuffer(b"".join(digest(r) for r in rows), np.uint8).reshape(-1, 16)
+    np.testing.assert_array_equal(row_keys(rows, algorithm), want)
+    got = window_keys(ett, starts, 96, algorithm)
+    np.testing.assert_array_equal(got.reshape(-1, 16), want)
