@@ -188,6 +188,45 @@ def test_store_commands_take_urls(url: str) -> None:
     assert "no tsfs store at" in missing.output
 
 
+def test_plan_and_prep_with_a_budget_on_an_object_store(url: str, tmp_path: Path) -> None:
+    """No free space to check there: the plan says so, and only --budget bounds a run."""
+    data = ["features", str(ETTH1), "--seq-len", "96", "--stride", "64", "--store", url]
+    runner = CliRunner()
+    planned = runner.invoke(app, ["plan", *data, "--json"])
+    assert planned.exit_code == 0, planned.output
+    est = json.loads(planned.output)
+    assert est["free_bytes"] is None
+    assert est["rows_missing"] > 0
+    assert est["verdict"] == "ok"
+    text = runner.invoke(app, ["plan", *data])
+    assert "no limit (object store)" in text.output
+    over = runner.invoke(app, ["prep", *data, "--budget", "1K", "-q"])
+    assert over.exit_code == 1
+    assert "budget of 1.0 KiB" in over.output
+    done = runner.invoke(app, ["prep", *data, "--budget", "1G", "-q", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["rows_computed"] == est["rows_missing"]
+    shown = runner.invoke(app, ["show", "prompt", url, str(ETTH1), "--seq-len", "96"])
+    assert shown.exit_code == 0, shown.output
+    assert "top 5 lags are" in shown.output
+    # a store without the asked namespace names its URL in the message
+    empty = f"{url}-empty"
+    Store(empty, mode="a")
+    show = [
+        "show",
+        "images",
+        empty,
+        str(ETTH1),
+        "--seq-len",
+        "96",
+        "--out",
+        str(tmp_path / "w.png"),
+    ]
+    missing = runner.invoke(app, show)
+    assert missing.exit_code == 2
+    assert f"store {empty} has no" in missing.output
+
+
 # --------------------------------------------------------------------------------------------
 # a real S3-compatible server on loopback
 

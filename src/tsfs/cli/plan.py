@@ -60,6 +60,7 @@ def _show(est: Estimate, alternatives: list[tuple[str, Estimate]], json_out: boo
         return
     windows = ", ".join(f"{k} {v:,}" for k, v in est.windows.items())
     dup = est.rows_total - est.rows_unique
+    free = "no limit (object store)" if est.free_bytes is None else human_bytes(est.free_bytes)
     lines = [
         f"{est.namespace}",
         f"  windows          {windows}",
@@ -70,7 +71,7 @@ def _show(est: Estimate, alternatives: list[tuple[str, Estimate]], json_out: boo
         f"  on disk          {human_bytes(est.bytes_on_disk)} in {est.files:,} files"
         f"  (from a {est.sample_rows}-row sample)",
         f"  time             {est.seconds:,.1f} s with --jobs {est.jobs}",
-        f"  free space       {human_bytes(est.free_bytes)}"
+        f"  free space       {free}"
         + (f", budget {human_bytes(est.budget_bytes)}" if est.budget_bytes is not None else ""),
         f"  verdict          {est.verdict}",
     ]

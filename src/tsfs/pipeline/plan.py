@@ -56,7 +56,7 @@ class Estimate:
     files: int
     seconds: float
     jobs: int
-    free_bytes: int
+    free_bytes: int | None  # None: an object store, with no free space to run out of
     budget_bytes: int | None
     sample_rows: int
     alternatives: list[dict[str, Any]] = field(default_factory=list)
@@ -65,7 +65,7 @@ class Estimate:
     def verdict(self) -> str:
         if self.rows_missing == 0:
             return "nothing to do"
-        if self.bytes_on_disk > self.free_bytes:
+        if self.free_bytes is not None and self.bytes_on_disk > self.free_bytes:
             return "does not fit the free space"
         if self.budget_bytes is not None and self.bytes_on_disk > self.budget_bytes:
             return "over budget"
@@ -213,7 +213,7 @@ def estimate(
     serial_startup_s: float = 0.0,
 ) -> Estimate:
     """Predict bytes, files and seconds of running ``plan`` (see the module docstring)."""
-    new_namespace = not (namespace.path / "zarr.json").exists()
+    new_namespace = not namespace.exists()
     bytes_unc = files = bytes_disk = 0
     seconds = hash_seconds
     sample_n = 0
@@ -259,7 +259,7 @@ def estimate(
         files=files,
         seconds=seconds,
         jobs=jobs,
-        free_bytes=free_bytes(namespace.store.path),
+        free_bytes=free_bytes(namespace.store.path) if namespace.store.local else None,
         budget_bytes=budget_bytes,
         sample_rows=sample_n,
     )
@@ -287,7 +287,7 @@ def check_budget(est: Estimate) -> None:
     if est.fits:
         return
     where = (
-        f"the {human_bytes(est.free_bytes)} free"
+        f"the {human_bytes(est.free_bytes or 0)} free"
         if est.verdict == "does not fit the free space"
         else f"the budget of {human_bytes(est.budget_bytes or 0)}"
     )

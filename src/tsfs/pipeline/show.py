@@ -31,13 +31,13 @@ def pick_namespace(store: Store, kind: str, fingerprint: str | None = None) -> N
         return spaces[0]
     if not spaces:
         raise MissingRowsError(
-            f"store {store.path} has no {kind}"
+            f"store {store.url} has no {kind}"
             + (f" namespace {fingerprint}" if fingerprint else "")
-            + f"; run `tsfs prep {kind} DATA --store {store.path}` first"
+            + f"; run `tsfs prep {kind} DATA --store {store.url}` first"
         )
     listed = ", ".join(ns.fingerprint for ns in spaces)
     raise InputError(
-        f"store {store.path} has several {kind} namespaces ({listed}); pick one with --namespace"
+        f"store {store.url} has several {kind} namespaces ({listed}); pick one with --namespace"
     )
 
 
