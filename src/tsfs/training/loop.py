@@ -54,6 +54,7 @@ from tqdm import tqdm
 from tsfs.errors import InputError, MissingRowsError, StoreCorruptError, StoreReadOnlyError
 from tsfs.pipeline.windows import Dataset, Split
 from tsfs.specs import FeatureSpec, ImageSpec
+from tsfs.stores.files import open_files
 from tsfs.stores.store import Namespace, Store
 from tsfs.training.data import (
     Batch,
@@ -543,6 +544,7 @@ def fit(
     metrics: dict[str, Any] = {
         **run.identity,
         "train": spec.to_dict(),
+        "windows": {name: len(reader) for name, reader in readers.items()},
         "device": str(run.device),
         "amp": None if run.amp is None else str(run.amp).removeprefix("torch."),
         "batch_size": run.batch_size,
@@ -616,18 +618,17 @@ def _spec_of(namespace: Namespace, cls: type[S]) -> S:
 
 def _namespace_spec(view: View, requested: S | str | None, cls: type[S]) -> S:
     """The ``cls`` spec whose namespace to read: asked for, or the one holding the data."""
-    if isinstance(requested, cls):
+    if requested is not None and not isinstance(requested, str):
         return requested  # the reader names the prep command if rows are missing
     kind: Literal["features", "images"] = "features" if cls is FeatureSpec else "images"
     store, dataset = view.store, view.dataset
-    option = f"--{kind[:-1]}-namespace"
     candidates = [ns for ns in store.namespaces() if ns.kind == kind]
     if requested is not None:
-        candidates = [ns for ns in candidates if ns.fingerprint == requested]
+        candidates = [ns for ns in candidates if ns.fingerprint.startswith(requested)]
         if not candidates:
             raise InputError(
-                f"store {store.path} has no {kind} namespace {requested!r} ({option}); "
-                f"`tsfs store info {store.path}` lists them"
+                f"store {store.url} has no {kind} namespace {requested!r} (--namespace); "
+                f"`tsfs store info {store.url}` lists them"
             )
     keys = np.concatenate([k.reshape(-1, 16) for k in view.keys.values()])
     complete = [ns for ns in candidates if bool(ns.lookup(keys).found.all())]
@@ -636,14 +637,14 @@ def _namespace_spec(view: View, requested: S | str | None, cls: type[S]) -> S:
         spec = _spec_of(candidates[0], cls) if len(candidates) == 1 else cls()
         command = prep_command(kind, dataset, spec, store)
         raise MissingRowsError(
-            f"no {kind} namespace in store {store.path} holds every row of "
+            f"no {kind} namespace in store {store.url} holds every row of "
             f"{dataset.path.name} with these data options; compute them with: {command}"
         )
     if len(complete) > 1:
         listed = ", ".join(ns.fingerprint for ns in complete)
         raise InputError(
-            f"several {kind} namespaces of store {store.path} hold this data ({listed}); "
-            f"choose one with {option}"
+            f"several {kind} namespaces of store {store.url} hold this data ({listed}); "
+            "pick one with --namespace"
         )
     return _spec_of(complete[0], cls)
 
@@ -653,7 +654,7 @@ def _open_store(store: Store | str | os.PathLike[str]) -> Store:
     stand-in where none exists (a family that reads nothing from it still trains)."""
     if isinstance(store, Store):
         return store
-    if (Path(store) / "zarr.json").exists():
+    if open_files(store).exists("zarr.json"):
         try:
             return Store(store, mode="a")
         except StoreReadOnlyError:
@@ -682,7 +683,8 @@ def train(
         spec: how to train.
         config: the family's config (default: its defaults).
         features, images: the namespace to read when the family reads one: a spec, a
-            namespace fingerprint, or None for the store's one namespace holding every row.
+            namespace fingerprint (or its start), or None for the store's one namespace
+            that holds every row of the data.
 
     Raises:
         MissingRowsError: the store lacks rows the family reads; names the ``tsfs prep``
