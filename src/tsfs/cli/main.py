@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tsfs import __version__
-from tsfs.cli import plan, prep, show, store
+from tsfs.cli import plan, prep, show, store, train
 
 __all__ = ["app"]
 
@@ -32,3 +32,4 @@ app.add_typer(prep.app, name="prep")
 app.add_typer(plan.app, name="plan")
 app.add_typer(show.app, name="show")
 app.add_typer(store.app, name="store")
+app.command("train", help=train.HELP, no_args_is_help=True)(train.main)

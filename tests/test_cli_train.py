@@ -1,0 +1,112 @@
+"""`tsfs train` as a person meets it: help, a small real run, resumption, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tsfs.cli.main import app
+from tsfs.cli.train import MODELS
+from tsfs.training.models import FAMILIES
+
+ROOT = Path(__file__).resolve().parents[1]
+ETTH1 = ROOT / "data" / "ETTh1.csv"
+runner = CliRunner()
+# A diffusion model small enough to train and sample in seconds on one CPU thread.
+TINY = [
+    *("-c", "d_model=8", "-c", "n_heads=1", "-c", "e_layers=1", "-c", "d_ff=8"),
+    *("-c", "channels=4", "-c", "steps=10", "-c", "sample_steps=2", "-c", "n_samples=2"),
+]
+
+
+def tsfs(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tsfs", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def test_help_lists_models_with_examples() -> None:
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    assert tuple(FAMILIES) == MODELS  # the help's list is the registry's
+    for name in FAMILIES:
+        assert name in result.output
+    assert "Example" in result.output
+    assert "tsfs train diffusion" in result.output
+    assert "--config" in result.output
+    assert " train " in runner.invoke(app, ["--help"]).output
+
+
+def test_a_small_run_then_resume(tmp_path: Path) -> None:
+    out, store = tmp_path / "run", tmp_path / "store"
+    common = [str(ETTH1), "--stride", "97", "--batch-size", "16", "--store", str(store)]
+    first = tsfs("train", "diffusion", *common, *TINY, "--max-steps", "3", "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    assert "test: mse" in first.stdout
+    assert "repeat-last baseline" in first.stdout
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "best.pt", "last.pt", "curves.png"}
+    again = tsfs("train", "diffusion", *common, *TINY, "--out", str(out))
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"tsfs: error: {out} already holds a run (last.pt); pass --resume to continue it or "
+        "choose another --out"
+    ]
+    resumed = tsfs(
+        *("train", "diffusion", *common, *TINY, "--max-steps", "5", "--out", str(out)),
+        *("--resume", "--json"),
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    printed = json.loads(resumed.stdout)
+    assert printed == json.loads((out / "metrics.json").read_text())
+    assert printed["steps"] == 5
+    assert printed["config"]["channels"] == [4]
+
+
+def _bad(tmp: Path) -> list[tuple[list[str], str]]:
+    data = [str(ETTH1), "--stride", "97", "--store", str(tmp / "empty")]
+    return [
+        (["nope", *data], "unknown model 'nope': choose one of"),
+        (["diffusion", *data, "-c", "nope=1"], "diffusion has no setting 'nope'; its settings: d_"),
+        (["diffusion", *data, "-c", "d_model"], "write KEY=VALUE"),
+        (["diffusion", *data, "-c", "d_model=big"], "--config d_model: 'big' is not an integer"),
+        (["diffusion", *data, "-c", "eta=-"], "--config eta: '-' is not a number"),
+        (["diffusion", *data, "-c", "sampler=euler"], "'euler' is not one of ddim, ddpm"),
+        (["diffusion", *data, "-c", "reads_features=maybe"], "'maybe' is not true or false"),
+        (["diffusion", *data, "-c", "d_model=30"], "multiple of n_heads"),
+        (["diffusion", *data, "--device", "tpu"], "unknown --device 'tpu'"),
+        (["diffusion", *data, "--epochs", "0"], "--epochs must be at least 1"),
+        (["diffusion", *data, "--resume", "--out", str(tmp / "none")], "nothing to resume"),
+        (["diffusion", *data, "--seq-len", "0"], "--seq-len"),
+        (["diffusion", str(tmp / "missing.csv")], "missing.csv"),
+        (
+            ["diffusion", *data, "-c", "reads_features=true"],
+            "compute them with: tsfs prep features",
+        ),
+    ]
+
+
+def test_bad_input_is_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    for args, expected in _bad(tmp_path):
+        result = runner.invoke(app, ["train", *args])
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1, (args, result.output)
+        assert lines[0].startswith("tsfs: error: ")
+        assert expected in lines[0], (args, lines[0])
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--batch-size"])
+def test_options_that_are_not_numbers_are_usage_errors(flag: str) -> None:
+    result = runner.invoke(app, ["train", "diffusion", str(ETTH1), flag, "x"])
+    assert result.exit_code == 2
+    assert flag in result.output
