@@ -257,3 +257,15 @@ def test_a_store_creation_killed_before_its_rename_is_not_a_foreign_directory(
     store = Store(tmp_path / "s", mode="a")
     assert store.info()["namespaces"] == []
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["zarr.json"]
+
+
+def test_segment_files_are_synced_together_and_failures_surface(tmp_path: Path) -> None:
+    from tsfs.stores import files
+
+    local = files.LocalFiles(tmp_path)
+    for i in range(40):
+        local.write(f"seg/a/c/{i}", b"x" * 100)
+    local.sync_tree("seg")  # every file and directory, from several threads
+    paths = [str(tmp_path / "seg" / "a" / "c" / str(i)) for i in range(40)]
+    with pytest.raises(FileNotFoundError):  # a failed fsync is never lost in a thread
+        files._fsync_all([*paths, str(tmp_path / "vanished")])

@@ -7,7 +7,9 @@ and both keep the store's one promise — a segment is visible exactly when its 
 * :class:`LocalFiles` (a path, or a ``file://`` URL): a new segment's directory is created
   under a hidden name, ``flock``-ed and renamed into place, so ``gc`` tells a live writer from
   a dead one by its lock; records are written to a temp file, fsynced and renamed over their
-  name; every chunk file is fsynced before the commit record is written.
+  name; every file of a segment is fsynced before the commit record is written (all at once
+  from a few threads: the file system then commits them together, ~10x sooner than one
+  fsync after another).
 * :class:`RemoteFiles` (any other fsspec URL): nothing relies on rename or locks, which
   object stores do not have. A segment's chunk objects are written under its unique id first;
   the commit record is then written as one whole object (a PUT replaces an object atomically:
@@ -28,8 +30,10 @@ import re
 import secrets
 import shutil
 import stat
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +86,8 @@ class Files(ABC):
         """The bytes of ``key`` as a writable uint8 array; FileNotFoundError when missing."""
 
     @abstractmethod
-    def write(self, key: str, *parts: bytes | memoryview, sync: bool = True) -> None:
-        """Write a new file of ``parts`` concatenated; with ``sync``, durably (fsync) before
-        returning."""
+    def write(self, key: str, *parts: bytes | memoryview) -> None:
+        """Write a new file of ``parts`` concatenated (durable only after :meth:`sync_tree`)."""
 
     @abstractmethod
     def write_atomic(self, key: str, data: bytes) -> None:
@@ -137,17 +140,41 @@ class Files(ABC):
     def mkdir(self, key: str) -> None:
         """Make directory ``key`` and its parents (object stores have no directories)."""
 
+    def sync_tree(self, key: str) -> None:  # noqa: B027 (object stores: every PUT is durable)
+        """Make every file written under ``key`` durable, before a commit record names them."""
+
 
 # --------------------------------------------------------------------------------------------
 # a local directory
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_SYNC_THREADS = 16
+_sync_pool: tuple[int, ThreadPoolExecutor] | None = None
+_sync_lock = threading.Lock()
+
+
+def _fsync_all(paths: list[str]) -> None:
+    """fsync files and directories from a few threads at once.
+
+    One fsync waits for one journal commit (~3 ms here); fsyncs in flight together share
+    commits, so a 134-file segment takes ~40 ms instead of ~500 ms. The pool belongs to the
+    process that made it (a forked worker makes its own).
+    """
+    global _sync_pool
+    with _sync_lock:
+        if _sync_pool is None or _sync_pool[0] != os.getpid():
+            _sync_pool = (os.getpid(), ThreadPoolExecutor(_SYNC_THREADS, "tsfs-fsync"))
+        pool = _sync_pool[1]
+    for _ in pool.map(_fsync_dir, paths):  # re-raises the first failure (EIO, ENOSPC)
+        pass
 
 
 class LocalFiles(Files):
@@ -189,15 +216,12 @@ class LocalFiles(Files):
             raise StoreError(f"cannot read {path}: {e.strerror}") from e
         return buf[:got]
 
-    def write(self, key: str, *parts: bytes | memoryview, sync: bool = True) -> None:
+    def write(self, key: str, *parts: bytes | memoryview) -> None:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
             for p in parts:
                 f.write(p)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
 
     def write_atomic(self, key: str, data: bytes) -> None:
         path = self.path(key)
@@ -301,6 +325,14 @@ class LocalFiles(Files):
     def mkdir(self, key: str) -> None:
         self.path(key).mkdir(parents=True, exist_ok=True)
 
+    def sync_tree(self, key: str) -> None:
+        top = self.path(key)
+        paths = [str(top.parent)]  # the entry that the segment's rename made
+        for root, _dirs, names in os.walk(top):
+            paths.append(root)
+            paths.extend(os.path.join(root, n) for n in names)
+        _fsync_all(paths)
+
 
 # --------------------------------------------------------------------------------------------
 # an fsspec URL
@@ -372,7 +404,7 @@ class RemoteFiles(Files):
         out[:] = np.frombuffer(data, dtype=np.uint8)
         return out
 
-    def write(self, key: str, *parts: bytes | memoryview, sync: bool = True) -> None:
+    def write(self, key: str, *parts: bytes | memoryview) -> None:
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         try:
             self._call("write", key, self.fs.pipe_file, self._p(key), bytes(data))
