@@ -20,6 +20,7 @@ __all__ = [
     "FlattenHead",
     "PatchEmbedding",
     "TransformerEncoder",
+    "forecast_loss",
     "forecast_scores",
     "patch_count",
     "require_positive",
@@ -131,6 +132,11 @@ class FlattenHead(nn.Module):
         """(N, ...) → (N, pred_len)."""
         out: torch.Tensor = self.dropout(self.linear(tokens.flatten(1)))
         return out
+
+
+def forecast_loss(forecast: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of a (B, pred_len, V) forecast against the last pred_len steps of y."""
+    return F.mse_loss(forecast.float(), y[:, -forecast.shape[1] :].float())
 
 
 def forecast_scores(forecast: torch.Tensor, y: torch.Tensor) -> Scores:

@@ -59,6 +59,7 @@ from tsfs.training.models.layers import (
     FlattenHead,
     PatchEmbedding,
     TransformerEncoder,
+    forecast_loss,
     forecast_scores,
     patch_count,
     require_positive,
@@ -559,8 +560,7 @@ class TimeLLMFamily:
         return model
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        forecast = cast(TimeLLM, model).forecast(batch)
-        return F.mse_loss(forecast, batch["y"][:, -forecast.shape[1] :])
+        return forecast_loss(cast(TimeLLM, model).forecast(batch), batch["y"])
 
     def score(self, model: nn.Module, batch: Batch) -> Scores:
         return forecast_scores(cast(TimeLLM, model).forecast(batch), batch["y"])

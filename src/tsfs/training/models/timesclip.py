@@ -34,6 +34,7 @@ from tsfs.training.models.layers import (
     FlattenHead,
     PatchEmbedding,
     TransformerEncoder,
+    forecast_loss,
     forecast_scores,
     patch_count,
     require_positive,
@@ -218,23 +219,21 @@ class TimesCLIPFamily:
             raise InputError("timesclip reads images; prep them with `tsfs prep images` first")
         return TimesCLIP(info, config)
 
-    def _task_loss(self, out: torch.Tensor, batch: Batch, reduction: str) -> torch.Tensor:
-        if "labels" in batch:
-            return F.cross_entropy(out.float(), batch["labels"], reduction=reduction)
-        target = batch["y"][:, -out.shape[1] :]
-        return F.mse_loss(out.float(), target.float(), reduction=reduction)
-
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         net = cast(TimesCLIP, model)
         out, align = net.outputs(batch)
-        return self._task_loss(out, batch, "mean") + net.config.align_weight * align
+        if "labels" in batch:
+            task = F.cross_entropy(out.float(), batch["labels"])
+        else:
+            task = forecast_loss(out, batch["y"])
+        return task + net.config.align_weight * align
 
     def score(self, model: nn.Module, batch: Batch) -> Scores:
         out, _ = cast(TimesCLIP, model).outputs(batch)
         if "labels" in batch:
             labels = batch["labels"]
             right = (out.argmax(dim=-1) == labels).sum()
-            loss = self._task_loss(out, batch, "sum")
+            loss = F.cross_entropy(out.float(), labels, reduction="sum")
             return {"accuracy": (right, len(labels)), "loss": (loss, len(labels))}
         scores = dict(forecast_scores(out, batch["y"]))
         scores["loss"] = scores["mse"]
