@@ -149,3 +149,12 @@ def test_shapes_that_do_not_fit_are_refused() -> None:
         crps_ensemble(torch.zeros(4, 3, 2), torch.zeros(3, 3))
     with pytest.raises(ValueError, match="at least two"):
         crps_fair(torch.zeros(1, 3), torch.zeros(3))
+
+
+def test_half_precision_takes_torchs_sort_and_agrees() -> None:
+    samples, target = draws((20, 6, 3), 14), draws((6, 3), 15)
+    ref = crps_ensemble(torch.from_numpy(samples), torch.from_numpy(target)).numpy()
+    half = crps_ensemble(torch.from_numpy(samples).half(), torch.from_numpy(target).half())
+    np.testing.assert_allclose(half.float().numpy(), ref, atol=2e-2)
+    q = sample_quantiles(torch.from_numpy(samples).half()).float().numpy()
+    np.testing.assert_allclose(q, np.quantile(samples, np.array(QUANTILES), axis=0), atol=2e-2)

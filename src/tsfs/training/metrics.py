@@ -2,7 +2,8 @@
 
 Every function takes ``samples`` (S, ...) — S draws of a forecast, sample dimension first — and
 ``target`` (...) of the same trailing shape, and is vectorised over every element: one sort
-along S, no Python loop over samples or elements.
+along S, no Python loop over samples or elements. They score forecasts (no gradient flows
+through the sort).
 
 1. :func:`crps_ensemble` — properscoring's ``crps_ensemble`` (the exact CRPS of the samples'
    empirical CDF): ``mean_i |x_i − y| − 1/(2S²) Σ_i Σ_j |x_i − x_j|``. TMDM reports it.
@@ -26,6 +27,7 @@ CSDI computes on the concatenated test set). Values are on whatever scale the in
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -42,12 +44,24 @@ __all__ = [
 QUANTILES: tuple[float, ...] = tuple(i / 20 for i in range(1, 20))
 
 
-def _pair_term(sorted_samples: torch.Tensor) -> torch.Tensor:
-    """``Σ_i Σ_j |x_i − x_j| / 2`` over dim 0 of (S, ...) samples sorted along dim 0 → (...)."""
-    s = sorted_samples.shape[0]
-    rank = torch.arange(1, s + 1, dtype=sorted_samples.dtype, device=sorted_samples.device)
-    weight = (2 * rank - s - 1).reshape(-1, *([1] * (sorted_samples.dim() - 1)))
-    return (weight * sorted_samples).sum(dim=0)
+def _sorted_last(samples: torch.Tensor) -> torch.Tensor:
+    """(S, ...) → (..., S) sorted along the last dimension (values only, no gradient).
+
+    A contiguous last dimension sorts ~3x faster than dim 0 in place; on the CPU, numpy's
+    vectorised sort takes another ~7x off torch's (S=100, 21,504 elements: ~10 ms against
+    ~75 ms, one thread; ``benchmarks/bench_train.py`` times the metrics).
+    """
+    moved = samples.detach().movedim(0, -1).contiguous()
+    if moved.device.type == "cpu" and moved.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(np.sort(moved.numpy(), axis=-1))
+    return moved.sort(dim=-1).values
+
+
+def _pair_term(ordered: torch.Tensor) -> torch.Tensor:
+    """``Σ_i Σ_j |x_i − x_j| / 2`` of (..., S) values sorted along the last dimension → (...)."""
+    s = ordered.shape[-1]
+    rank = torch.arange(1, s + 1, dtype=ordered.dtype, device=ordered.device)
+    return ordered @ (2 * rank - s - 1)
 
 
 def _check(samples: torch.Tensor, target: torch.Tensor) -> None:
@@ -63,7 +77,7 @@ def _spread_and_error(
     """(...) mean absolute error of the samples, and (...) half their summed pair distances."""
     _check(samples, target)
     error = (samples - target.unsqueeze(0)).abs().mean(dim=0)
-    return error, _pair_term(samples.sort(dim=0).values)
+    return error, _pair_term(_sorted_last(samples))
 
 
 def crps_ensemble(samples: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -113,14 +127,14 @@ def sample_quantiles(
         (Q, ...) the quantiles.
     """
     s = samples.shape[0]
-    ordered = samples.sort(dim=0).values
+    ordered = _sorted_last(samples)  # (..., S)
     q = torch.tensor(quantiles, dtype=torch.float64, device=samples.device)
     position = q * (s - 1)
     low = position.floor().long()
     high = position.ceil().long()
-    frac = (position - low).to(samples.dtype).reshape(-1, *([1] * (samples.dim() - 1)))
-    lo, hi = ordered[low], ordered[high]
-    return torch.lerp(lo, hi, frac)
+    frac = (position - low).to(samples.dtype)
+    between = torch.lerp(ordered[..., low], ordered[..., high], frac)  # (..., Q)
+    return between.movedim(-1, 0)
 
 
 def quantile_loss(
