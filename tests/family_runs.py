@@ -1,8 +1,8 @@
-"""A minimal training run of a model family over a real store, for the model family tests.
+"""What the model family tests share: a store's readers and DataInfo, runs of the shared loop,
+and the repeat-last-value baseline written out.
 
-Only what a family needs from a loop: build it from the data, take optimiser steps on its
-``loss``, and average its ``score`` over a split as (sum, count) pairs. Runs use one torch
-thread: small convolutions with two threads on a busy 2-core machine ran 10× slower.
+Runs use one torch thread: on this project's busy 2-core machines, small convolutions with two
+intra-op threads ran up to ~17× slower (a U-Net run: 12 s with one thread, 204 s with two).
 """
 
 from __future__ import annotations
@@ -14,18 +14,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from tsfs.pipeline.windows import Dataset
 from tsfs.specs import FeatureSpec, ImageSpec
 from tsfs.stores.store import Store
-from tsfs.training.data import ImageOutput, StoreLoader, WindowReader, open_view
-from tsfs.training.models import DataInfo, Family
+from tsfs.training.data import ImageOutput, WindowReader, open_view
+from tsfs.training.loop import FitResult, TrainSpec, train
+from tsfs.training.models import DataInfo
 
 
 @dataclass
 class Run:
+    """A data set's store, what a family learns about the data, and a reader per split."""
+
+    dataset: Dataset
     store: Store
+    features: FeatureSpec | None
+    images: ImageSpec | None
     info: DataInfo
     readers: dict[str, WindowReader]
 
@@ -46,7 +51,7 @@ def prepare(
         for split in dataset.splits
     }
     first = next(iter(dataset.splits.values()))
-    reader = next(iter(readers.values()))
+    columns = next(iter(readers.values())).features
     forecast = first.y is not None
     info = DataInfo(
         task="forecast" if forecast else "classify",
@@ -55,16 +60,19 @@ def prepare(
         pred_len=dataset.spec.pred_len if forecast else 0,
         n_vars=first.x.shape[2],
         n_marks=first.x_mark.shape[2] if first.x_mark is not None else 0,
-        n_classes=len(dataset.classes or ()) if not forecast else 0,
-        feature_names=(
-            {n: reader.features.shapes[n] for n in reader.features.names}
-            if reader.features is not None
-            else {}
-        ),
+        n_classes=0 if forecast else len(dataset.classes or ()),
+        feature_names=dict(columns.shapes) if columns is not None else {},
         image_size=images.size if images is not None else 0,
         image_spec=images,
     )
-    return Run(store=store, info=info, readers=readers)
+    return Run(
+        dataset=dataset,
+        store=store,
+        features=features,
+        images=images,
+        info=info,
+        readers=readers,
+    )
 
 
 @contextmanager
@@ -77,48 +85,22 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def fit(
-    family: Family,
-    run: Run,
-    config: Any,
-    *,
-    steps: int,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    seed: int = 0,
-) -> nn.Module:
-    """``steps`` AdamW steps on the train split, in random order, from seed ``seed``."""
-    torch.manual_seed(seed)
-    model = family.build(run.info, config)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr)
-    loader = StoreLoader(run.readers["train"], batch_size=batch_size, order="random", seed=seed)
-    model.train()
-    done = 0
+def trained(
+    model: str, run: Run, config: Any, *, steps: int, batch_size: int, lr: float
+) -> FitResult:
+    """``tsfs.training.loop.train`` for ``steps`` optimizer steps on the CPU (one thread)."""
+    n_train = len(run.dataset.splits["train"])
+    spec = TrainSpec(
+        epochs=-(-steps * batch_size // n_train),
+        max_steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        device="cpu",
+    )
     with one_thread():
-        while done < steps:
-            for batch in loader:
-                loss = family.loss(model, batch)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                done += 1
-                if done == steps:
-                    break
-    return model
-
-
-def evaluate(family: Family, model: nn.Module, run: Run, split: str) -> dict[str, float]:
-    """Every metric of ``split``: the sum over its batches divided by the count."""
-    sums: dict[str, list[float]] = {}
-    model.eval()
-    with torch.no_grad(), one_thread():
-        for batch in StoreLoader(run.readers[split], batch_size=64, order="sequential"):
-            for name, (total, count) in family.score(model, batch).items():
-                acc = sums.setdefault(name, [0.0, 0.0])
-                acc[0] += float(total)
-                acc[1] += count
-    return {name: total / count for name, (total, count) in sums.items()}
+        return train(
+            model, run.dataset, run.store, spec, config, features=run.features, images=run.images
+        )
 
 
 def repeat_last_mse(dataset: Dataset, split: str) -> float:

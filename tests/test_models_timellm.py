@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from family_runs import Run, evaluate, fit, prepare, repeat_last_mse
+from family_runs import Run, prepare, repeat_last_mse, trained
 
 from tsfs.errors import InputError
 from tsfs.pipeline.normalize import revin as revin_rows
@@ -195,12 +195,10 @@ def test_backbone_is_frozen_and_the_same_in_every_run(run: Run) -> None:
         assert torch.equal(p, before[n]) == n.startswith("backbone."), n
 
 
-def test_etth1_96_beats_repeating_the_last_value(run: Run, ett: Dataset) -> None:
-    fam = family("timellm")
-    model = fit(fam, run, SMALL, steps=40, batch_size=16)
-    scores = evaluate(fam, model, run, "test")
-    baseline = repeat_last_mse(ett, "test")
-    print(
-        f"timellm test mse {scores['mse']:.4f} mae {scores['mae']:.4f}; repeat-last {baseline:.4f}"
-    )
-    assert scores["mse"] < 0.8 * baseline
+def test_etth1_96_beats_repeating_the_last_value(run: Run) -> None:
+    result = trained("timellm", run, SMALL, steps=40, batch_size=16, lr=1e-3)
+    test = result.metrics["test"]
+    baseline = repeat_last_mse(run.dataset, "test")
+    print(f"timellm test mse {test['mse']:.4f} mae {test['mae']:.4f}, repeat-last {baseline:.4f}")
+    assert result.metrics["baseline"]["repeat_last"]["mse"] == pytest.approx(baseline, rel=1e-6)
+    assert test["mse"] < 0.8 * baseline

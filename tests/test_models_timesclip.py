@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from family_runs import Run, evaluate, fit, prepare, repeat_last_mse
+from family_runs import Run, prepare, repeat_last_mse, trained
 
 from tsfs.errors import InputError
 from tsfs.pipeline.prep import prep_images
@@ -20,6 +20,7 @@ from tsfs.pipeline.windows import Dataset
 from tsfs.specs import ImageSpec, WindowSpec
 from tsfs.stores.store import Store
 from tsfs.training.data import StoreLoader
+from tsfs.training.loop import FitResult
 from tsfs.training.models import family
 from tsfs.training.models.timesclip import ImageEncoder, TimesCLIP, TimesCLIPConfig, info_nce
 
@@ -39,10 +40,10 @@ def stored_images(tmp: Path, dataset: Dataset) -> Run:
 
 
 @pytest.fixture(scope="module")
-def ett(tmp_path_factory: pytest.TempPathFactory) -> tuple[Dataset, Run]:
+def ett(tmp_path_factory: pytest.TempPathFactory) -> Run:
     # Every 8th window: 1,057 train and 349 test windows, 7 images each.
     dataset = load(ETTH1, WindowSpec(seq_len=96, label_len=48, pred_len=96, stride=8))
-    return dataset, stored_images(tmp_path_factory.mktemp("timesclip-ett"), dataset)
+    return stored_images(tmp_path_factory.mktemp("timesclip-ett"), dataset)
 
 
 def test_info_nce_is_clips_symmetric_cross_entropy() -> None:
@@ -62,10 +63,8 @@ def test_info_nce_is_clips_symmetric_cross_entropy() -> None:
     assert float(got) == pytest.approx(want, rel=1e-9)
 
 
-def test_image_weights_come_from_a_local_file_only(
-    ett: tuple[Dataset, Run], tmp_path: Path
-) -> None:
-    _, run = ett
+def test_image_weights_come_from_a_local_file_only(ett: Run, tmp_path: Path) -> None:
+    run = ett
     source = ImageEncoder(channels=SMALL.channels, d_model=SMALL.d_model)
     torch.save(source.state_dict(), tmp_path / "image.pt")
     config = dataclasses.replace(SMALL, image_weights=str(tmp_path / "image.pt"), freeze_image=True)
@@ -85,49 +84,46 @@ def test_image_weights_come_from_a_local_file_only(
         )
 
 
-def test_build_without_images_names_the_prep_step(ett: tuple[Dataset, Run]) -> None:
-    _, run = ett
+def test_build_without_images_names_the_prep_step(ett: Run) -> None:
+    run = ett
     with pytest.raises(InputError, match="tsfs prep images"):
         family("timesclip").build(dataclasses.replace(run.info, image_size=0), SMALL)
 
 
 @pytest.fixture(scope="module")
-def trained(ett: tuple[Dataset, Run]) -> TimesCLIP:
-    _, run = ett
-    model = fit(family("timesclip"), run, TRAINED, steps=60, batch_size=16, lr=2e-3)
-    assert isinstance(model, TimesCLIP)
-    return model
+def forecaster(ett: Run) -> FitResult:
+    return trained("timesclip", ett, TRAINED, steps=60, batch_size=16, lr=2e-3)
 
 
-def test_images_and_series_of_a_row_align(ett: tuple[Dataset, Run], trained: TimesCLIP) -> None:
+def test_images_and_series_of_a_row_align(ett: Run, forecaster: FitResult) -> None:
     """A short run lowers InfoNCE on test rows clearly below chance (log of the batch's rows)."""
-    _, run = ett
-    trained.eval()
-    batch = next(iter(StoreLoader(run.readers["test"], batch_size=16, order="sequential")))
+    model = forecaster.model
+    assert isinstance(model, TimesCLIP)
+    batch = next(iter(StoreLoader(ett.readers["test"], batch_size=16, order="sequential")))
     with torch.no_grad():
-        _, align = trained.outputs(batch)
+        _, align = model.outputs(batch)
     print(f"timesclip InfoNCE on 112 test rows {float(align):.3f}, chance {np.log(112):.3f}")
     assert float(align) < 0.88 * np.log(16 * 7)
 
 
-def test_etth1_96_beats_repeating_the_last_value(
-    ett: tuple[Dataset, Run], trained: TimesCLIP
-) -> None:
-    dataset, run = ett
-    scores = evaluate(family("timesclip"), trained, run, "test")
-    baseline = repeat_last_mse(dataset, "test")
-    mse, mae = scores["mse"], scores["mae"]
-    print(f"timesclip test mse {mse:.4f} mae {mae:.4f}, repeat-last {baseline:.4f}")
-    assert scores["loss"] == scores["mse"]
-    assert scores["mse"] < 0.8 * baseline
+def test_etth1_96_beats_repeating_the_last_value(ett: Run, forecaster: FitResult) -> None:
+    test = forecaster.metrics["test"]
+    baseline = repeat_last_mse(ett.dataset, "test")
+    print(f"timesclip test mse {test['mse']:.4f} mae {test['mae']:.4f}, repeat-last {baseline:.4f}")
+    assert test["loss"] == test["mse"]
+    assert test["mse"] < 0.8 * baseline
 
 
 @pytest.mark.skipif(not BASIC_MOTIONS.exists(), reason="BasicMotions is not in ../shared/data")
 def test_basicmotions_accuracy(tmp_path: Path) -> None:
-    dataset = load(BASIC_MOTIONS)
-    run = stored_images(tmp_path, dataset)
-    fam = family("timesclip")
-    model = fit(fam, run, SMALL, steps=80, batch_size=8)
-    scores = evaluate(fam, model, run, "test")
-    print(f"timesclip BasicMotions test accuracy {scores['accuracy']:.3f}")
-    assert scores["accuracy"] >= 0.8
+    result = trained(
+        "timesclip",
+        stored_images(tmp_path, load(BASIC_MOTIONS)),
+        SMALL,
+        steps=80,
+        batch_size=8,
+        lr=1e-3,
+    )
+    accuracy = result.metrics["test"]["accuracy"]
+    print(f"timesclip BasicMotions test accuracy {accuracy:.3f}")
+    assert accuracy >= 0.8

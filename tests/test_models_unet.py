@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from family_runs import Run, evaluate, fit, prepare, repeat_last_mse
+from family_runs import Run, prepare, repeat_last_mse, trained
 
 from tsfs.errors import InputError
 from tsfs.pipeline.normalize import revin
@@ -18,7 +18,6 @@ from tsfs.pipeline.prep import prep_images
 from tsfs.pipeline.render import render_rows
 from tsfs.pipeline.render import y_limits as render_y_limits
 from tsfs.pipeline.sources import load
-from tsfs.pipeline.windows import Dataset
 from tsfs.specs import ImageSpec, WindowSpec
 from tsfs.stores.store import Store
 from tsfs.training.models import family
@@ -32,12 +31,12 @@ SMALL = UNetConfig(channels=8, depth=3)
 
 
 @pytest.fixture(scope="module")
-def ett(tmp_path_factory: pytest.TempPathFactory) -> tuple[Dataset, Run]:
+def ett(tmp_path_factory: pytest.TempPathFactory) -> Run:
     # Every 8th window: 1,057 train and 349 test windows, 7 masks each.
     dataset = load(ETTH1, WindowSpec(seq_len=96, label_len=48, pred_len=96, stride=8))
     store = Store(tmp_path_factory.mktemp("unet") / "store", mode="a")
     prep_images(dataset, IMAGES, store)
-    return dataset, prepare(dataset, store, images=IMAGES, image_output="mask")
+    return prepare(dataset, store, images=IMAGES, image_output="mask")
 
 
 @pytest.mark.parametrize("spec", [ImageSpec(), ImageSpec(ylim="sigma", sigma=2.0)])
@@ -88,8 +87,8 @@ def test_column_weights_interpolate_linearly_between_column_centres() -> None:
     np.testing.assert_allclose(got[~inside], line[np.where(steps[~inside] < centres[0], 0, -1)])
 
 
-def test_build_refuses_what_it_cannot_read(ett: tuple[Dataset, Run]) -> None:
-    _, run = ett
+def test_build_refuses_what_it_cannot_read(ett: Run) -> None:
+    run = ett
     with pytest.raises(InputError, match="tsfs prep images"):
         family("unet").build(dataclasses.replace(run.info, image_spec=None), SMALL)
     rgb = dataclasses.replace(IMAGES, rgb=True)
@@ -99,8 +98,8 @@ def test_build_refuses_what_it_cannot_read(ett: tuple[Dataset, Run]) -> None:
         UNetConfig(depth=0)
 
 
-def test_forecast_has_the_target_shape_and_stays_on_the_plot(ett: tuple[Dataset, Run]) -> None:
-    _, run = ett
+def test_forecast_has_the_target_shape_and_stays_on_the_plot(ett: Run) -> None:
+    run = ett
     torch.manual_seed(0)
     model = family("unet").build(run.info, SMALL)
     batch = run.readers["test"].read(np.arange(4))
@@ -116,12 +115,9 @@ def test_forecast_has_the_target_shape_and_stays_on_the_plot(ett: tuple[Dataset,
     assert (values <= limits[:, 1:] + 1e-4).all()
 
 
-def test_etth1_96_beats_repeating_the_last_value(ett: tuple[Dataset, Run]) -> None:
-    dataset, run = ett
-    fam = family("unet")
-    model = fit(fam, run, SMALL, steps=80, batch_size=16, lr=3e-3)
-    scores = evaluate(fam, model, run, "test")
-    baseline = repeat_last_mse(dataset, "test")
-    mse, mae = scores["mse"], scores["mae"]
-    print(f"unet test mse {mse:.4f} mae {mae:.4f}, repeat-last {baseline:.4f}")
-    assert mse < 0.8 * baseline
+def test_etth1_96_beats_repeating_the_last_value(ett: Run) -> None:
+    result = trained("unet", ett, SMALL, steps=80, batch_size=16, lr=3e-3)
+    test = result.metrics["test"]
+    baseline = repeat_last_mse(ett.dataset, "test")
+    print(f"unet test mse {test['mse']:.4f} mae {test['mae']:.4f}, repeat-last {baseline:.4f}")
+    assert test["mse"] < 0.8 * baseline
