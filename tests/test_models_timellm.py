@@ -170,6 +170,44 @@ def test_backbone_path_without_transformers_says_what_to_install(run: Run, tmp_p
         family("timellm").build(run.info, TimeLLMConfig(backbone_path=str(tmp_path)))
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None, reason="transformers is not installed"
+)
+def test_backbone_path_loads_a_local_hugging_face_model(run: Run, tmp_path: Path) -> None:
+    """A tiny GPT-2 and a byte-level BPE tokenizer, both made here and saved to a directory."""
+    import tokenizers
+    import transformers
+
+    with pytest.raises(InputError, match="not a directory"):
+        family("timellm").build(run.info, TimeLLMConfig(backbone_path=str(tmp_path / "none")))
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<pad>"])
+    model = family("timellm").build(run.info, SMALL)
+    assert isinstance(model, TimeLLM)
+    features = run.readers["train"].read(np.arange(10)).features
+    bpe.train_from_iterator([t for rows in model.prompts.texts(features) for t in rows], trainer)
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>")
+    tokenizer.save_pretrained(tmp_path)
+    config = transformers.GPT2Config(
+        vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=4, n_positions=1024
+    )
+    transformers.GPT2Model(config).save_pretrained(tmp_path)
+
+    local = dataclasses.replace(SMALL, backbone_path=str(tmp_path))
+    hf = family("timellm").build(run.info, local)
+    assert isinstance(hf, TimeLLM)
+    assert hf.backbone.width == 32
+    assert not any(p.requires_grad for p in hf.backbone.parameters())
+    batch = next(iter(StoreLoader(run.readers["train"], batch_size=2, order="sequential")))
+    ids, _ = hf.prompts(batch["features"], torch.device("cpu"))
+    text = hf.prompts.texts({k: v.numpy() for k, v in batch["features"].items()})[0][0]
+    first = tokenizer(text).input_ids
+    assert ids[0, -len(first) :].tolist() == first
+    family("timellm").loss(hf, batch).backward()
+    assert hf.head.linear.weight.grad is not None
+
+
 # --------------------------------------------------------------------------------------------
 # training
 
