@@ -54,7 +54,7 @@ import shlex
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
@@ -569,29 +569,43 @@ class ImageComposer:
             return images.to(dev, non_blocking=True)
         if dev.type != "cpu":
             return compose_torch(images, self.colors, device=dev, output=output)
+        composed, jobs = self.start(images)
+        for job in jobs:
+            job.result()
+        return composed
+
+    @property
+    def composes_on_cpu(self) -> bool:
+        """Whether :meth:`start` applies: masks in, pixels out."""
+        return not self.stored_rgb and self.output != "mask"
+
+    def start(self, images: torch.Tensor) -> tuple[torch.Tensor, list[Future[None]]]:
+        """Start composing (B, V, H, W) masks on the CPU; return the output and its jobs.
+
+        The output (as :meth:`__call__` returns it) may be read once every job is done.
+        Threads compose disjoint windows of the batch (np.take runs without the GIL), so the
+        caller can read the next batch meanwhile.
+        """
+        output = self.output
+        if output == "mask" or self.stored_rgb:
+            raise ValueError("start() composes masks into pixels; see composes_on_cpu")
         table = self._tables.get(output)
         if table is None:
             table = self._tables[output] = _pixel_table(self.colors, output)
         masks = images.numpy()
         b, v, h, w = masks.shape
         out = self._buffers.empty((b, v, h, w), table.dtype)
-        parts = min(self.threads, b)
-        if parts > 1:
-            # np.take runs without the GIL: threads compose disjoint windows of one batch
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tsfs-compose")
-            edges = np.linspace(0, b, parts + 1).astype(int)
-            jobs = [
-                self._pool.submit(_compose_into, masks[lo:hi], table, out[lo:hi])
-                for lo, hi in itertools.pairwise(edges)
-            ]
-            for job in jobs:
-                job.result()
-        else:
-            _compose_into(masks, table, out)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tsfs-compose")
+        edges = np.linspace(0, b, min(self.threads, b) + 1).astype(int)
+        jobs = [
+            self._pool.submit(_compose_into, masks[lo:hi], table, out[lo:hi])
+            for lo, hi in itertools.pairwise(edges)
+            if hi > lo
+        ]
         channel = np.float32 if table.dtype == np.complex128 else np.uint8
         pixels = out.view(channel).reshape(b, v, h, w, 4)[..., :3]
-        return torch.from_numpy(pixels).movedim(-1, 2)
+        return torch.from_numpy(pixels).movedim(-1, 2), jobs
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -1014,7 +1028,20 @@ class StoreLoader:
         if ds.consumed is None:
             ds.consumed = np.zeros(plan.count, dtype=bool)
         batches: Iterator[Batch]
+        composer = self.reader.composer
         composed = not self.num_workers and self.device.type == "cpu"
+        # batch number → compose jobs still filling its images
+        pending: dict[int, list[Future[None]]] = {}
+
+        def compose(batch: Batch) -> Batch:
+            if "images" not in batch:
+                return batch
+            if not composer.composes_on_cpu or self.pin_memory:  # pinning copies at once
+                batch["images"] = composer(batch["images"], "cpu")
+            else:  # the reader thread reads the next batch while this one is composed
+                batch["images"], pending[batch["batch"]] = composer.start(batch["images"])
+            return batch
+
         if self.num_workers:
             # Workers fork from here and read `consumed` as it is now: only batches not yet seen.
             batches = iter(
@@ -1028,10 +1055,12 @@ class StoreLoader:
             )
         else:
             read: Iterator[Batch] = iter(ds)
-            if composed:  # on the reader thread too, beside the training step
-                read = map(self._compose, read)
+            if composed:  # beside the training step, not in it
+                read = map(compose, read)
             batches = _in_background(read, self.prefetch_factor, pin=self.pin_memory)
         for batch in batches:
+            for job in pending.pop(batch["batch"], ()):
+                job.result()
             ds.consumed[batch["batch"]] = True
             self.samples += len(batch["index"])
             yield self._to_device(batch, composed=composed)
@@ -1049,11 +1078,6 @@ class StoreLoader:
             images = batch["images"]
             out["images"] = images if composed else self.reader.composer(images, dev)
         return out
-
-    def _compose(self, batch: Batch) -> Batch:
-        if "images" in batch:
-            batch["images"] = self.reader.composer(batch["images"], "cpu")
-        return batch
 
     def state_dict(self) -> dict[str, Any]:
         """Where this rank stands: epoch, samples and batches consumed, and what fixes the order."""
