@@ -583,7 +583,8 @@ def _plot(
     left, right = fig.subplots(1, 2)
     if losses:
         steps, values = zip(*losses, strict=True)
-        left.plot(steps, values, color="#1f77b4")
+        # a marker too when there are few points: a single point draws no line
+        left.plot(steps, values, color="#1f77b4", marker="o" if len(steps) < 20 else None)
     left.set(title=f"{title}: training loss", xlabel="step")
     val = [(h["step"], h["val"][monitor]) for h in history if monitor in h.get("val", {})]
     if val:
