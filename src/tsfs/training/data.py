@@ -676,13 +676,17 @@ def _compose_into(
     """Masks (B, V, H, W) → ``out`` (B, V, H, W) whole pixels through ``table`` (V, 256).
 
     One gather per pixel into channels-last memory (with the padding channel) — a third of
-    the gathers of channel-first planes, which is what composing costs on a CPU.
+    the gathers of channel-first planes, which is what composing costs on a CPU. A window's
+    V images take one gather from the flattened table at ``256·v + coverage``: few calls,
+    so compose threads seldom wait for the GIL.
     """
-    index = np.empty(masks.shape[2:], dtype=np.intp)  # take() wants intp; one image, in cache
+    flat = table.reshape(-1)
+    offsets = (256 * np.arange(masks.shape[1], dtype=np.intp))[:, None, None]
+    index = np.empty(masks.shape[1:], dtype=np.intp)  # take() wants intp; one window's worth
     for i in range(masks.shape[0]):
-        for j in range(masks.shape[1]):
-            np.copyto(index, masks[i, j], casting="unsafe")
-            np.take(table[j], index, out=out[i, j], mode="clip")
+        np.copyto(index, masks[i], casting="unsafe")
+        index += offsets
+        np.take(flat, index, out=out[i], mode="clip")
 
 
 # --------------------------------------------------------------------------------------------
