@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _refuse_imports import REFUSE_PTWT_MATPLOTLIB
 from _torch_threads import one_thread  # noqa: F401  # autouse fixture
 from torch import nn
 
@@ -280,17 +281,8 @@ def test_a_family_that_does_not_fit_the_data_is_refused(tmp_path: Path) -> None:
         train("nope", ds, tmp_path / "s", TrainSpec())
 
 
-_NO_RECOMPUTE = textwrap.dedent(
+_NO_RECOMPUTE = REFUSE_PTWT_MATPLOTLIB + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    class Refuse(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("ptwt", "matplotlib"):
-                raise ImportError(f"{name} is not available while training")
-            return None
-
-    sys.meta_path.insert(0, Refuse())
 
     from tsfs.pipeline.sources import load
     from tsfs.specs import WindowSpec

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import torch
+from _refuse_imports import REFUSE_PTWT_MATPLOTLIB
 from torch.utils.data import DataLoader
 
 import tsfs.stores.store as store_module
@@ -612,17 +613,8 @@ def test_classification_tuples_and_labels(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # never recompute; memory bound (one subprocess run serves both)
 
-_EPOCH_SCRIPT = textwrap.dedent(
+_EPOCH_SCRIPT = REFUSE_PTWT_MATPLOTLIB + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    class Refuse(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("ptwt", "matplotlib"):
-                raise ImportError(f"{name} is not available while training")
-            return None
-
-    sys.meta_path.insert(0, Refuse())
 
     import numpy as np
     from tsfs.pipeline.sources import load
