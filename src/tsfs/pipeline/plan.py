@@ -31,9 +31,12 @@ from tsfs.units import human_bytes
 __all__ = ["Estimate", "check_budget", "estimate", "free_bytes", "upper_bound_bytes"]
 
 
-def free_bytes(path: Path) -> int:
-    """Free bytes on the file system that holds ``path`` (or its nearest existing parent)."""
-    p = path.absolute()
+def free_bytes(store: Store) -> int | None:
+    """Free bytes on the file system that holds ``store`` (or its nearest existing parent);
+    None for an object store, which has no free space to run out of."""
+    if not store.local:
+        return None
+    p = store.path.absolute()
     while not p.exists():
         p = p.parent
     return shutil.disk_usage(p).free
@@ -259,7 +262,7 @@ def estimate(
         files=files,
         seconds=seconds,
         jobs=jobs,
-        free_bytes=free_bytes(namespace.store.path) if namespace.store.local else None,
+        free_bytes=free_bytes(namespace.store),
         budget_bytes=budget_bytes,
         sample_rows=sample_n,
     )

@@ -270,9 +270,7 @@ def _check_disk(job: _Job, plan: RowPlan, *, jobs: int, budget_bytes: int | None
     An object store has no free space to run out of: only ``budget_bytes`` bounds a run there.
     """
     row_bytes = job.row_bytes(max(b.block.seq_len for b in plan.batches))
-    limits = [free_bytes(job.store.path)] if job.store.local else []
-    if budget_bytes is not None:
-        limits.append(budget_bytes)
+    limits = [n for n in (free_bytes(job.store), budget_bytes) if n is not None]
     if not limits or upper_bound_bytes(plan, row_bytes) <= min(limits):
         return
     check_budget(_estimate(job, plan, jobs=jobs, hash_seconds=0.0, budget_bytes=budget_bytes))
