@@ -25,6 +25,7 @@ from _refuse_imports import REFUSE_PTWT_MATPLOTLIB
 from torch.utils.data import DataLoader
 
 import tsfs.stores.store as store_module
+import tsfs.training.data as data_module
 from tsfs.errors import InputError, MissingRowsError, StoreCorruptError
 from tsfs.pipeline.compose import TAB10, compose_torch, palette, parse_color
 from tsfs.pipeline.execute import plan_rows
@@ -278,14 +279,18 @@ def test_corrupt_chunk_is_an_error_naming_its_file(tmp_path: Path, ett: Dataset)
 # images
 
 
+@pytest.mark.parametrize("width", [24, 23])  # even widths compose two pixels per lookup
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("output", ["uint8", "float", "clip"])
-def test_cpu_composition_equals_compose_torch(output: ImageOutput, threads: int) -> None:
+def test_cpu_composition_equals_compose_torch(
+    output: ImageOutput, threads: int, width: int
+) -> None:
     rng = np.random.default_rng(0)
-    masks = np.zeros((3, 5, 24, 24), np.uint8)
+    masks = np.zeros((3, 5, 24, width), np.uint8)
     hit = rng.random(masks.shape) < 0.1
     masks[hit] = rng.integers(1, 256, int(hit.sum()))
-    masks[0, 0, 0, :] = np.arange(24) * 11  # levels across the whole range
+    masks[0, 0, 0, :] = np.arange(width) * 11  # levels across the whole range
+    masks[0, 1, :, :] = rng.integers(0, 256, (24, width))  # every kind of neighbour
     colors = palette(5)
     dense = compose_torch(torch.from_numpy(masks), colors, output=output)  # type: ignore[arg-type]
     sparse = ImageComposer(colors, output, threads=threads)(torch.from_numpy(masks))
@@ -310,6 +315,28 @@ def test_composed_batches_reuse_memory_only_when_nobody_holds_it() -> None:
     assert third.data_ptr() == view_ptr
     assert torch.equal(third, before)
     assert torch.equal(again, compose_torch(second, palette(3)))
+
+
+def test_read_masks_reuse_memory_only_when_nobody_holds_it(
+    ett: Dataset, filled: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data_module, "_ROW_COPY_BYTES", 1)  # these 8×8 masks count as big rows
+    reader = WindowReader(open_view(ett, filled), "test", images=IMAGES, image_output="mask")
+    fresh = WindowReader(open_view(ett, filled), "test", images=IMAGES, image_output="mask")
+    kept = reader.read(np.arange(8)).images
+    assert kept is not None
+    before = kept.copy()
+    again = reader.read(np.arange(8, 16)).images  # `kept` is still held: new memory
+    assert again is not None
+    assert not np.shares_memory(again, kept)
+    assert np.array_equal(kept, before)
+    address = kept.ctypes.data
+    del kept
+    third = reader.read(np.arange(100, 108)).images  # recycled, and rightly filled
+    assert third is not None
+    assert third.ctypes.data == address
+    assert np.array_equal(third, fresh.read(np.arange(100, 108)).images)  # type: ignore[arg-type]
+    assert np.array_equal(again, fresh.read(np.arange(8, 16)).images)  # type: ignore[arg-type]
 
 
 def test_loader_images_are_masks_in_each_variables_colour(ett: Dataset, filled: Store) -> None:

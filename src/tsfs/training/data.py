@@ -48,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 import os
 import queue
 import shlex
@@ -319,6 +320,7 @@ class _Columns:
             self.shapes[name] = tuple(shape)
             self.dtypes[name] = np.dtype(dtype)
         self._chunk_rows = {name: self.reader.chunk_rows(name) for name in self.names}
+        self._buffers = _Recycler()
 
     def chunk_of(self, name: str, seg: npt.NDArray[np.int32], row: I64) -> tuple[I64, I64]:
         """Chunk number and row within the chunk of each (segment, row)."""
@@ -339,13 +341,14 @@ class _Columns:
         seg = self.seg[windows].ravel()
         row = self.row[windows].ravel()
         chunk, within = self.chunk_of(name, seg, row)
-        out = np.empty((len(seg), *self.shapes[name]), dtype=self.dtypes[name])
+        shape = (len(seg), *self.shapes[name])
+        # Big rows (images) are copied one by one: fancy indexing would copy them twice.
+        per_row = self.dtypes[name].itemsize * math.prod(shape[1:]) >= _ROW_COPY_BYTES
+        out = (self._buffers.empty if per_row else np.empty)(shape, self.dtypes[name])
         code = (seg.astype(np.int64) << 32) | chunk
         order = np.argsort(code, kind="stable")
         runs = np.split(order, np.flatnonzero(np.diff(code[order])) + 1) if len(order) else []
         keys = [self.reader.key(int(seg[r[0]]), name, int(chunk[r[0]])) for r in runs]
-        # Big rows (images) are copied one by one: fancy indexing would copy them twice.
-        per_row = out[:1].nbytes >= _ROW_COPY_BYTES
         # Cached chunks first: loading the others then evicts only chunks this batch is done
         # with (with the cache at twice the shuffle buffer, no chunk is decoded twice).
         for cached in (True, False):
@@ -589,27 +592,33 @@ class ImageComposer:
         output = self.output
         if output == "mask" or self.stored_rgb:
             raise ValueError("start() composes masks into pixels; see composes_on_cpu")
-        table = self._tables.get(output)
-        if table is None:
-            table = self._tables[output] = _pixel_table(self.colors, output)
-        masks = images.numpy()
+        masks = np.ascontiguousarray(images.numpy())
         b, v, h, w = masks.shape
-        out = self._buffers.empty((b, v, h, w), table.dtype)
+        pairs = output == "uint8" and w % 2 == 0 and sys.byteorder == "little"
+        name = f"{output} pairs" if pairs else output
+        table = self._tables.get(name)
+        if table is None:
+            table = _pixel_table(self.colors, output)
+            table = self._tables[name] = _pair_table(table) if pairs else table
+        channel = np.float32 if table.dtype == np.complex128 else np.uint8
+        pixel = np.complex128 if channel == np.float32 else np.uint32
+        out = self._buffers.empty((b, v, h, w), pixel)
+        # pairs: two mask bytes are one uint16 index, two output pixels one uint64 item
+        src = masks.view(np.uint16) if pairs else masks
+        dst = out.view(np.uint64) if pairs else out
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tsfs-compose")
         edges = np.linspace(0, b, min(self.threads, b) + 1).astype(int)
         jobs = [
-            self._pool.submit(_compose_into, masks[lo:hi], table, out[lo:hi])
+            self._pool.submit(_compose_into, src[lo:hi], table, dst[lo:hi])
             for lo, hi in itertools.pairwise(edges)
             if hi > lo
         ]
-        channel = np.float32 if table.dtype == np.complex128 else np.uint8
         pixels = out.view(channel).reshape(b, v, h, w, 4)[..., :3]
         return torch.from_numpy(pixels).movedim(-1, 2), jobs
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_buffers"] = _Recycler()  # arrays in use here mean nothing in another process
         state["_pool"] = None
         return state
 
@@ -623,9 +632,14 @@ class _Recycler:
     so a batch the caller keeps is never overwritten; the caller then simply gets a new one.
     """
 
-    def __init__(self, keep: int = 4) -> None:
+    def __init__(self, keep: int = 6) -> None:
+        # A loader holds up to about five batches at once: the caller's, its prefetch queue's
+        # two, the one being composed and the one being read.
         self.keep = keep
         self._arrays: list[npt.NDArray[Any]] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"keep": self.keep, "_arrays": []}  # arrays in use here mean nothing elsewhere
 
     def empty(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
         for i in range(len(self._arrays)):
@@ -670,23 +684,37 @@ def _pixel_table(colors: npt.NDArray[np.uint8], output: Output) -> npt.NDArray[A
     return padded.view(np.uint32 if rgb.dtype == np.uint8 else np.complex128)[..., 0]
 
 
-def _compose_into(
-    masks: npt.NDArray[np.uint8], table: npt.NDArray[Any], out: npt.NDArray[Any]
-) -> None:
-    """Masks (B, V, H, W) → ``out`` (B, V, H, W) whole pixels through ``table`` (V, 256).
+def _pair_table(table: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint64]:
+    """(V, 256) pixels → (V, 65536): the two pixels of each pair of coverage levels.
 
-    One gather per pixel into channels-last memory (with the padding channel) — a third of
-    the gathers of channel-first planes, which is what composing costs on a CPU. A window's
-    V images take one gather from the flattened table at ``256·v + coverage``: few calls,
-    so compose threads seldom wait for the GIL.
+    Entry ``a + 256·b`` holds pixel ``a`` then pixel ``b`` in memory (little-endian), so a
+    mask read as uint16 looks up two pixels per gather: half the gathers and index bytes.
+    """
+    level = np.arange(65536)
+    first = table[:, level & 255].astype(np.uint64)
+    return first | (table[:, level >> 8].astype(np.uint64) << np.uint64(32))
+
+
+def _compose_into(
+    masks: npt.NDArray[np.unsignedinteger[Any]],
+    table: npt.NDArray[Any],
+    out: npt.NDArray[Any],
+) -> None:
+    """Masks (B, V, H, W') → ``out`` (B, V, H, W') whole pixels through ``table`` (V, L).
+
+    One gather per pixel (or per pixel pair, see :func:`_pair_table`) into channels-last
+    memory (with the padding channel) — a third of the gathers of channel-first planes,
+    which is what composing costs on a CPU. A window's V images take one gather from the
+    flattened table at ``L·v + coverage``: few calls, so compose threads seldom wait for
+    the GIL.
     """
     flat = table.reshape(-1)
-    offsets = (256 * np.arange(masks.shape[1], dtype=np.intp))[:, None, None]
+    offsets = (table.shape[1] * np.arange(masks.shape[1], dtype=np.intp))[:, None, None]
     index = np.empty(masks.shape[1:], dtype=np.intp)  # take() wants intp; one window's worth
     for i in range(masks.shape[0]):
         np.copyto(index, masks[i], casting="unsafe")
         index += offsets
-        np.take(flat, index, out=out[i], mode="clip")
+        np.take(flat, index, out=out[i], mode="wrap")  # in range by construction
 
 
 # --------------------------------------------------------------------------------------------
