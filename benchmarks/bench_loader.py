@@ -2,7 +2,9 @@
 
 Prints windows/s, batches/s and images/s of each case (median and range of several runs, the
 cases taking turns run by run, so load from other processes falls on all of them alike) and
-each case's ratio to the on-the-fly baseline. Rates are steady-state: timing starts once the
+each case's ratio to the on-the-fly baseline. Rates are steady-state: every case first runs
+once untimed, each run starts a second after the previous case's (whose worker processes and
+freed memory otherwise slow the next case's first batches), and timing starts once the
 loader's prefetching is full.
 
     python benchmarks/bench_loader.py [--store DIR] [--split val] [--workers 2] [--repeats 3]
@@ -56,6 +58,7 @@ from tsfs.training.data import ImageOutput, StoreLoader, WindowReader, open_view
 
 ETTH1 = Path(__file__).resolve().parents[1] / "data" / "ETTh1.csv"
 SEQ_LEN, BATCH, BASELINE_BATCH = 512, 64, 8
+SETTLE_S = 1.0
 
 
 class OnTheFly(Dataset[tuple[Any, ...]]):
@@ -152,9 +155,12 @@ def main() -> None:
         }
         runs: dict[str, list[float]] = {name: [] for name in cases}
         load_before = os.getloadavg()[0]
-        for _ in range(args.repeats):
+        for round_ in range(args.repeats + 1):
             for name, case in cases.items():
-                runs[name].append(case())
+                time.sleep(SETTLE_S)  # the previous case's processes and memory wind down
+                rate = case()
+                if round_:  # the first round warms every case up (buffers, pools, caches)
+                    runs[name].append(rate)
         print(
             f"{args.repeats} runs per case, taking turns; load average {load_before:.1f} → "
             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. Batches of {BATCH} windows "
