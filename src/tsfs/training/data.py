@@ -27,7 +27,9 @@ This package never imports ptwt or matplotlib: everything computed comes from th
 * at most ``cache_bytes`` of decoded chunks (per process: each DataLoader worker has its own);
 * the batches in flight: ``prefetch_factor`` per reader (the background thread, or each
   worker) plus the one in use, each ``batch_size · V`` rows (a 224² mask is 49 KiB; composed
-  on the CPU, a uint8 RGB image takes 4 bytes per pixel, 196 KiB).
+  on the CPU, a uint8 RGB image takes 4 bytes per pixel, 196 KiB). Their arrays are kept for
+  reuse, up to six batches' masks and six batches' pixels: the pipeline holds about five at
+  once, and fresh pages would cost the kernel a third as much again as composing them.
 
 Image arrays are never loaded whole, and locating rows reads one segment's keys at a time, so
 opening a reader never holds more keys than the largest segment has.
