@@ -66,6 +66,7 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from tsfs._buffers import Recycler
 from tsfs.errors import InputError, MissingRowsError, StoreCorruptError
 from tsfs.pipeline.compose import Output, clip_normalize, compose_torch, palette, parse_color
 from tsfs.pipeline.prep import dataset_blocks
@@ -102,6 +103,9 @@ ImageOutput = Literal["mask", "uint8", "float", "clip"]
 _IMAGE_OUTPUTS: tuple[str, ...] = ("mask", "uint8", "float", "clip")
 _VIEW_VERSION = 1
 _ROW_COPY_BYTES = 4096
+# Batches' arrays kept for reuse: a loader holds up to about five batches at once (the
+# caller's, its prefetch queue's two, the one being composed and the one being read).
+_KEEP_BATCHES = 6
 
 I64 = npt.NDArray[np.int64]
 
@@ -322,7 +326,7 @@ class _Columns:
             self.shapes[name] = tuple(shape)
             self.dtypes[name] = np.dtype(dtype)
         self._chunk_rows = {name: self.reader.chunk_rows(name) for name in self.names}
-        self._buffers = _Recycler()
+        self._buffers = Recycler(keep=_KEEP_BATCHES)
 
     def chunk_of(self, name: str, seg: npt.NDArray[np.int32], row: I64) -> tuple[I64, I64]:
         """Chunk number and row within the chunk of each (segment, row)."""
@@ -549,7 +553,7 @@ class ImageComposer:
         self.stored_rgb = stored_rgb
         self.threads = threads or min(4, os.cpu_count() or 1)
         self._tables: dict[str, npt.NDArray[Any]] = {}
-        self._buffers = _Recycler()
+        self._buffers = Recycler(keep=_KEEP_BATCHES)
         self._pool: ThreadPoolExecutor | None = None
 
     def __call__(self, images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -623,38 +627,6 @@ class ImageComposer:
         state = self.__dict__.copy()
         state["_pool"] = None
         return state
-
-
-class _Recycler:
-    """Output arrays of composed batches, handed out again once nothing refers to them.
-
-    A fresh 90 MB batch costs the kernel a page fault and a zeroed page per 4 KiB — about a
-    third of composing on the CPU. An array is reused only when its reference count shows
-    that no tensor, view or variable anywhere still holds it (every view of it refers to it),
-    so a batch the caller keeps is never overwritten; the caller then simply gets a new one.
-    """
-
-    def __init__(self, keep: int = 6) -> None:
-        # A loader holds up to about five batches at once: the caller's, its prefetch queue's
-        # two, the one being composed and the one being read.
-        self.keep = keep
-        self._arrays: list[npt.NDArray[Any]] = []
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"keep": self.keep, "_arrays": []}  # arrays in use here mean nothing elsewhere
-
-    def empty(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
-        for i in range(len(self._arrays)):
-            # two references: the list's and getrefcount's own argument
-            if sys.getrefcount(self._arrays[i]) == 2:
-                if self._arrays[i].shape == shape and self._arrays[i].dtype == dtype:
-                    return self._arrays[i]
-                del self._arrays[i]  # free, but of another shape: let it go
-                break
-        array = np.empty(shape, dtype=dtype)
-        if len(self._arrays) < self.keep:
-            self._arrays.append(array)
-        return array
 
 
 def _colors(colors: npt.ArrayLike | Sequence[str] | None, n_vars: int) -> npt.NDArray[np.uint8]:
