@@ -36,13 +36,14 @@ opening a reader never holds more keys than the largest segment has.
 
 **Speed** (``benchmarks/bench_loader.py``: ETTh1 T=512, 224² images, batches of 64 windows,
 this project's 2-core machine). From a store as ``tsfs prep images`` writes it (blosc-lz4
-masks), the reader thread delivers ~19,400 RGB images/s composed on the CPU and ~28,600
-masks/s (what a GPU run reads: composing there is one table lookup per pixel), against ~213
-images/s for pyplot and the per-window DWT generator inside ``__getitem__`` (2 workers): ~91×
-and ~134×. Per 224² image, reading costs ~22 µs (a lz4 mask decodes in ~12 µs, a zstd one,
-``--codec zstd``, ~30% smaller, in ~45 µs) and composing ~46 µs of CPU, done by compose
-threads while the reader thread reads the next batch. DataLoader worker processes are slower
-here (~9,500 RGB/s): each batch is copied between processes.
+masks), the reader thread delivers ~18,900 RGB images/s composed on the CPU and ~30,100
+masks/s (what a GPU run reads: composing there is one table lookup per pixel), against ~236
+images/s for pyplot and the per-window DWT generator inside ``__getitem__`` (2 workers): ~80×
+and ~128×. Per 224² image, reading costs ~23 µs (a lz4 mask decodes in ~12 µs, a zstd one,
+``--codec zstd``, ~30% smaller, in ~45 µs) and composing ~30–45 µs of CPU (two pixels per
+table lookup), done by compose threads while the reader thread reads the next batch; the
+output pixels' memory traffic is what bounds it. DataLoader worker processes are slower here
+(~8,900 RGB/s): each batch is copied between processes.
 """
 
 from __future__ import annotations
