@@ -417,13 +417,25 @@ class _Run:
                     self.model.eval()
                     sums: dict[str, torch.Tensor] = {}
                     counts: dict[str, float] = {}
-                    with _batches(self._loader(split)) as batches:
+                    loader = self._loader(split)
+                    with (
+                        _batches(loader) as batches,
+                        tqdm(
+                            total=len(loader),
+                            desc=f"scoring {split}",
+                            unit="batch",
+                            disable=not self.spec.progress,
+                            dynamic_ncols=True,
+                            leave=False,
+                        ) as bar,
+                    ):
                         for batch in batches:
                             with self._autocast():
                                 scores = self.family.score(self.model, batch)
                             for name, (value, n) in scores.items():
                                 sums[name] = value.detach().double() + sums.get(name, 0)
                                 counts[name] = counts.get(name, 0.0) + float(n)
+                            bar.update()
                     return {name: float(sums[name]) / counts[name] for name in sums}
             except torch.OutOfMemoryError as e:
                 self._halve(f"evaluating {split}", e)

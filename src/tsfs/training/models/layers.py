@@ -6,7 +6,7 @@ variable of every window as its own row), P patches, D model width.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +22,39 @@ __all__ = [
     "TransformerEncoder",
     "forecast_loss",
     "forecast_scores",
+    "in_chunks",
     "patch_count",
     "require_positive",
     "revin",
 ]
+
+
+# On the CPU, glibc maps every allocation above 32 MiB afresh and the kernel zeroes each of
+# its pages; activations under this size are recycled from the heap instead.
+_CPU_ACTIVATION_BYTES = 24 << 20
+
+
+def in_chunks(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, row_bytes: int
+) -> torch.Tensor:
+    """``fn(x)`` of a row-wise ``fn`` (each output row depends on its input row only), run on
+    the CPU over chunks of rows whose largest activation, ``row_bytes`` a row, stays under
+    24 MiB.
+
+    A whole batch of images through a convolutional net allocates hundreds of MB a layer; on
+    the CPU those pages cost more than the arithmetic (a 64-px U-Net step over 224 canvases:
+    17–31 s whole, 11 s in chunks of 8, system time from ~50% to nil). Gradients flow through
+    the chunks as through the whole batch. Elsewhere (CUDA keeps freed blocks) ``fn(x)``.
+
+    Args:
+        fn: (N, ...) → (N, ...).
+        x: (N, ...) rows.
+        row_bytes: bytes of ``fn``'s largest intermediate tensor per row.
+    """
+    rows = max(1, _CPU_ACTIVATION_BYTES // max(1, row_bytes))
+    if x.device.type != "cpu" or len(x) <= rows:
+        return fn(x)
+    return torch.cat([fn(x[i : i + rows]) for i in range(0, len(x), rows)])
 
 
 def require_positive(config: object, names: Iterable[str]) -> None:

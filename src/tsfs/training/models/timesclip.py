@@ -36,6 +36,7 @@ from tsfs.training.models.layers import (
     TransformerEncoder,
     forecast_loss,
     forecast_scores,
+    in_chunks,
     patch_count,
     require_positive,
     revin,
@@ -103,6 +104,7 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, *, channels: tuple[int, ...], d_model: int) -> None:
         super().__init__()
+        self.first_channels = channels[0]
         stages: list[nn.Module] = []
         before = 3
         for c in channels:
@@ -112,7 +114,11 @@ class ImageEncoder(nn.Module):
         self.project = nn.Linear(before * 16, d_model)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.project(self.stages(images))
+        """(N, 3, H, W) → (N, D)."""
+        # the largest activation: the first (stride-2) stage's output
+        h, w = -(-images.shape[-2] // 2), -(-images.shape[-1] // 2)
+        row_bytes = self.first_channels * h * w * 4
+        out: torch.Tensor = self.project(in_chunks(self.stages, images, row_bytes))
         return out
 
 

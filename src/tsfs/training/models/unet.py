@@ -32,6 +32,7 @@ from tsfs.training.models.base import DataInfo, Scores, Task
 from tsfs.training.models.layers import (
     forecast_loss,
     forecast_scores,
+    in_chunks,
     require_positive,
     revin,
 )
@@ -148,6 +149,7 @@ class UNet(nn.Module):
         self.register_buffer(
             "steps", column_weights(info.seq_len, info.pred_len, size, self.columns)
         )
+        self.channels = config.channels
         widths = [config.channels * 2**i for i in range(config.depth + 1)]
         self.down = nn.ModuleList(
             _block(c_in, c_out) for c_in, c_out in zip([2, *widths[:-2]], widths[:-1], strict=True)
@@ -195,7 +197,10 @@ class UNet(nn.Module):
         b, t, v = x.shape
         z, mean, std = revin(x)
         bottom, top = y_limits(z.permute(0, 2, 1).reshape(b * v, t), self.spec)
-        logits = self.paint_logits(self.canvas(masks.reshape(b * v, *masks.shape[2:])))
+        canvas = self.canvas(masks.reshape(b * v, *masks.shape[2:]))
+        # the largest activation: the full-resolution merge's skip and upsampled halves
+        row_bytes = 2 * self.channels * self.height * self.width * 4
+        logits = in_chunks(self.paint_logits, canvas, row_bytes)
         region = logits[:, : self.size, self.size : self.size + self.columns]  # (N, H, C)
         columns = decode_columns(region, bottom, top)  # (N, C) in RevIN units
         steps = cast(torch.Tensor, self.steps)
