@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
 import threading
 
 import numpy as np
+import pytest
 
 from tsfs._buffers import Recycler
 
@@ -68,3 +71,18 @@ def test_a_pickled_recycler_starts_empty() -> None:
     assert len(pickle.dumps(recycler)) < 1000  # no arrays travel
     assert again.keep == 3
     assert not np.shares_memory(again.empty((1000, 10), np.float64), kept)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_is_not_stuck_on_a_lock_held_at_fork() -> None:
+    recycler = Recycler(keep=1)
+    with recycler._lock:  # another thread would be inside empty() at the fork
+        pid = os.fork()
+        if pid == 0:  # the child: must not wait for a lock nobody will release
+            try:
+                signal.alarm(10)  # a child stuck on the lock dies of SIGALRM, failing the test
+                recycler.empty((4, 4), np.uint8)
+            finally:
+                os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

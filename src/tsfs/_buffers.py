@@ -8,14 +8,29 @@ over asks a :class:`Recycler` for its memory instead of ``np.empty``.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = ["Recycler"]
+
+
+_LIVE: weakref.WeakSet[Recycler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at fork() would stay held in the child forever.
+    for recycler in list(_LIVE):
+        recycler._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Recycler:
@@ -34,6 +49,7 @@ class Recycler:
         self.keep = keep
         self._arrays: list[npt.NDArray[Any]] = []
         self._lock = threading.Lock()  # two threads must never be handed the same array
+        _LIVE.add(self)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"keep": self.keep}  # arrays in use here mean nothing in another process
