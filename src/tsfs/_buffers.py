@@ -51,11 +51,8 @@ class Recycler:
         self._lock = threading.Lock()  # two threads must never be handed the same array
         _LIVE.add(self)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"keep": self.keep}  # arrays in use here mean nothing in another process
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["keep"])  # type: ignore[misc]
+    def __reduce__(self) -> tuple[type[Recycler], tuple[int]]:
+        return Recycler, (self.keep,)  # pickles empty: arrays here mean nothing elsewhere
 
     def empty(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
         """An uninitialised C-contiguous array of ``shape`` and ``dtype``."""

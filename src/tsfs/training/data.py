@@ -607,8 +607,8 @@ class ImageComposer:
         if table is None:
             table = _pixel_table(self.colors, output)
             table = self._tables[name] = _pair_table(table) if pairs else table
-        channel = np.float32 if table.dtype == np.complex128 else np.uint8
-        pixel = np.complex128 if channel == np.float32 else np.uint32
+        # a whole pixel, padding channel included: 4 uint8 channels, or 4 float32 ones
+        channel, pixel = (np.uint8, np.uint32) if output == "uint8" else (np.float32, np.complex128)
         out = self._buffers.empty((b, v, h, w), pixel)
         # pairs: two mask bytes are one uint16 index, two output pixels one uint64 item
         src = masks.view(np.uint16) if pairs else masks
