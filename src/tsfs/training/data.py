@@ -24,7 +24,8 @@ This package never imports ptwt or matplotlib: everything computed comes from th
 * the data set itself (its scaled series and time features) and, per namespace read, 12 bytes
   per row of the split (segment and row of each window's V rows) — a function of the data
   set only (the view adds 16 bytes of key per row);
-* at most ``cache_bytes`` of decoded chunks (per process: each DataLoader worker has its own);
+* at most ``cache_bytes`` of decoded chunks (per process: each DataLoader worker has its own),
+  plus one chunk being decoded per decode thread (one per core, at most 4);
 * the batches in flight: ``prefetch_factor`` per reader (the background thread, or each
   worker) plus the one in use, each ``batch_size · V`` rows (a 224² mask is 49 KiB; composed
   on the CPU, a uint8 RGB image takes 4 bytes per pixel, 196 KiB). Their arrays are kept for
@@ -36,14 +37,16 @@ opening a reader never holds more keys than the largest segment has.
 
 **Speed** (``benchmarks/bench_loader.py``: ETTh1 T=512, 224² images, batches of 64 windows,
 this project's 2-core machine). From a store as ``tsfs prep images`` writes it (blosc-lz4
-masks), the reader thread delivers ~18,900 RGB images/s composed on the CPU and ~30,100
-masks/s (what a GPU run reads: composing there is one table lookup per pixel), against ~236
-images/s for pyplot and the per-window DWT generator inside ``__getitem__`` (2 workers): ~80×
-and ~128×. Per 224² image, reading costs ~23 µs (a lz4 mask decodes in ~12 µs, a zstd one,
-``--codec zstd``, ~30% smaller, in ~45 µs) and composing ~30–45 µs of CPU (two pixels per
-table lookup), done by compose threads while the reader thread reads the next batch; the
-output pixels' memory traffic is what bounds it. DataLoader worker processes are slower here
-(~8,900 RGB/s): each batch is copied between processes.
+masks), the reader thread delivers ~30,000 masks/s (what a GPU run reads: composing there is
+one table lookup per pixel) and 13,000–19,000 RGB images/s composed on the CPU, against
+~215–236 images/s for pyplot and the per-window DWT generator inside ``__getitem__`` (2
+workers): ~140× and 65–80×. Per 224² image, reading costs ~23 µs (a lz4 mask decodes in
+~12 µs, a zstd one, ``--codec zstd``, ~30% smaller, in ~45 µs); chunks the cache lacks are
+decoded on one thread per core while the reader thread copies rows out of those already
+decoded. Composing costs ~30–60 µs of CPU (two pixels per table lookup), done by compose
+threads while the reader thread reads the next batch; writing the output pixels to memory
+is what bounds it. DataLoader worker processes are slower here (~8,000–8,900 RGB/s): each
+batch is copied between processes.
 """
 
 from __future__ import annotations
@@ -358,16 +361,22 @@ class _Columns:
         keys = [self.reader.key(int(seg[r[0]]), name, int(chunk[r[0]])) for r in runs]
         # Cached chunks first: loading the others then evicts only chunks this batch is done
         # with (with the cache at twice the shuffle buffer, no chunk is decoded twice).
-        for cached in (True, False):
-            for key, sel in zip(keys, runs, strict=True):
-                if (key in cache) == cached:
-                    s, c = int(seg[sel[0]]), int(chunk[sel[0]])
-                    data = cache.get(key, functools.partial(self.reader.chunk, s, name, c))
-                    if per_row:
-                        for i, r in zip(sel.tolist(), within[sel].tolist(), strict=True):
-                            out[i] = data[r]
-                    else:
-                        out[sel] = data[within[sel]]
+        first = sorted(range(len(keys)), key=lambda j: keys[j] not in cache)
+        loads = [
+            functools.partial(self.reader.chunk, int(seg[runs[j][0]]), name, int(chunk[runs[j][0]]))
+            for j in first
+        ]
+        # In a DataLoader worker, the worker processes already share out the cores.
+        threads = 1 if get_worker_info() is not None else None
+        requests = zip([keys[j] for j in first], loads, strict=True)
+        chunks = cache.get_many(requests, threads=threads)
+        for j, data in zip(first, chunks, strict=True):
+            sel = runs[j]
+            if per_row:
+                for i, r in zip(sel.tolist(), within[sel].tolist(), strict=True):
+                    out[i] = data[r]
+            else:
+                out[sel] = data[within[sel]]
         return out.reshape(*self.seg[windows].shape, *self.shapes[name])
 
 
