@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -249,14 +252,49 @@ def test_segments_are_plain_zarr_arrays(
     assert theirs.shape == read_back.shape
 
 
-def test_a_store_creation_killed_before_its_rename_is_not_a_foreign_directory(
+def test_a_store_creation_in_flight_or_killed_is_not_a_foreign_directory(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "s").mkdir()
-    (tmp_path / "s" / ".zarr.json.0badc0de.tmp").write_text('{"zarr_format": 3')
+    temp = tmp_path / "s" / ".zarr.json.0badc0de.tmp"
+    temp.parent.mkdir()
+    temp.write_text('{"zarr_format": 3')
     store = Store(tmp_path / "s", mode="a")
     assert store.info()["namespaces"] == []
+    assert temp.exists()  # maybe another process's, about to be renamed: left alone
+    assert store.gc(grace_s=60).temp_files == []  # young: kept
+    os.utime(temp, (temp.stat().st_atime - 3600, temp.stat().st_mtime - 3600))
+    assert store.gc(grace_s=60).temp_files == [str(temp)]  # a creation killed an hour ago
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["zarr.json"]
+
+
+_CREATE_MANY = """
+import sys, time
+from tsfs.stores.store import Store
+base, start = sys.argv[1], float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+for i in range(150):
+    Store(f"{base}/s{i}", mode="a").namespace("features", {"v": 1}, "0123456789abcdef")
+"""
+
+
+def test_runs_creating_the_same_new_stores_together_all_succeed(tmp_path: Path) -> None:
+    # Real processes racing through the creation of the same 150 stores and a namespace in
+    # each (one raced run once failed on a temp file the other had removed).
+    start = time.time() + 2.0  # both past their imports before the first store
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CREATE_MANY, str(tmp_path), str(start)],
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    for i in range(150):
+        store = Store(tmp_path / f"s{i}")
+        assert [ns.fingerprint for ns in store.namespaces()] == ["0123456789abcdef"]
+        assert store.verify() == []
 
 
 def test_segment_files_are_synced_together_and_failures_surface(tmp_path: Path) -> None:

@@ -73,6 +73,8 @@ CODECS: tuple[str, ...] = ("raw", "lz4", "zstd")
 _SEGMENT_ID = re.compile(r"^[0-9a-f]{24}$")
 _FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
 _ARRAY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# A group document being written in place (local disks): `Files.write_atomic`'s temp name.
+_TEMP_JSON = re.compile(r"^\.zarr\.json\.[0-9a-f]+\.tmp$")
 _DTYPES = frozenset(
     ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"]
 )
@@ -867,23 +869,7 @@ class Store:
                     f"no tsfs store at {self.url} (no zarr.json); check --store, or create "
                     "one with a `tsfs prep` command"
                 )
-            # A creation killed before its rename leaves only our temp file: not data.
-            for n in files.list(""):
-                if n.startswith(".zarr.json.") and n.endswith(".tmp"):
-                    files.remove(n)
-            if files.list(""):
-                raise InputError(
-                    f"{self.url} is a non-empty directory that is not a tsfs store; "
-                    "pass an empty or new directory as --store"
-                )
-            if key not in KEY_ALGORITHMS:
-                raise InputError(f"unknown key algorithm {key!r}")
-            try:
-                files.mkdir("")
-            except OSError as e:
-                raise StoreReadOnlyError(f"cannot create store {self.url}: {e.strerror}") from e
-            self._require_writable()
-            files.write_atomic("zarr.json", _group_json({"tsfs": {"format": FORMAT, "key": key}}))
+            self._create(key)
         attrs = _read_json(files, "zarr.json").get("attributes", {})
         meta = attrs.get("tsfs") if isinstance(attrs, dict) else None
         if not isinstance(meta, dict) or not isinstance(meta.get("format"), int):
@@ -901,6 +887,32 @@ class Store:
         self.key = meta["key"]
         if mode == "a":
             self._require_writable()
+
+    def _create(self, key: str) -> None:
+        """Make a new store here, or join the one another process is making right now.
+
+        Two runs started together on a new ``--store`` both get here. A creation in flight
+        (or one killed before its rename) shows only a temp ``.zarr.json.*.tmp``: not data,
+        and never removed here, where it may be another process's (``gc`` removes old ones).
+        Both creators rename identical documents into place, so either rename may win.
+        """
+        files = self.files
+        if key not in KEY_ALGORITHMS:
+            raise InputError(f"unknown key algorithm {key!r}")
+        others = [n for n in files.list("") if not _TEMP_JSON.match(n)]
+        # What another creator made after our first look is that store's, not foreign data.
+        if others and not files.exists("zarr.json"):
+            raise InputError(
+                f"{self.url} is a non-empty directory that is not a tsfs store; "
+                "pass an empty or new directory as --store"
+            )
+        try:
+            files.mkdir("")
+        except OSError as e:
+            raise StoreReadOnlyError(f"cannot create store {self.url}: {e.strerror}") from e
+        self._require_writable()
+        if not files.exists("zarr.json"):
+            files.write_atomic("zarr.json", _group_json({"tsfs": {"format": FORMAT, "key": key}}))
 
     def __repr__(self) -> str:
         return f"Store({self.url!r}, mode={self.mode!r})"
@@ -1093,6 +1105,17 @@ class Store:
         now = time.time()
         to_remove: list[tuple[Namespace, str]] = []
         temp_files: list[str] = []
+        # Group documents whose writer died before renaming them into place.
+        groups = ["", "views", *NAMESPACE_KINDS]
+        for kind in NAMESPACE_KINDS:
+            fps = [fp for fp in files.list(kind) if _FINGERPRINT.match(fp)]
+            groups += [g for fp in fps for g in (f"{kind}/{fp}", f"{kind}/{fp}/segments")]
+        for group in groups:
+            for n in files.list(group):
+                key = f"{group}/{n}" if group else n
+                age = files.age(key, now) if _TEMP_JSON.match(n) else None
+                if age is not None and age >= grace:
+                    temp_files.append(key)
         for ns in self.namespaces():
             for seg in ns.uncommitted():
                 key = ns.segment_key(seg)
