@@ -63,3 +63,19 @@ def test_plan_skips_rows_the_store_holds(tmp_path: Path) -> None:
     assert second.rows_missing == first.rows_missing - second.rows_present
     left = {k.tobytes() for b in second.batches for k in b.keys}
     assert not left & {k.tobytes() for b in done for k in b.keys}
+
+
+def test_workers_get_equal_batches_in_a_multiple_of_their_number() -> None:
+    series = np.random.default_rng(1).standard_normal((3000, 7)).astype(np.float32)
+    block = Block(name="val", seq_len=64, series=series, starts=np.arange(2785))
+    rows = 2785 * 7
+    # One worker: batches as large as allowed (a remainder spread over the block's batches).
+    alone = plan_rows([block], None, key_algorithm="xxh3-128", batch_rows=2048)
+    assert len(alone.batches) == -(-rows // 2048)
+    # Eight batches at least (two workers, four each): 10 by size, rounded up to 16.
+    shared = plan_rows([block], None, key_algorithm="xxh3-128", batch_rows=2048, min_batches=8)
+    sizes = [b.n_rows for b in shared.batches]
+    assert len(sizes) == 16
+    assert sum(sizes) == rows
+    assert max(sizes) - min(sizes) <= 7  # equal, up to one window's rows
+    assert max(sizes) <= 2048
