@@ -75,6 +75,7 @@ _FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
 _ARRAY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # A group document being written in place (local disks): `Files.write_atomic`'s temp name.
 _TEMP_JSON = re.compile(r"^\.zarr\.json\.[0-9a-f]+\.tmp$")
+_TEMP_JSON_GRACE_S = 60.0
 _DTYPES = frozenset(
     ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"]
 )
@@ -1105,7 +1106,9 @@ class Store:
         now = time.time()
         to_remove: list[tuple[Namespace, str]] = []
         temp_files: list[str] = []
-        # Group documents whose writer died before renaming them into place.
+        # Group documents whose writer died before renaming them into place: a live writer
+        # renames its own within milliseconds, so one a minute old, whatever the grace, is
+        # garbage (removing a younger one could fail a writer's rename).
         groups = ["", "views", *NAMESPACE_KINDS]
         for kind in NAMESPACE_KINDS:
             fps = [fp for fp in files.list(kind) if _FINGERPRINT.match(fp)]
@@ -1114,7 +1117,7 @@ class Store:
             for n in files.list(group):
                 key = f"{group}/{n}" if group else n
                 age = files.age(key, now) if _TEMP_JSON.match(n) else None
-                if age is not None and age >= grace:
+                if age is not None and age >= max(grace, _TEMP_JSON_GRACE_S):
                     temp_files.append(key)
         for ns in self.namespaces():
             for seg in ns.uncommitted():
