@@ -267,6 +267,22 @@ def test_a_store_creation_in_flight_or_killed_is_not_a_foreign_directory(
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["zarr.json"]
 
 
+def test_gc_removes_a_view_whose_writer_died_only_once_it_is_old(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    store.save_view("00000000000000aa", {"train": np.zeros((4, 2, 16), np.uint8)}, {})
+    # What a writer killed while saving a view leaves: its private temp directory.
+    temp = tmp_path / "s" / "views" / ".00000000000000bb.0badc0de.tmp"
+    (temp / "train").mkdir(parents=True)
+    (temp / "train" / "zarr.json").write_text("{}")
+    assert store.gc(grace_s=0).temp_files == []  # young: maybe still being written
+    os.utime(temp, (temp.stat().st_atime - 7200, temp.stat().st_mtime - 7200))
+    report = store.gc(grace_s=0)
+    assert report.temp_files == [str(temp)]
+    assert report.bytes_freed == 2
+    assert not temp.exists()
+    assert store.load_view("00000000000000aa") is not None  # the saved view is untouched
+
+
 _CREATE_MANY = """
 import sys, time
 from tsfs.stores.store import Store

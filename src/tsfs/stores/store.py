@@ -76,6 +76,9 @@ _ARRAY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # A group document being written in place (local disks): `Files.write_atomic`'s temp name.
 _TEMP_JSON = re.compile(r"^\.zarr\.json\.[0-9a-f]+\.tmp$")
 _TEMP_JSON_GRACE_S = 60.0
+# A view being persisted: `Store.save_view`'s temp directory (local disks).
+_TEMP_VIEW = re.compile(r"^\.[0-9a-f]{16}\.[0-9a-f]{8}\.tmp$")
+_TEMP_VIEW_GRACE_S = 3600.0
 _DTYPES = frozenset(
     ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"]
 )
@@ -1119,6 +1122,13 @@ class Store:
                 age = files.age(key, now) if _TEMP_JSON.match(n) else None
                 if age is not None and age >= max(grace, _TEMP_JSON_GRACE_S):
                     temp_files.append(key)
+        # A view being persisted (`views/.<fingerprint>.<token>.tmp`, local disks) is renamed
+        # into place when whole; writing a large one takes a while, hence the longer floor.
+        temp_dirs = []
+        for n in files.list("views"):
+            age = files.age(f"views/{n}", now) if _TEMP_VIEW.match(n) else None
+            if age is not None and age >= max(grace, _TEMP_VIEW_GRACE_S):
+                temp_dirs.append(f"views/{n}")
         for ns in self.namespaces():
             for seg in ns.uncommitted():
                 key = ns.segment_key(seg)
@@ -1176,13 +1186,13 @@ class Store:
                 age = files.age(f"{cdir}/{n}", now)
                 if age is not None and age >= grace:  # None: renamed into place meanwhile
                     temp_files.append(f"{cdir}/{n}")
-        for key in temp_files:
+        for key in [*temp_files, *temp_dirs]:
             nbytes, nfiles = files.usage(key)
             if nfiles:
                 report.temp_files.append(files.where(key))
                 report.bytes_freed += nbytes
                 if not dry_run:
-                    files.remove(key)
+                    (files.remove_tree if key in temp_dirs else files.remove)(key)
         for ns, seg in to_remove:
             key = ns.segment_key(seg)
             if files.is_locked(key):  # a writer took it up meanwhile
