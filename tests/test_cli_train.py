@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +113,49 @@ def test_options_that_are_not_numbers_are_usage_errors(flag: str) -> None:
     result = runner.invoke(app, ["train", "diffusion", str(ETTH1), flag, "x"])
     assert result.exit_code == 2
     assert flag in result.output
+
+
+def test_ctrl_c_saves_the_step_reached_and_resume_finishes_as_if_never_stopped(
+    tmp_path: Path,
+) -> None:
+    common = [str(ETTH1), "--stride", "2", "--batch-size", "16", "--store", str(tmp_path / "s")]
+    straight = tsfs(
+        *("train", "diffusion", *common, *TINY, "--epochs", "1", "--json"),
+        *("--out", str(tmp_path / "straight")),
+    )
+    assert straight.returncode == 0, straight.stderr
+    out = tmp_path / "run"
+    cmd = ["train", "diffusion", *common, *TINY, "--epochs", "1", "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tsfs", *cmd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )
+    deadline = time.monotonic() + 60
+    while not out.exists() and time.monotonic() < deadline:  # made when training starts
+        time.sleep(0.05)
+    time.sleep(1.0)  # some steps into the epoch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    (line,) = err.strip().splitlines()
+    match = re.fullmatch(
+        rf"tsfs: interrupted after step (\d+); {re.escape(str(out / 'last.pt'))} holds it: "
+        "add --resume to continue",
+        line,
+    )
+    assert match, line
+    assert (out / "last.pt").exists()
+    assert not (out / "metrics.json").exists()
+    resumed = tsfs(
+        "train", "diffusion", *common, *TINY, "--epochs", "1", "--out", str(out), "--resume",
+        "--json",
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = json.loads(straight.stdout), json.loads(resumed.stdout)
+    assert 0 < int(match.group(1)) < a["steps"]  # stopped mid-epoch
+    assert b["steps"] == a["steps"]  # every batch once
+    assert b["test"] == a["test"]  # and the same weights: resumed bit for bit

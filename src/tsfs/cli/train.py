@@ -174,7 +174,7 @@ def main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     from tsfs.pipeline.sources import load
-    from tsfs.training.loop import TrainSpec, resolve_device, train
+    from tsfs.training.loop import TrainingInterrupted, TrainSpec, resolve_device, train
     from tsfs.training.models import family
 
     fam = family(model)
@@ -196,7 +196,18 @@ def main(
         num_workers=workers,
     )
     dataset = load(data, window)
-    result = train(model, dataset, store, spec, settings, features=namespace, images=namespace)
+    try:
+        result = train(model, dataset, store, spec, settings, features=namespace, images=namespace)
+    except TrainingInterrupted as e:
+        where = f"; {e.checkpoint} holds it: add --resume to continue" if e.checkpoint else ""
+        typer.echo(f"tsfs: interrupted after step {e.step}{where}", err=True)
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        typer.echo(
+            f"tsfs: interrupted; --resume continues from the last checkpoint in {run_dir}",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     if json_out:
         echo_json(result.metrics)
     else:

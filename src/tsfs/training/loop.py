@@ -5,7 +5,9 @@
 CPU), gradient clipping, out-of-memory back-off, checkpoints, resumption, seeded determinism,
 a progress bar per epoch, and the files of a run in ``out``:
 
-* ``last.pt`` after every epoch (and where ``max_steps`` stops mid-epoch), ``best.pt`` when
+* ``last.pt`` after every epoch (and where ``max_steps`` or Ctrl-C stops mid-epoch: a first
+  Ctrl-C stops after the step in flight, saves, and raises :class:`TrainingInterrupted`; a
+  second one stops at once), ``best.pt`` when
   the family's ``monitor`` improves on the validation split — each a ``torch.save`` dict of
   tensors and plain values (model, optimizer, step, config, loader position, RNG state) that
   loads with ``weights_only=True``;
@@ -38,7 +40,9 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -72,6 +76,7 @@ from tsfs.training.sampler import ORDERS, Order, mask_from_ranges, ranges_from_m
 __all__ = [
     "FitResult",
     "TrainSpec",
+    "TrainingInterrupted",
     "fit",
     "reads",
     "repeat_last_scores",
@@ -285,6 +290,7 @@ class _Run:
         }
         self.loader = self._loader()
         self.done = np.zeros(len(self.loader), dtype=bool)  # batches trained on this epoch
+        self.stop_requested = False  # Ctrl-C: stop after the step in flight
 
     # ---- loaders and out-of-memory back-off --------------------------------------------
 
@@ -340,6 +346,8 @@ class _Run:
         )
 
     def _reached(self) -> bool:
+        if self.stop_requested:
+            return True
         return self.spec.max_steps is not None and self.step >= self.spec.max_steps
 
     def _train_step(self, batch: Any) -> torch.Tensor:
@@ -493,6 +501,48 @@ class _Run:
             torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training between two steps.
+
+    Attributes:
+        step: the optimizer steps taken.
+        checkpoint: the ``last.pt`` saved at that step (None without an ``out`` directory),
+            from which ``resume`` continues mid-epoch as if never stopped.
+    """
+
+    def __init__(self, step: int, checkpoint: Path | None) -> None:
+        super().__init__(step, checkpoint)
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+@contextmanager
+def _stop_on_interrupt(run: _Run) -> Iterator[None]:
+    """While ``run`` trains, a first Ctrl-C asks it to stop after the step in flight (so the
+    checkpoint holds whole steps); a second one interrupts at once.
+
+    Only Python's own SIGINT handler is replaced, and only on the main thread (the one that
+    receives signals): a handler someone else installed, or an ignored SIGINT, is left alone.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler or (
+        threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+
+    def request_stop(signum: int, frame: object) -> None:
+        if run.stop_requested:
+            raise KeyboardInterrupt
+        run.stop_requested = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def fit(
     fam: Family,
     config: Any,
@@ -532,7 +582,13 @@ def fit(
     monitor = fam.monitor
     while run.loader.epoch < spec.epochs and not run._reached():
         epoch = run.loader.epoch
-        complete = run.train_epoch()
+        with _stop_on_interrupt(run):
+            complete = run.train_epoch()
+        if run.stop_requested:
+            checkpoint = None if out is None else out / "last.pt"
+            if checkpoint is not None:
+                _save(run.checkpoint(), checkpoint)
+            raise TrainingInterrupted(run.step, checkpoint)
         record: dict[str, Any] = {"epoch": epoch, "step": run.step, "complete": complete}
         if run.losses:
             record["train_loss"] = run.losses[-1][1]
