@@ -115,15 +115,23 @@ def test_options_that_are_not_numbers_are_usage_errors(flag: str) -> None:
     assert flag in result.output
 
 
+def _straight_run(tmp: Path, workers: int) -> dict[str, object]:
+    """One uninterrupted epoch of the run the Ctrl-C tests interrupt."""
+    common = [str(ETTH1), "--stride", "2", "--batch-size", "16", "--store", str(tmp / "s")]
+    cmd = ["train", "diffusion", *common, *TINY, "--epochs", "1", "--workers", str(workers)]
+    done = tsfs(*cmd, "--json", "--out", str(tmp / "run"))
+    assert done.returncode == 0, done.stderr
+    metrics: dict[str, object] = json.loads(done.stdout)
+    return metrics
+
+
+@pytest.mark.parametrize("workers", [0, 2])
 def test_ctrl_c_saves_the_step_reached_and_resume_finishes_as_if_never_stopped(
-    tmp_path: Path,
+    tmp_path: Path, workers: int
 ) -> None:
+    straight_run = _straight_run(tmp_path / "straight", workers)
     common = [str(ETTH1), "--stride", "2", "--batch-size", "16", "--store", str(tmp_path / "s")]
-    straight = tsfs(
-        *("train", "diffusion", *common, *TINY, "--epochs", "1", "--json"),
-        *("--out", str(tmp_path / "straight")),
-    )
-    assert straight.returncode == 0, straight.stderr
+    common += ["--workers", str(workers)]
     out = tmp_path / "run"
     cmd = ["train", "diffusion", *common, *TINY, "--epochs", "1", "--out", str(out)]
     proc = subprocess.Popen(
@@ -132,13 +140,14 @@ def test_ctrl_c_saves_the_step_reached_and_resume_finishes_as_if_never_stopped(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+        start_new_session=True,  # a process group of its own, as a terminal's foreground job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not out.exists() and time.monotonic() < deadline:  # made when training starts
         time.sleep(0.05)
     time.sleep(1.0)  # some steps into the epoch
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches every process of the group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     (line,) = err.strip().splitlines()
@@ -150,12 +159,9 @@ def test_ctrl_c_saves_the_step_reached_and_resume_finishes_as_if_never_stopped(
     assert match, line
     assert (out / "last.pt").exists()
     assert not (out / "metrics.json").exists()
-    resumed = tsfs(
-        "train", "diffusion", *common, *TINY, "--epochs", "1", "--out", str(out), "--resume",
-        "--json",
-    )  # fmt: skip
+    resumed = tsfs(*cmd, "--resume", "--json")
     assert resumed.returncode == 0, resumed.stderr
-    a, b = json.loads(straight.stdout), json.loads(resumed.stdout)
-    assert 0 < int(match.group(1)) < a["steps"]  # stopped mid-epoch
-    assert b["steps"] == a["steps"]  # every batch once
-    assert b["test"] == a["test"]  # and the same weights: resumed bit for bit
+    metrics = json.loads(resumed.stdout)
+    assert 0 < int(match.group(1)) < metrics["steps"]  # stopped mid-epoch
+    assert metrics["steps"] == straight_run["steps"]  # every batch once
+    assert metrics["test"] == straight_run["test"]  # and the same weights: bit for bit

@@ -562,7 +562,7 @@ def test_each_pass_is_a_new_epoch_and_set_epoch_replays_it(reader: WindowReader)
     assert np.array_equal(np.concatenate(list(collect(loader))), first)
 
 
-@pytest.mark.parametrize(("before_workers", "after_workers"), [(2, 1), (0, 2)])
+@pytest.mark.parametrize(("before_workers", "after_workers"), [(2, 1), (0, 2), (1, 2)])
 def test_resume_mid_epoch_loses_and_repeats_nothing(
     reader: WindowReader, before_workers: int, after_workers: int
 ) -> None:
@@ -580,9 +580,9 @@ def test_resume_mid_epoch_loses_and_repeats_nothing(
     after = list(collect(resumed))
     got = np.concatenate(before + after)
     assert len(got) == len(reader) == len(np.unique(got))
-    # The same batches as the uninterrupted epoch, not merely the same windows.
-    as_set = {tuple(b) for b in everything}
-    assert {tuple(b) for b in before + after} == as_set
+    # The uninterrupted epoch's batches in its order, whatever the workers before and after:
+    # the same training.
+    assert [b.tolist() for b in before + after] == [b.tolist() for b in everything]
     assert resumed.epoch == 4
 
 

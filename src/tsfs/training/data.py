@@ -958,11 +958,18 @@ def _pinned(batch: Batch) -> Batch:
 
 
 def _single_threaded() -> None:
-    """One thread per worker process: threads on top of processes oversubscribe the cores."""
+    """One thread per worker process: threads on top of processes oversubscribe the cores.
+
+    Ctrl-C is left to the main process, which stops the run and then its workers in order: a
+    worker stopped by the terminal's SIGINT would fail the main process's next read.
+    """
+    import signal
+
     from numcodecs import blosc
 
     torch.set_num_threads(1)
     blosc.set_nthreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class StoreLoader:
@@ -1067,6 +1074,9 @@ class StoreLoader:
                     num_workers=self.num_workers,
                     prefetch_factor=self.prefetch_factor,
                     pin_memory=self.pin_memory,
+                    # Its workers' seed from a generator of its own: drawn from torch's global
+                    # one, it shifted the training noise, so --workers changed the model.
+                    generator=torch.Generator().manual_seed(ds.seed),
                 )
             )
         else:

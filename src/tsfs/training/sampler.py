@@ -20,7 +20,11 @@ Three orders over the windows of a split:
 Every order is a function of ``(seed, epoch)`` alone, so all ranks and worker processes compute
 the same one without talking to each other. The order is cut into batches of ``batch_size``
 windows; ranks take contiguous runs of batches (so their chunks barely overlap) and, inside a
-rank, each DataLoader worker takes a contiguous run of that rank's batches. Every window is in
+rank, DataLoader worker ``k`` of ``W`` takes batches ``k, k + W, …`` of that rank's: the
+DataLoader hands out batch ``i`` from worker ``i mod W``, so the rank's batch order, and with
+it the training, does not depend on the number of workers, and a resumed run (its remaining
+batches shared out the same way) continues exactly. Neighbouring batches read neighbouring
+chunks, so each worker then decodes most chunks itself. Every window is in
 exactly one batch of one rank per epoch (``drop_last`` drops the final partial batch and
 trims the batch count to a multiple of ``world_size``, so every rank takes as many steps — what
 DistributedDataParallel needs).
@@ -162,10 +166,9 @@ def plan_epoch(
 
 
 def worker_share(batches: npt.ArrayLike, worker: int, num_workers: int) -> I64:
-    """The contiguous part of ``batches`` (M,) that DataLoader worker ``worker`` reads."""
-    b = np.asarray(batches, dtype=np.int64)
-    m = len(b)
-    return b[m * worker // num_workers : m * (worker + 1) // num_workers]
+    """The batches of ``batches`` (M,) that DataLoader worker ``worker`` reads: every
+    ``num_workers``-th from its own index, the ones the DataLoader yields from it in turn."""
+    return np.asarray(batches, dtype=np.int64)[worker::num_workers]
 
 
 def ranges_from_mask(mask: npt.NDArray[np.bool_]) -> list[list[int]]:
