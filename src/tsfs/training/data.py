@@ -808,9 +808,9 @@ class ChunkedWindows(IterableDataset[Batch]):
     Yields whole batches (use ``DataLoader(..., batch_size=None)``): every batch is read with
     one vectorised gather per chunk it touches. Images stay as stored (masks); composing them
     is the job of ``reader.composer`` (:class:`ImageComposer`), on the device that trains.
-    Each DataLoader worker reads a contiguous share of this rank's batches
-    (:mod:`tsfs.training.sampler`) and runs single-threaded, so worker processes, not
-    threads, use the cores.
+    DataLoader worker ``k`` of ``W`` reads this rank's batches ``k, k + W, …``, which the
+    DataLoader yields back in the epoch's order (:mod:`tsfs.training.sampler`), and runs
+    single-threaded, so worker processes, not threads, use the cores.
 
     Args:
         reader: what to read.
