@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
@@ -21,6 +22,7 @@ __all__ = [
     "echo_json",
     "fail",
     "human_bytes",
+    "interrupted_note",
     "reports_errors",
 ]
 
@@ -50,7 +52,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn deliberate tsfs errors into one line on stderr and their exit code; Ctrl-C into
-    a short note (committed work is kept, re-running resumes) and exit 130."""
+    one line and exit 130 (:func:`interrupted_note` says more where there is more to say)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -74,13 +76,20 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
                 1,
             ) from None
         except KeyboardInterrupt:
-            typer.echo(
-                "tsfs: interrupted; committed segments are kept, re-run the command to resume",
-                err=True,
-            )
+            typer.echo("tsfs: interrupted", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def interrupted_note(note: str) -> Iterator[None]:
+    """Ctrl-C inside: ``tsfs: interrupted; <note>`` (what is kept, how to go on), exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo(f"tsfs: interrupted; {note}", err=True)
+        raise typer.Exit(130) from None
 
 
 def echo_json(obj: Any) -> None:

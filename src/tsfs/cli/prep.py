@@ -8,7 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from tsfs.cli._common import DEFAULT_STORE, StoreOpt, echo_json, reports_errors
+from tsfs.cli._common import (
+    DEFAULT_STORE,
+    StoreOpt,
+    echo_json,
+    interrupted_note,
+    reports_errors,
+)
 from tsfs.cli._data import DataArg, data_options
 from tsfs.errors import InputError
 from tsfs.pipeline.execute import EXECUTORS, Executor, PrepReport
@@ -165,6 +171,10 @@ def _summary(report: PrepReport, json_out: bool) -> None:
     )
 
 
+# What Ctrl-C leaves: every batch committed before it, and a command that picks up from there.
+_RESUMES = "committed segments are kept, re-run the command to resume"
+
+
 @app.command()
 @reports_errors
 @data_options
@@ -198,19 +208,20 @@ def features(
     run_on = executor_choice(executor, scheduler)
     dev = _device(device)
     dataset = load(data, window)
-    report = prep_features(
-        dataset,
-        spec,
-        Store(store, mode="a"),
-        jobs=jobs_or_cores(jobs),
-        budget_bytes=parse_size(budget) if budget else None,
-        force=force,
-        executor=run_on,
-        scheduler=scheduler,
-        device=dev,
-        **({"batch_rows": batch_rows} if batch_rows else {}),
-        progress=not quiet and not json_out and sys.stderr.isatty(),
-    )
+    with interrupted_note(_RESUMES):
+        report = prep_features(
+            dataset,
+            spec,
+            Store(store, mode="a"),
+            jobs=jobs_or_cores(jobs),
+            budget_bytes=parse_size(budget) if budget else None,
+            force=force,
+            executor=run_on,
+            scheduler=scheduler,
+            device=dev,
+            **({"batch_rows": batch_rows} if batch_rows else {}),
+            progress=not quiet and not json_out and sys.stderr.isatty(),
+        )
     _summary(report, json_out)
 
 
@@ -246,19 +257,20 @@ def images(
     spec = image_spec(size, linewidth, ylim, rgb)
     run_on = executor_choice(executor, scheduler)
     dataset = load(data, window)
-    report = prep_images(
-        dataset,
-        spec,
-        Store(store, mode="a"),
-        jobs=jobs_or_cores(jobs),
-        codec=image_codec(codec),
-        budget_bytes=parse_size(budget) if budget else None,
-        force=force,
-        executor=run_on,
-        scheduler=scheduler,
-        progress=not quiet and not json_out and sys.stderr.isatty(),
-        **({"batch_rows": batch_rows} if batch_rows else {}),
-    )
+    with interrupted_note(_RESUMES):
+        report = prep_images(
+            dataset,
+            spec,
+            Store(store, mode="a"),
+            jobs=jobs_or_cores(jobs),
+            codec=image_codec(codec),
+            budget_bytes=parse_size(budget) if budget else None,
+            force=force,
+            executor=run_on,
+            scheduler=scheduler,
+            progress=not quiet and not json_out and sys.stderr.isatty(),
+            **({"batch_rows": batch_rows} if batch_rows else {}),
+        )
     _summary(report, json_out)
 
 

@@ -12,7 +12,13 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 
-from tsfs.cli._common import DEFAULT_STORE, StoreOpt, echo_json, reports_errors
+from tsfs.cli._common import (
+    DEFAULT_STORE,
+    StoreOpt,
+    echo_json,
+    interrupted_note,
+    reports_errors,
+)
 from tsfs.cli._data import DataArg, data_options
 from tsfs.cli.prep import JsonOpt
 from tsfs.errors import InputError
@@ -196,18 +202,17 @@ def main(
         num_workers=workers,
     )
     dataset = load(data, window)
-    try:
-        result = train(model, dataset, store, spec, settings, features=namespace, images=namespace)
-    except TrainingInterrupted as e:
-        where = f"; {e.checkpoint} holds it: add --resume to continue" if e.checkpoint else ""
-        typer.echo(f"tsfs: interrupted after step {e.step}{where}", err=True)
-        raise typer.Exit(130) from None
-    except KeyboardInterrupt:
-        typer.echo(
-            f"tsfs: interrupted; --resume continues from the last checkpoint in {run_dir}",
-            err=True,
-        )
-        raise typer.Exit(130) from None
+    # A second Ctrl-C, or one outside a training epoch, stops at once: the last checkpoint
+    # is then the last epoch's.
+    with interrupted_note(f"--resume continues from the last checkpoint in {run_dir}"):
+        try:
+            result = train(
+                model, dataset, store, spec, settings, features=namespace, images=namespace
+            )
+        except TrainingInterrupted as e:
+            where = f"; {e.checkpoint} holds it: add --resume to continue" if e.checkpoint else ""
+            typer.echo(f"tsfs: interrupted after step {e.step}{where}", err=True)
+            raise typer.Exit(130) from None
     if json_out:
         echo_json(result.metrics)
     else:
