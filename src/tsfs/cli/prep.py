@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -175,6 +175,29 @@ def _summary(report: PrepReport, json_out: bool) -> None:
 _RESUMES = "committed segments are kept, re-run the command to resume"
 
 
+def _run_options(
+    jobs: int | None,
+    batch_rows: int | None,
+    budget: str | None,
+    force: bool,
+    executor: str,
+    scheduler: str | None,
+    quiet: bool,
+) -> dict[str, Any]:
+    """The keyword arguments both prep commands pass on: how and where the run goes."""
+    options: dict[str, Any] = {
+        "jobs": jobs_or_cores(jobs),
+        "budget_bytes": parse_size(budget) if budget else None,
+        "force": force,
+        "executor": executor_choice(executor, scheduler),
+        "scheduler": scheduler,
+        "progress": not quiet and sys.stderr.isatty(),
+    }
+    if batch_rows:
+        options["batch_rows"] = batch_rows
+    return options
+
+
 @app.command()
 @reports_errors
 @data_options
@@ -205,23 +228,11 @@ def features(
     from tsfs.stores.store import Store
 
     spec = feature_spec(wavelet, level, mode, coefficients)
-    run_on = executor_choice(executor, scheduler)
+    run = _run_options(jobs, batch_rows, budget, force, executor, scheduler, quiet or json_out)
     dev = _device(device)
     dataset = load(data, window)
     with interrupted_note(_RESUMES):
-        report = prep_features(
-            dataset,
-            spec,
-            Store(store, mode="a"),
-            jobs=jobs_or_cores(jobs),
-            budget_bytes=parse_size(budget) if budget else None,
-            force=force,
-            executor=run_on,
-            scheduler=scheduler,
-            device=dev,
-            **({"batch_rows": batch_rows} if batch_rows else {}),
-            progress=not quiet and not json_out and sys.stderr.isatty(),
-        )
+        report = prep_features(dataset, spec, Store(store, mode="a"), device=dev, **run)
     _summary(report, json_out)
 
 
@@ -255,22 +266,10 @@ def images(
     from tsfs.stores.store import Store
 
     spec = image_spec(size, linewidth, ylim, rgb)
-    run_on = executor_choice(executor, scheduler)
+    run = _run_options(jobs, batch_rows, budget, force, executor, scheduler, quiet or json_out)
     dataset = load(data, window)
     with interrupted_note(_RESUMES):
-        report = prep_images(
-            dataset,
-            spec,
-            Store(store, mode="a"),
-            jobs=jobs_or_cores(jobs),
-            codec=image_codec(codec),
-            budget_bytes=parse_size(budget) if budget else None,
-            force=force,
-            executor=run_on,
-            scheduler=scheduler,
-            progress=not quiet and not json_out and sys.stderr.isatty(),
-            **({"batch_rows": batch_rows} if batch_rows else {}),
-        )
+        report = prep_images(dataset, spec, Store(store, mode="a"), codec=image_codec(codec), **run)
     _summary(report, json_out)
 
 
