@@ -3,6 +3,7 @@ a consistent store. Uses a real, small tmpfs; skipped where mounting is not perm
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -61,3 +62,28 @@ def test_a_disk_that_fills_ends_cleanly_and_the_store_stays_consistent(small_dis
     assert Store(store).verify() == []  # what was committed is whole
     Store(store, mode="a").gc(grace_s=0)  # the unfinished segment goes
     assert Store(store).info()["namespaces"][0]["uncommitted_segments"] == 0
+
+
+def test_training_on_a_full_disk_ends_with_one_line_and_no_half_written_file(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    out = small_disk / "run"
+    out.mkdir()
+    # Leave 8 KiB: less than any checkpoint (model and optimizer state).
+    stat = os.statvfs(small_disk)
+    (small_disk / "filler").write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 8192))
+    tiny = ["-c", "d_model=8", "-c", "n_heads=1", "-c", "e_layers=1", "-c", "d_ff=8"]
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "tsfs", "train", "diffusion", str(ETTH1), "--stride", "97",
+            "--store", str(tmp_path / "store"), "--max-steps", "2", "--out", str(out), *tiny,
+        ],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"tsfs: error: cannot write {out}/")
+    assert "No space left on device" in line
+    assert line.endswith("Free space (or choose another --out) and continue with --resume")
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing half-written left behind

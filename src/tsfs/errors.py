@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "InputError",
     "MissingRowsError",
+    "OutputError",
     "StoreCorruptError",
     "StoreError",
     "StoreFormatError",
@@ -62,5 +63,12 @@ class MissingRowsError(StoreError, KeyError):
 
 class BudgetError(TsfsError):
     """A run predicted to exceed the disk budget or the free space."""
+
+    exit_code = 1
+
+
+class OutputError(TsfsError, OSError):
+    """A training run's output (checkpoint, metrics, plot) that could not be written; names
+    the file and says what was kept."""
 
     exit_code = 1

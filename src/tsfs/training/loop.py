@@ -37,6 +37,7 @@ family's flag of the same name.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -55,7 +56,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from tsfs.errors import InputError, MissingRowsError, StoreCorruptError, StoreReadOnlyError
+from tsfs.errors import (
+    InputError,
+    MissingRowsError,
+    OutputError,
+    StoreCorruptError,
+    StoreReadOnlyError,
+)
 from tsfs.pipeline.windows import Dataset, Split
 from tsfs.specs import FeatureSpec, ImageSpec
 from tsfs.stores.files import open_files
@@ -230,10 +237,32 @@ def _config_dict(config: Any) -> dict[str, Any]:
     return d
 
 
-def _save(obj: dict[str, Any], path: Path) -> None:
+@contextmanager
+def _writing(path: Path, kept: str) -> Iterator[Path]:
+    """Write ``path`` by way of a temp file beside it, synced, then renamed over it: a crash
+    or a full disk leaves the previous file (``kept`` says which) and no half-written one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(
+            f"cannot write {path}: {e.strerror or e}; {kept}. Free space (or choose another "
+            "--out) and continue with --resume"
+        ) from e
+
+
+def _save(obj: dict[str, Any], path: Path) -> None:
+    """Save a checkpoint whole, or keep the previous one."""
+    # Serialised in memory first: written by torch, a full disk surfaces as an opaque
+    # RuntimeError ("unexpected pos"), written here as the OSError it is.
+    data = io.BytesIO()
+    torch.save(obj, data)
+    with _writing(path, "the previous checkpoint is kept") as tmp, open(tmp, "wb") as f:
+        f.write(data.getbuffer())
 
 
 @contextmanager
@@ -629,8 +658,10 @@ def fit(
     metrics["seconds"] = time.perf_counter() - t0
     run.model.eval()
     if out is not None:
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        _plot(out / "curves.png", run.losses, run.history, monitor, fam.name)
+        with _writing(out / "metrics.json", "last.pt holds the trained run") as tmp:
+            tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        with _writing(out / "curves.png", "last.pt holds the trained run") as tmp:
+            _plot(tmp, run.losses, run.history, monitor, fam.name)
     return FitResult(metrics=metrics, model=run.model, out=out)
 
 
@@ -659,7 +690,7 @@ def _plot(
         steps, values = zip(*val, strict=True)
         right.plot(steps, values, marker="o", color="#d62728")
     right.set(title=f"validation {monitor}", xlabel="step")
-    fig.savefig(path)
+    fig.savefig(path, format="png")
 
 
 # --------------------------------------------------------------------------------------------
