@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 import tsfs.stores.store as store_module
 import tsfs.training.data as data_module
-from tsfs.errors import InputError, MissingRowsError, StoreCorruptError
+from tsfs.errors import InputError, MissingRowsError, StoreCorruptError, StoreError
 from tsfs.pipeline.compose import TAB10, compose_torch, palette, parse_color
 from tsfs.pipeline.execute import plan_rows
 from tsfs.pipeline.prep import dataset_blocks
@@ -273,6 +273,21 @@ def test_corrupt_chunk_is_an_error_naming_its_file(tmp_path: Path, ett: Dataset)
     # Read on the loader's background thread, the error reaches the training loop.
     with pytest.raises(StoreCorruptError, match="checksum"):
         next(iter(StoreLoader(reader)))
+
+
+def test_a_store_compacted_under_a_reader_is_named_as_such_not_as_corrupt(
+    tmp_path: Path, ett: Dataset
+) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    fill(store, ett)
+    reader = WindowReader(open_view(ett, store), "train", features=FEATURES, images=IMAGES)
+    Store(tmp_path / "s", mode="a").compact()  # merges, then drops, the segments read from
+    with pytest.raises(StoreError, match="removed after this run opened") as err:
+        reader.read([0])
+    assert not isinstance(err.value, StoreCorruptError)
+    assert "restart the run" in str(err.value)
+    fresh = WindowReader(open_view(ett, Store(tmp_path / "s")), "train", images=IMAGES)
+    assert fresh.read([0]).images is not None  # the rows are all still there
 
 
 # --------------------------------------------------------------------------------------------

@@ -528,7 +528,9 @@ class Namespace:
         try:
             meta = _read_json(self.files, f"{akey}/zarr.json")
         except FileNotFoundError as e:
-            raise StoreCorruptError(f"{where}: missing (committed array)") from e
+            raise self._gone(commit) or StoreCorruptError(
+                f"{where}: missing (committed array)"
+            ) from e
         codecs = meta.get("codecs")
         if not isinstance(codecs, list) or not all(
             isinstance(c, dict) and c.get("name") in _ZARR_CODECS for c in codecs
@@ -547,6 +549,17 @@ class Namespace:
         inner = "/0" * (ndim - 1)
         return f"{self.segment_key(commit.segment)}/{name}/c/{chunk}{inner}"
 
+    def _gone(self, commit: Commit) -> StoreError | None:
+        """The error for a segment whose files vanished because it was dropped on purpose
+        (its commit record is gone too) after the caller listed it; None if it was not."""
+        if self.files.exists(f"{self.key}/commits/{commit.segment}.json"):
+            return None
+        return StoreError(
+            f"segment {commit.segment} of {self.store.url} was removed after this run opened "
+            "the store (by `tsfs store compact`, whose merged segments hold its rows, or by "
+            "`tsfs store gc --drop-corrupt`); restart the run to read the store as it is now"
+        )
+
     def corrupt_chunk(self, where: str, why: str) -> StoreCorruptError:
         """The error for a bad chunk: names it and says how to repair the store."""
         return StoreCorruptError(
@@ -561,7 +574,9 @@ class Namespace:
         try:
             buf = self.files.read_array(key)
         except FileNotFoundError as e:
-            raise self.corrupt_chunk(self.files.where(key), "file missing") from e
+            raise self._gone(commit) or self.corrupt_chunk(
+                self.files.where(key), "file missing"
+            ) from e
         if len(buf) < _CRC_BYTES:
             raise self.corrupt_chunk(self.files.where(key), "truncated")
         payload = buf[:-_CRC_BYTES]
