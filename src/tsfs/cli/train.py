@@ -45,6 +45,7 @@ Models: {", ".join(MODELS)}.
 
 Model settings: --config KEY=VALUE, repeated; an unknown KEY lists them.
 A run writes metrics.json, best.pt, last.pt and curves.png to --out.
+Ctrl-C stops after the step in flight and saves last.pt there; --resume goes on.
 
 Examples:
 
