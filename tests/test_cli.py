@@ -105,3 +105,33 @@ def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("tsfs: error:")
     assert "nope.csv" in proc.stderr
+
+
+def test_refused_run_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    """Settings refused for these rows change nothing: no store made, no namespace added."""
+    st = tmp_path / "s"
+    small = [str(ETTH1), "--seq-len", "48", "--splits", "test"]
+    refused = [
+        ["prep", "features", *small, "--level", "9"],
+        ["prep", "features", *small, "--wavelet", "db38"],
+        ["prep", "images", *small, "--codec", "gzip"],
+    ]
+    for args in refused:
+        result = runner.invoke(app, [*args, "--store", str(st)])
+        assert result.exit_code == 2, (args, result.output)
+        assert not st.exists(), args
+    ok = runner.invoke(app, ["prep", "features", *small, "--store", str(st), "-q"])
+    assert ok.exit_code == 0, ok.output
+    before = sorted(p.relative_to(st) for p in st.rglob("*"))
+    for args in refused:
+        assert runner.invoke(app, [*args, "--store", str(st)]).exit_code == 2
+    assert sorted(p.relative_to(st) for p in st.rglob("*")) == before
+
+
+@pytest.mark.parametrize("option", ["--jobs", "--batch-rows"])
+def test_counts_below_one_are_refused(tmp_path: Path, option: str) -> None:
+    args = ["prep", "features", str(ETTH1), "--store", str(tmp_path / "s"), option, "0"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert option in result.output
+    assert not (tmp_path / "s").exists()

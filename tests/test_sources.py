@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -183,6 +184,15 @@ def test_no_date_column(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "d.csv", header="time,a,OT")
     with pytest.raises(DataError, match=r"d\.csv: no 'date' column \(columns: time, a, OT\)"):
         load(path, SMALL)
+
+
+@pytest.mark.parametrize("preset", ["ett_hour", "custom"])
+def test_only_a_date_column(tmp_path: Path, preset: str) -> None:
+    path = tmp_path / "dates.csv"
+    path.write_text("date\n" + "\n".join(f"2020-01-01 {h:02d}:00:00" for h in range(24)) + "\n")
+    spec = dataclasses.replace(SMALL, preset=preset)
+    with pytest.raises(DataError, match=r"dates\.csv line 1: no variable columns besides 'date'"):
+        load(path, spec)
 
 
 def test_non_numeric_cell_names_line_and_column(tmp_path: Path) -> None:
@@ -510,8 +520,23 @@ def test_array_nan_is_named(tmp_path: Path) -> None:
 
 def test_not_an_array_file(tmp_path: Path) -> None:
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
-    with pytest.raises(DataError, match=r"junk\.npy: not a readable \.npy/\.npz array file"):
+    with pytest.raises(DataError, match=r"junk\.npy: not a \.npy/\.npz array file") as info:
         load(tmp_path / "junk.npy")
+    assert "pickle" not in str(info.value)  # numpy's refusal would advise allow_pickle
+    csv = write_csv(tmp_path / "d.csv")
+    with pytest.raises(DataError, match=r"d\.csv: not a \.npy/\.npz array file.*--preset"):
+        load(csv, WindowSpec(preset="array"))
+
+
+def test_truncated_array_files(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).normal(size=(8, 64, 3))
+    np.savez(tmp_path / "z.npz", x=x)
+    np.save(tmp_path / "z.npy", x)
+    for name in ("z.npz", "z.npy"):
+        whole = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut_{name}").write_bytes(whole[: len(whole) // 2])
+        with pytest.raises(DataError, match=rf"cut_{name}: not a readable \.npy/\.npz array"):
+            load(tmp_path / f"cut_{name}")
 
 
 def test_sample_presets_need_train_to_scale(tmp_path: Path) -> None:

@@ -61,13 +61,14 @@ Examples:
 
 JobsOpt = Annotated[
     Optional[int],  # noqa: UP045
-    typer.Option("--jobs", "-j", help="Worker processes (default: all cores)."),
+    typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all cores)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 BatchOpt = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(
         "--batch-rows",
+        min=1,
         help="Rows per segment: what a crash can lose at most, and the memory a batch takes.",
     ),
 ]
@@ -84,7 +85,7 @@ LevelOpt = Annotated[
     typer.Option(help="DWT levels (default: min(3, max level for T))."),
 ]
 ModeOpt = Annotated[
-    str, typer.Option(help="Boundary mode: reflect|zero|constant|periodic|symmetric.")
+    str, typer.Option(help="Boundary mode: reflect, zero, constant, periodic or symmetric.")
 ]
 CoefficientsOpt = Annotated[
     bool, typer.Option("--coefficients", help="Also store the DWT coefficients.")
@@ -105,7 +106,7 @@ ExecutorOpt = Annotated[
     str,
     typer.Option(
         help="local (this machine's cores) | dask (a Dask cluster: --scheduler, or a "
-        "LocalCluster of --jobs processes). Needs pip install 'tsfs[dask]'."
+        "LocalCluster of --jobs processes). Needs pip install 'tsfs\\[dask]'."
     ),
 ]
 SchedulerOpt = Annotated[
@@ -119,7 +120,7 @@ SchedulerOpt = Annotated[
 
 def jobs_or_cores(jobs: int | None) -> int:
     """``--jobs``, defaulting to every usable core."""
-    return jobs if jobs and jobs > 0 else len(os.sched_getaffinity(0))
+    return jobs or len(os.sched_getaffinity(0))
 
 
 def executor_choice(executor: str, scheduler: str | None) -> Executor:
@@ -223,7 +224,7 @@ def features(
 
     Example: tsfs prep features data/ETTh1.csv --seq-len 512 --wavelet db4 --level 3
     """
-    from tsfs.pipeline.prep import prep_features
+    from tsfs.pipeline.prep import check_rows, prep_features
     from tsfs.pipeline.sources import load
     from tsfs.stores.store import Store
 
@@ -231,6 +232,7 @@ def features(
     run = _run_options(jobs, batch_rows, budget, force, executor, scheduler, quiet or json_out)
     dev = _device(device)
     dataset = load(data, window)
+    check_rows(dataset, spec)  # a refused run must not create the store
     with interrupted_note(_RESUMES):
         report = prep_features(dataset, spec, Store(store, mode="a"), device=dev, **run)
     _summary(report, json_out)
@@ -261,15 +263,17 @@ def images(
 
     Example: tsfs prep images data/ETTh1.csv --seq-len 96 --size 224 --jobs 2
     """
-    from tsfs.pipeline.prep import prep_images
+    from tsfs.pipeline.prep import check_rows, prep_images
     from tsfs.pipeline.sources import load
     from tsfs.stores.store import Store
 
     spec = image_spec(size, linewidth, ylim, rgb)
     run = _run_options(jobs, batch_rows, budget, force, executor, scheduler, quiet or json_out)
+    chosen = image_codec(codec)
     dataset = load(data, window)
+    check_rows(dataset, spec)  # a refused run must not create the store
     with interrupted_note(_RESUMES):
-        report = prep_images(dataset, spec, Store(store, mode="a"), codec=image_codec(codec), **run)
+        report = prep_images(dataset, spec, Store(store, mode="a"), codec=chosen, **run)
     _summary(report, json_out)
 
 

@@ -71,17 +71,26 @@ def images(
     store: StoreArg,
     data: DataArg,
     window: WindowSpec,
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Image file to write: .png (or .svg, .pdf, ...).")
+    ],
     index: WindowOpt = 0,
     split: SplitOpt = "test",
     namespace: NamespaceOpt = None,
+    features_namespace: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Features fingerprint (or its start) to show beside the images, when the "
+            "store holds several."
+        ),
+    ] = None,
 ) -> None:
     """A contact sheet of a window's stored images in colour, with its features beside them.
 
     Example: tsfs show images tsfs-store data/ETTh1.csv --seq-len 96 --window 10 --out w.png
     """
-    from tsfs.errors import MissingRowsError
-    from tsfs.pipeline.show import pick_namespace, write_contact_sheet
+    from tsfs.errors import InputError, MissingRowsError
+    from tsfs.pipeline.show import pick_namespace, window_rows, write_contact_sheet
     from tsfs.pipeline.sources import load
     from tsfs.stores.store import Store
 
@@ -89,13 +98,21 @@ def images(
     st = Store(store)
     ns = pick_namespace(st, "images", namespace)
     try:
-        feats = pick_namespace(st, "features")
-    except (MissingRowsError, ValueError):
-        feats = None
-    try:
-        write_contact_sheet(dataset, ns, feats, split, index, out)
+        feats = pick_namespace(st, "features", features_namespace, option="--features-namespace")
     except MissingRowsError:
-        if feats is None:
+        if features_namespace:
             raise
-        write_contact_sheet(dataset, ns, None, split, index, out)
+        feats = None  # no features stored: the images alone
+    except InputError as e:  # several, none picked
+        if features_namespace:
+            raise
+        typer.echo(f"tsfs: note: the features are left out: {e}", err=True)
+        feats = None
+    if feats is not None:
+        try:
+            window_rows(dataset, feats, split, index, ["min"])
+        except MissingRowsError as e:
+            typer.echo(f"tsfs: note: the features are left out: {e}", err=True)
+            feats = None
+    write_contact_sheet(dataset, ns, feats, split, index, out)
     typer.echo(f"wrote {out}")

@@ -100,7 +100,10 @@ def resolve_level(spec: FeatureSpec, T: int) -> int:
             that maximum), or T is too short for even one level or for ``top_k`` lags.
     """
     if spec.top_k >= T:
-        raise InputError(f"rows of length {T} are too short for {spec.top_k} lags (--top-k)")
+        raise InputError(
+            f"rows of length {T} are too short for Time-LLM's top {spec.top_k} lags; use rows "
+            f"of more than {spec.top_k} values (a longer --seq-len, or --unequal pad for UEA data)"
+        )
     top = max_level(spec.wavelet, spec.mode, T)
     if top < 1:
         raise InputError(

@@ -36,6 +36,7 @@ from tsfs.stores.store import Codec, Namespace, Store
 
 __all__ = [
     "cheaper_settings",
+    "check_rows",
     "dataset_blocks",
     "features_namespace",
     "images_namespace",
@@ -61,6 +62,20 @@ def dataset_blocks(dataset: Dataset) -> list[Block]:
         else:
             blocks.append(Block(name=name, seq_len=seq_len, samples=split.x))
     return blocks
+
+
+def check_rows(dataset: Dataset, spec: FeatureSpec | ImageSpec) -> None:
+    """Refuse settings the data set's rows cannot take (``InputError``), before any store
+    changes: e.g. a DWT level above the maximum for the rows' length.
+
+    ``prep_*`` call it first; a caller that creates a store for the run calls it before that.
+    """
+    for length in sorted({int(split.x.shape[1]) for split in dataset.splits.values()}):
+        # the output schema for this length: raises for what these rows cannot take
+        if isinstance(spec, FeatureSpec):
+            _feature_row_bytes(spec, length)
+        else:
+            _image_row_bytes(spec, length)
 
 
 def features_namespace(store: Store, spec: FeatureSpec) -> Namespace:
@@ -357,6 +372,7 @@ def prep_features(
     space, unless ``force``. ``executor``, ``scheduler``: where batches run (see
     :func:`~tsfs.pipeline.execute.run_batches`).
     """
+    check_rows(dataset, spec)
     return _run(
         _features_job(store, spec, device),
         dataset,
@@ -391,6 +407,7 @@ def prep_images(
     committing its own segments. ``codec``: ``lz4`` (default; decodes ~5x faster for training
     reads) or ``zstd`` (~30% smaller).
     """
+    check_rows(dataset, spec)
     return _run(
         _images_job(store, spec, codec),
         dataset,

@@ -21,9 +21,11 @@ from tsfs.stores.store import Namespace, Store
 __all__ = ["pick_namespace", "window_prompts", "window_rows", "write_contact_sheet"]
 
 
-def pick_namespace(store: Store, kind: str, fingerprint: str | None = None) -> Namespace:
+def pick_namespace(
+    store: Store, kind: str, fingerprint: str | None = None, *, option: str = "--namespace"
+) -> Namespace:
     """The store's only namespace of ``kind``, or the one whose fingerprint starts with
-    ``fingerprint``."""
+    ``fingerprint`` (given with ``option``, which messages name)."""
     spaces = [ns for ns in store.namespaces() if ns.kind == kind]
     if fingerprint:
         spaces = [ns for ns in spaces if ns.fingerprint.startswith(fingerprint)]
@@ -37,7 +39,7 @@ def pick_namespace(store: Store, kind: str, fingerprint: str | None = None) -> N
         )
     listed = ", ".join(ns.fingerprint for ns in spaces)
     raise InputError(
-        f"store {store.url} has several {kind} namespaces ({listed}); pick one with --namespace"
+        f"store {store.url} has several {kind} namespaces ({listed}); pick one with {option}"
     )
 
 
@@ -81,7 +83,9 @@ def window_prompts(
     from tsfs.pipeline.prompts import TIMELLM_DESCRIPTION, dwt_prompt, timellm_prompt
 
     rows = window_rows(dataset, namespace, split, window, None)
-    spec = dataset.spec
+    # The rows' own length: UEA samples ignore --seq-len (their length is the file's).
+    seq_len = int(dataset.splits[split].x.shape[1])
+    pred_len = dataset.spec.pred_len
     desc = TIMELLM_DESCRIPTION if description is None else description
     per_variable = [
         timellm_prompt(
@@ -90,8 +94,8 @@ def window_prompts(
             median=float(rows["median"][v]),
             trend=float(rows["trend"][v]),
             lags=[int(x) for x in rows["lags"][v]],
-            seq_len=spec.seq_len,
-            pred_len=spec.pred_len,
+            seq_len=seq_len,
+            pred_len=pred_len,
             description=desc,
         )
         for v in range(len(rows["min"]))
@@ -109,8 +113,8 @@ def window_prompts(
         consistency=float(pooled["consistency"][0]),
         snr_db=float(pooled["snr_db"][0]),
         difficulty=float(pooled["difficulty"][0]),
-        seq_len=spec.seq_len,
-        pred_len=spec.pred_len,
+        seq_len=seq_len,
+        pred_len=pred_len,
         description=desc,
     )
     return per_variable, window_text
@@ -124,12 +128,25 @@ def write_contact_sheet(
     window: int,
     out: Path,
 ) -> None:
-    """A PNG of one window's stored images in colour (one panel per variable), with its stored
-    statistics beside each when a features namespace is given."""
+    """An image file of one window's stored images in colour (one panel per variable), with
+    its stored statistics beside each when a features namespace is given.
+
+    The format follows ``out``'s suffix (``.png``; any other that matplotlib writes, such as
+    ``.svg`` or ``.pdf``, works too).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    fmt = out.suffix[1:].lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if out.is_dir() or fmt not in formats:
+        raise InputError(
+            f"--out {out}: give a file name ending in .png "
+            f"(or another format matplotlib writes: {', '.join(sorted(formats))})"
+        )
 
     from tsfs.pipeline.compose import compose, palette
 
@@ -145,7 +162,9 @@ def write_contact_sheet(
         ax = axes[i, 0]
         ax.imshow(rgb[i])
         ax.set_axis_off()
-        ax.set_title(dataset.variables[i] if i < len(dataset.variables) else f"var {i}", fontsize=9)
+        # Column names are text, not mathtext: "price $/kWh" must not be parsed as a formula.
+        title = dataset.variables[i] if i < len(dataset.variables) else f"var {i}"
+        ax.set_title(title, fontsize=9, parse_math=False)
         if stats:
             text = "\n".join(
                 [
@@ -159,10 +178,10 @@ def write_contact_sheet(
             )
             axes[i, 1].text(0, 0.5, text, va="center", family="monospace", fontsize=8)
             axes[i, 1].set_axis_off()
-    fig.suptitle(f"{dataset.path.name}  {split} window {window}", fontsize=10)
+    fig.suptitle(f"{dataset.path.name}  {split} window {window}", fontsize=10, parse_math=False)
     fig.tight_layout()
     try:
-        fig.savefig(out, dpi=100)
+        fig.savefig(out, dpi=100, format=fmt)
     except OSError as e:
         raise InputError(f"cannot write {out} (option --out): {e.strerror}") from e
     finally:

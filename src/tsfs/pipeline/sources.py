@@ -46,6 +46,7 @@ import hashlib
 import operator
 import os
 import re
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -315,6 +316,11 @@ def _csv_variables(
             "rename the time column to 'date', or save the values as .npy (--preset array)"
         )
     others = [name for name in header if name != "date"]
+    if not others:
+        raise DataError(
+            f"{path} line {header_line}: no variable columns besides 'date'; a TSLib CSV "
+            "holds date,<variable>,<variable>,…"
+        )
     if (spec.features != "M" or preset == "custom") and spec.target not in others:
         raise DataError(
             f"{path}: no target column {spec.target!r} (option --target); the variables are "
@@ -572,7 +578,22 @@ def _load_uea(path: Path, spec: WindowSpec) -> Dataset:
 # --------------------------------------------------------------------------- arrays
 
 
+# How .npy and .npz (zip) files begin. Anything else would reach np.load's pickle path,
+# whose refusal suggests allow_pickle: never advice to give for a data file.
+_ARRAY_MAGIC = (b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06")
+
+
 def _load_array(path: Path, spec: WindowSpec) -> Dataset:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the file ({error.strerror})") from None
+    if not head.startswith(_ARRAY_MAGIC):
+        raise DataError(
+            f"{path}: not a .npy/.npz array file (it does not begin as one); for a CSV or a "
+            "UEA .ts file, leave --preset out or pick the preset of that format"
+        )
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -580,7 +601,7 @@ def _load_array(path: Path, spec: WindowSpec) -> Dataset:
                 arrays = {key: loaded[key] for key in loaded.files}
         else:
             arrays = {"x": loaded}
-    except (ValueError, OSError, EOFError) as error:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npy/.npz array file ({error})") from None
     if "x" in arrays:
         keys = {"train": ("x", ("labels", "y"))}

@@ -878,14 +878,14 @@ class Store:
         files = self.files
         if files.is_file(""):
             raise InputError(
-                f"store path {self.url} is a file, not a directory; pass another --store"
+                f"store path {self.url} is a file, not a directory; give another store path"
             )
         if not files.exists("zarr.json"):
             if mode == "r" and missing_ok and not files.list(""):
                 return
             if mode == "r":
                 raise InputError(
-                    f"no tsfs store at {self.url} (no zarr.json); check --store, or create "
+                    f"no tsfs store at {self.url} (no zarr.json); check the store path, or create "
                     "one with a `tsfs prep` command"
                 )
             self._create(key)
@@ -954,7 +954,7 @@ class Store:
         if not self.files.writable():
             raise StoreReadOnlyError(
                 f"store {self.url} is read-only (no write permission); make it writable "
-                "(chmod u+w) or pass another --store"
+                "(chmod u+w) or give another store path"
             )
 
     # ---- namespaces ------------------------------------------------------------------------

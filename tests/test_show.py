@@ -1,0 +1,109 @@
+"""`tsfs show prompt|images`: what a person sees of one window, from stored values only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tsfs.cli.main import app
+
+runner = CliRunner()
+SMALL = ["--seq-len", "48", "--label-len", "24", "--pred-len", "24"]
+
+
+def write_csv(path: Path, header: str) -> Path:
+    rng = np.random.default_rng(1)
+    stamps = np.datetime64("2020-01-01T00:00") + np.arange(400) * np.timedelta64(1, "h")
+    rows = [
+        f"{str(t).replace('T', ' ')}:00," + ",".join(f"{v:.4f}" for v in rng.normal(size=3))
+        for t in stamps
+    ]
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def tsfs(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[Path, Path]:
+    # "$" pairs would be mathtext to matplotlib; an unpaired one made it raise.
+    data = write_csv(tmp_path / "d.csv", "date,price $/kWh (peak_$),b $x^2$,OT")
+    st = tmp_path / "s"
+    for args in (["features"], ["images", "--size", "32"]):
+        code, out = tsfs("prep", *args, str(data), *SMALL, "--store", str(st), "-q")
+        assert code == 0, out
+    return data, st
+
+
+def test_contact_sheet_draws_column_names_as_text(store: tuple[Path, Path], tmp_path: Path) -> None:
+    data, st = store
+    out = tmp_path / "w.png"
+    code, text = tsfs("show", "images", str(st), str(data), *SMALL, "--out", str(out))
+    assert code == 0, text
+    assert text.strip() == f"wrote {out}"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = tmp_path / "w.svg"
+    code, text = tsfs("show", "images", str(st), str(data), *SMALL, "--out", str(svg))
+    assert code == 0, text
+    body = svg.read_text()
+    # matplotlib's SVG keeps titles as text: the names are there literally, "$" included
+    assert "price $/kWh (peak_$)" in body
+    assert "b $x^2$" in body
+
+
+@pytest.mark.parametrize("name", ["sheet", "sheet.foo", "adir"])
+def test_out_must_name_a_file_of_a_known_format(
+    store: tuple[Path, Path], tmp_path: Path, name: str
+) -> None:
+    data, st = store
+    (tmp_path / "adir").mkdir()
+    code, text = tsfs("show", "images", str(st), str(data), *SMALL, "--out", str(tmp_path / name))
+    assert code == 2
+    assert text.startswith(f"tsfs: error: --out {tmp_path / name}: give a file name ending in .png")
+    assert not (tmp_path / f"{name}.png").exists()
+
+
+def test_several_features_namespaces(store: tuple[Path, Path], tmp_path: Path) -> None:
+    data, st = store
+    haar = ["--wavelet", "haar", "--store", str(st)]
+    code, text = tsfs("prep", "features", str(data), *SMALL, *haar)
+    assert code == 0, text
+    result = runner.invoke(
+        app, ["show", "images", str(st), str(data), *SMALL, "--out", str(tmp_path / "a.png")]
+    )
+    assert result.exit_code == 0
+    assert "features are left out" in result.output
+    assert "--features-namespace" in result.output
+    names = [p.name for p in (st / "features").iterdir() if p.is_dir()]
+    chosen = [n for n in names if '"haar"' in (st / "features" / n / "zarr.json").read_text()]
+    assert len(chosen) == 1
+    out = tmp_path / "b.png"
+    args = ["--features-namespace", chosen[0][:6], "--out", str(out)]
+    code, text = tsfs("show", "images", str(st), str(data), *SMALL, *args)
+    assert code == 0, text
+    assert "left out" not in text
+    # the sheet with features is wider than the images alone
+    assert out.stat().st_size > (tmp_path / "a.png").stat().st_size
+
+
+def test_uea_prompt_states_the_sample_length(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    head = "@problemName Toy\n@dimensions 2\n@equalLength true\n@classLabel true a b\n@data\n"
+    rows = [
+        ":".join(",".join(f"{v:.3f}" for v in rng.normal(size=40)) for _ in range(2)) + ":a"
+        for _ in range(6)
+    ]
+    data = tmp_path / "Toy_TRAIN.ts"
+    data.write_text(head + "\n".join(rows) + "\n")
+    st = str(tmp_path / "s")
+    assert tsfs("prep", "features", str(data), "--store", st, "-q")[0] == 0
+    for extra in ([], ["--seq-len", "512"]):
+        code, text = tsfs("show", "prompt", st, str(data), "--split", "train", *extra)
+        assert code == 0, text
+        assert text.count("given the previous 40 steps") == 3  # two variables and the window
