@@ -82,7 +82,17 @@ def _bad(tmp: Path) -> list[tuple[list[str], str]]:
         (["diffusion", *data, "-c", "nope=1"], "diffusion has no setting 'nope'; its settings: d_"),
         (["diffusion", *data, "-c", "d_model"], "write KEY=VALUE"),
         (["diffusion", *data, "-c", "d_model=big"], "--config d_model: 'big' is not an integer"),
-        (["diffusion", *data, "-c", "eta=-"], "--config eta: '-' is not a number"),
+        (["diffusion", *data, "-c", "eta=-"], "--config eta: '-' is not a finite number"),
+        (["diffusion", *data, "-c", "eta=nan"], "--config eta: 'nan' is not a finite number"),
+        (["diffusion", *data, "-c", "clip_x0=inf"], "'inf' is not a finite number"),
+        (["diffusion", *data, "-c", "d_model"], "e.g. --config d_model=64"),
+        (["timellm", *data, "-c", "dropout=2"], "dropout must be in [0, 1), got 2.0"),
+        (["timellm", *data, "-c", "backbone_width=10"], "backbone_width (10) must be a multiple"),
+        (["timesclip", *data, "-c", "d_model=10"], "d_model (10) must be a multiple of n_heads"),
+        (["unet", *data, "-c", "dropout=-1"], "dropout must be in [0, 1)"),
+        (["diffusion", *data, "--device", "mps"], "tsfs trains on auto, cpu, cuda or cuda:N"),
+        (["diffusion", *data, "--pred-len", "0", "--label-len", "0"], "--pred-len must be at"),
+        (["diffusion", *data, "--out", str(ETTH1)], "is a file; give a directory"),
         (["diffusion", *data, "-c", "sampler=euler"], "'euler' is not one of ddim, ddpm"),
         (["diffusion", *data, "-c", "reads_features=maybe"], "'maybe' is not true or false"),
         (["diffusion", *data, "-c", "d_model=30"], "multiple of n_heads"),
@@ -115,6 +125,24 @@ def test_options_that_are_not_numbers_are_usage_errors(flag: str) -> None:
     assert flag in result.output
 
 
+def _children(pid: int) -> int:
+    """How many live processes have ``pid`` as their parent."""
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        count += fields[1] == str(pid)
+    return count
+
+
+def _training(pid: int, out: Path, workers: int) -> bool:
+    """Whether the run has reached its first steps: its --out exists (made before the model is
+    built) and, with worker processes, the loader has started them (just before step 1)."""
+    return out.exists() and (workers == 0 or _children(pid) >= workers)
+
+
 def _straight_run(tmp: Path, workers: int) -> dict[str, object]:
     """One uninterrupted epoch of the run the Ctrl-C tests interrupt."""
     common = [str(ETTH1), "--stride", "2", "--batch-size", "16", "--store", str(tmp / "s")]
@@ -144,7 +172,7 @@ def test_ctrl_c_saves_the_step_reached_and_resume_finishes_as_if_never_stopped(
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
-    while not out.exists() and time.monotonic() < deadline:  # made when training starts
+    while not _training(proc.pid, out, workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)  # some steps into the epoch
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches every process of the group

@@ -56,3 +56,12 @@ def test_a_batch_under_the_bound_runs_whole() -> None:
     calls.clear()
     in_chunks(counted, x, row_bytes=1 << 40)  # a row over the bound: one row at a time
     assert calls == [1, 1, 1, 1]
+
+
+def test_patches_longer_than_the_rows_are_refused() -> None:
+    from tsfs.errors import InputError
+
+    assert layers.patch_count(96, 16, 8) == 12  # Time-LLM: int((96 - 16) / 8 + 2)
+    assert layers.patch_count(96, 96, 8) == 2
+    with pytest.raises(InputError, match=r"patch_len \(200\) exceeds the rows' length \(96\)"):
+        layers.patch_count(96, 200, 8)

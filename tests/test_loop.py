@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -24,7 +25,7 @@ from _refuse_imports import REFUSE_PTWT_MATPLOTLIB
 from _torch_threads import one_thread  # noqa: F401  # autouse fixture
 from torch import nn
 
-from tsfs.errors import InputError, MissingRowsError
+from tsfs.errors import InputError, MissingRowsError, OutputError
 from tsfs.pipeline.prep import prep_features
 from tsfs.pipeline.sources import load
 from tsfs.pipeline.windows import Dataset
@@ -197,6 +198,67 @@ def test_resume_continues_where_a_straight_run_would_be(ett: Dataset, tmp_path: 
     assert epochs == [(0, False), (0, True), (1, True)]
 
 
+class Worsening(LinearFamily):
+    """Scores worse the longer it trains (a step count in its weights): the first epoch is
+    always the best, so the best weights are never the last ones."""
+
+    def build(self, info: DataInfo, config: Any) -> nn.Module:
+        model = super().build(info, config)
+        model.register_buffer("trained", torch.zeros(()))
+        return model
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        model.trained += 1
+        return super().loss(model, batch)
+
+    def score(self, model: nn.Module, batch: Batch) -> Scores:
+        return {"mse": (model.trained * len(batch["x"]), len(batch["x"]))}
+
+
+def test_a_resumed_run_scores_the_test_split_with_the_best_weights(
+    ett: Dataset, tmp_path: Path
+) -> None:
+    straight = run(ett, tmp_path, TrainSpec(epochs=3, out=tmp_path / "a"), fam=Worsening())
+    assert straight.metrics["best"]["epoch"] == 0
+    run(ett, tmp_path, TrainSpec(epochs=2, out=tmp_path / "b"), fam=Worsening())
+    resumed = run(
+        ett, tmp_path, TrainSpec(epochs=3, out=tmp_path / "b", resume=True), fam=Worsening()
+    )
+    assert resumed.metrics["best"] == straight.metrics["best"]
+    assert resumed.metrics["test"] == straight.metrics["test"]
+    assert same_weights(state(resumed), state(straight))  # the model returned is the best one
+    # nothing left to train: still the best epoch's weights, not the last
+    again = run(
+        ett, tmp_path, TrainSpec(epochs=3, out=tmp_path / "b", resume=True), fam=Worsening()
+    )
+    assert again.metrics["test"] == straight.metrics["test"]
+
+
+def test_resume_refuses_changed_optimisation_settings(ett: Dataset, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run(ett, tmp_path, TrainSpec(epochs=1, max_steps=2, out=out))
+    for changed, said in (
+        ({"lr": 0.5}, "--lr 0.001 (now 0.5)"),
+        ({"batch_size": 8}, "--batch-size 32 (now 8)"),
+        ({"seed": 1}, "--seed 0 (now 1)"),
+    ):
+        with pytest.raises(InputError, match=re.escape(said)):
+            run(ett, tmp_path, TrainSpec(epochs=1, out=out, resume=True, **changed))
+    # what may change: how long, where, with how many workers
+    run(ett, tmp_path, TrainSpec(epochs=2, max_steps=4, out=out, resume=True, num_workers=1))
+
+
+def test_out_is_checked_before_training(ett: Dataset, tmp_path: Path) -> None:
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    fam = LinearFamily()
+    with pytest.raises(InputError, match=r"--out .*afile is a file"):
+        run(ett, tmp_path, TrainSpec(epochs=1, out=a_file), fam=fam)
+    with pytest.raises(OutputError, match=r"cannot write to --out .*sub"):
+        run(ett, tmp_path, TrainSpec(epochs=1, out=a_file / "sub"), fam=fam)
+    assert fam.seen == []  # not one step was trained
+
+
 def test_resume_refuses_what_does_not_fit(ett: Dataset, tmp_path: Path) -> None:
     out = tmp_path / "run"
     with pytest.raises(InputError, match="nothing to resume"):
@@ -319,3 +381,23 @@ def test_training_never_imports_ptwt_or_matplotlib(tmp_path: Path) -> None:
     assert report["loaded"] == []
     assert report["steps"] == 3
     assert "crps" in report["test"]
+
+
+class Diverged(LinearFamily):
+    """Scores NaN, as a run whose forecasts overflowed would."""
+
+    def score(self, model: nn.Module, batch: Batch) -> Scores:
+        return {"mse": (torch.tensor(float("nan")), len(batch["x"]))}
+
+
+def test_metrics_json_stays_strict_json_when_a_score_is_nan(ett: Dataset, tmp_path: Path) -> None:
+    result = run(
+        ett, tmp_path, TrainSpec(epochs=1, max_steps=1, out=tmp_path / "r"), fam=Diverged()
+    )
+    assert np.isnan(result.metrics["test"]["mse"])
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"bare {token} in metrics.json")
+
+    written = json.loads((tmp_path / "r" / "metrics.json").read_text(), parse_constant=refuse)
+    assert written["test"]["mse"] is None

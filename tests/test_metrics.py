@@ -158,3 +158,14 @@ def test_half_precision_takes_torchs_sort_and_agrees() -> None:
     np.testing.assert_allclose(half.float().numpy(), ref, atol=2e-2)
     q = sample_quantiles(torch.from_numpy(samples).half()).float().numpy()
     np.testing.assert_allclose(q, np.quantile(samples, np.array(QUANTILES), axis=0), atol=2e-2)
+
+
+@pytest.mark.parametrize("shape", [(5,), (5, 1), (5, 1, 1), (5, 3)])
+def test_the_callers_samples_are_left_as_they_are(shape: tuple[int, ...]) -> None:
+    samples = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    kept = samples.clone()
+    target = torch.zeros(shape[1:])
+    crps_ensemble(samples, target)
+    crps_fair(samples, target)
+    sample_quantiles(samples)
+    torch.testing.assert_close(samples, kept, rtol=0, atol=0)

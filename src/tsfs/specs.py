@@ -30,6 +30,7 @@ __all__ = [
     "WindowSpec",
     "canonical_json",
     "fingerprint",
+    "strict_json",
 ]
 
 Preset = Literal["ett_hour", "ett_minute", "custom", "uea", "array"]
@@ -46,6 +47,22 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 def canonical_json(obj: dict[str, Any]) -> str:
     """JSON with sorted keys and no whitespace: equal dicts give equal strings."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def strict_json(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` whose output every parser takes: NaN and ±inf become ``null`` (Python
+    would write the bare tokens ``NaN``/``Infinity``, which strict JSON parsers reject)."""
+
+    def finite(o: Any) -> Any:
+        if isinstance(o, float):
+            return o if math.isfinite(o) else None
+        if isinstance(o, dict):
+            return {k: finite(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [finite(v) for v in o]
+        return o
+
+    return json.dumps(finite(obj), allow_nan=False, **kwargs)
 
 
 def fingerprint(obj: dict[str, Any]) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -13,6 +12,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 
 from tsfs.errors import TsfsError
+from tsfs.specs import strict_json
 from tsfs.units import human_bytes
 
 __all__ = [
@@ -93,5 +93,4 @@ def interrupted_note(note: str) -> Iterator[None]:
 
 
 def echo_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
+    sys.stdout.write(strict_json(obj, indent=2, default=str) + "\n")

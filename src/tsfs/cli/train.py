@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -103,11 +104,14 @@ def _parse(text: str, kind: Any, where: str) -> Any:
             raise InputError(f"{where}: {text!r} is not true or false")
         return words[text.lower()]
     if kind in (int, float):
+        noun = "an integer" if kind is int else "a finite number"
         try:
-            return kind(text)
+            value = kind(text)
         except ValueError:
-            noun = "an integer" if kind is int else "a number"
             raise InputError(f"{where}: {text!r} is not {noun}") from None
+        if not math.isfinite(value):  # nan and inf parse as floats
+            raise InputError(f"{where}: {text!r} is not {noun}")
+        return value
     if kind is str:
         return text
     raise InputError(f"{where} cannot be set from the command line")
@@ -127,7 +131,11 @@ def family_config(config_type: type[Any], pairs: Sequence[str], model: str) -> A
         key, sep, text = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise InputError(f"--config {pair!r}: write KEY=VALUE, e.g. --config seed=1")
+            example = next(iter(fields))
+            raise InputError(
+                f"--config {pair!r}: write KEY=VALUE, e.g. --config {example}="
+                f"{getattr(config_type(), example)!r}"
+            )
         if key not in fields:
             defaults = config_type()
             known = ", ".join(f"{name}={getattr(defaults, name)!r}" for name in fields)

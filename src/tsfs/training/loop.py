@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -64,7 +64,7 @@ from tsfs.errors import (
     StoreReadOnlyError,
 )
 from tsfs.pipeline.windows import Dataset, Split
-from tsfs.specs import FeatureSpec, ImageSpec
+from tsfs.specs import FeatureSpec, ImageSpec, strict_json
 from tsfs.stores.files import open_files
 from tsfs.stores.store import Namespace, Store
 from tsfs.training.data import (
@@ -189,6 +189,8 @@ def resolve_device(device: str) -> torch.device:
         dev = torch.device(device)
     except RuntimeError:
         raise InputError(f"unknown --device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {device}: tsfs trains on auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {device} was asked for, but no CUDA device is available")
     return dev
@@ -248,10 +250,34 @@ def _writing(path: Path, kept: str) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # e.g. a read-only file system: the error is e
+            tmp.unlink(missing_ok=True)
         raise OutputError(
             f"cannot write {path}: {e.strerror or e}; {kept}. Free space (or choose another "
             "--out) and continue with --resume"
+        ) from e
+
+
+# TrainSpec fields a resumed run must share with the run it continues.
+_RUN_SETTINGS = ("batch_size", "lr", "weight_decay", "clip", "seed", "order", "amp")
+
+
+def _option(field: str) -> str:
+    return "weight decay" if field == "weight_decay" else f"--{field.replace('_', '-')}"
+
+
+def _check_out(out: Path) -> None:
+    """Make the run directory and prove it writable before any training (not after an epoch)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a directory for the run")
+    probe = out / f".tsfs-write-test-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(
+            f"cannot write to --out {out}: {e.strerror or e}; choose another --out"
         ) from e
 
 
@@ -515,6 +541,16 @@ class _Run:
                 f"cannot resume {path}: it was trained with another {', '.join(differ)} — "
                 f"{theirs}. Use the same model, --config and data, or another --out"
             )
+        # A resumed run must be the run it continues: settings that shape the optimisation
+        # may not change under it (epochs, steps, device, workers and bars may).
+        was, now = ckpt["train"], self.spec.to_dict()
+        changed = [k for k in _RUN_SETTINGS if was.get(k) != now[k]]
+        if changed:
+            said = ", ".join(f"{_option(k)} {was.get(k)} (now {now[k]})" for k in changed)
+            raise InputError(
+                f"cannot resume {path}: it was trained with {said}; resume with the same "
+                "settings, or start another --out"
+            )
         self.model.load_state_dict(ckpt["model_state"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -528,6 +564,17 @@ class _Run:
         torch.set_rng_state(ckpt["rng"].cpu())
         if ckpt["cuda_rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])
+        if self.best is not None:
+            # The best epoch's weights score the test split, as in a run never interrupted.
+            best = path.with_name("best.pt")
+            try:
+                saved = torch.load(best, map_location="cpu", weights_only=True)
+            except (RuntimeError, OSError, EOFError) as e:
+                raise StoreCorruptError(
+                    f"cannot read {best}, the weights of the best epoch "
+                    f"({self.best['epoch']}) that this run continues: {e}"
+                ) from None
+            self.best_state = saved["model_state"]
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -597,6 +644,8 @@ def fit(
     if "train" not in readers:
         raise InputError("training needs the train split; add train to --splits")
     out = spec.out
+    if out is not None:
+        _check_out(out)
     if out is not None and not spec.resume and (out / "last.pt").exists():
         raise InputError(
             f"{out} already holds a run (last.pt); pass --resume to continue it or choose "
@@ -604,10 +653,8 @@ def fit(
         )
     t0 = time.perf_counter()
     run = _Run(fam, config, info, readers, spec, notify)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if spec.resume:
-            run.restore(out / "last.pt")
+    if out is not None and spec.resume:
+        run.restore(out / "last.pt")
     monitor = fam.monitor
     while run.loader.epoch < spec.epochs and not run._reached():
         epoch = run.loader.epoch
@@ -659,7 +706,7 @@ def fit(
     run.model.eval()
     if out is not None:
         with _writing(out / "metrics.json", "last.pt holds the trained run") as tmp:
-            tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+            tmp.write_text(strict_json(metrics, indent=2) + "\n")
         with _writing(out / "curves.png", "last.pt holds the trained run") as tmp:
             _plot(tmp, run.losses, run.history, monitor, fam.name)
     return FitResult(metrics=metrics, model=run.model, out=out)
@@ -801,6 +848,8 @@ def train(
             f"{model} trains on {' and '.join(fam.tasks)} data; {dataset.path.name} is "
             f"{dataset.kind} data"
         )
+    if task == "forecast" and dataset.spec.pred_len < 1:
+        raise InputError(f"--pred-len must be at least 1 to train a forecaster ({model})")
     view = open_view(dataset, _open_store(store))
     want_features, want_images = reads(fam, config)
     fspec = _namespace_spec(view, features, FeatureSpec) if want_features else None

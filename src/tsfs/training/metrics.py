@@ -53,6 +53,8 @@ def _sorted_last(samples: torch.Tensor) -> torch.Tensor:
     """
     s = samples.shape[0]
     moved = samples.detach().reshape(s, -1).T.contiguous()  # (N, S)
+    if moved.data_ptr() == samples.data_ptr():  # one element: already (1, S), not a copy
+        moved = moved.clone()  # sorted in place below; the caller's samples stay as they are
     if moved.device.type == "cpu" and moved.dtype in (torch.float32, torch.float64):
         moved.numpy().sort(axis=-1)
         ordered = moved

@@ -50,6 +50,7 @@ from tsfs.training.models.base import DataInfo, Scores, Task
 from tsfs.training.models.layers import (
     TransformerEncoder,
     forecast_scores,
+    require_divisible,
     require_positive,
     revin,
 )
@@ -126,11 +127,7 @@ class DiffusionConfig:
         require_positive(self, ("d_model", "n_heads", "e_layers", "d_ff", "steps", "sample_steps"))
         if self.chunk_rows < 0:
             raise InputError("diffusion config chunk_rows must be positive (or 0: automatic)")
-        if self.d_model % self.n_heads:
-            raise InputError(
-                f"diffusion config d_model ({self.d_model}) must be a multiple of n_heads "
-                f"({self.n_heads})"
-            )
+        require_divisible(self, "d_model", "n_heads")
         if not self.channels or min(self.channels) < 1:
             raise InputError("diffusion config channels must be positive widths, e.g. 32,64")
         if self.objective not in ("x0", "eps"):
@@ -143,7 +140,10 @@ class DiffusionConfig:
             )
         if self.n_samples < 2:
             raise InputError("diffusion config n_samples must be at least 2")
-        if not 0 <= self.dropout < 1 or self.eta < 0 or self.clip_x0 <= 0 or self.det_weight < 0:
+        # written so that NaN fails every test
+        if not (
+            0 <= self.dropout < 1 and self.eta >= 0 and self.clip_x0 > 0 and self.det_weight >= 0
+        ):
             raise InputError(
                 "diffusion config: dropout in [0, 1), eta ≥ 0, clip_x0 > 0, det_weight ≥ 0"
             )

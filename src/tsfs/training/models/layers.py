@@ -69,6 +69,28 @@ def require_positive(config: object, names: Iterable[str]) -> None:
             raise InputError(f"{name} must be at least 1, got {value}")
 
 
+def require_fraction(config: object, name: str) -> None:
+    """Check a probability such as dropout: in [0, 1).
+
+    Raises:
+        InputError: naming the field and its value.
+    """
+    value = getattr(config, name)
+    if not 0 <= value < 1:  # NaN fails too
+        raise InputError(f"{name} must be in [0, 1), got {value}")
+
+
+def require_divisible(config: object, width: str, heads: str) -> None:
+    """Check that attention's width splits evenly over its heads.
+
+    Raises:
+        InputError: naming both fields and their values.
+    """
+    w, h = getattr(config, width), getattr(config, heads)
+    if w % h:
+        raise InputError(f"{width} ({w}) must be a multiple of {heads} ({h})")
+
+
 def revin(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Time-LLM's ``Normalize(affine=False)``: each variable of each window to zero mean.
 
@@ -85,7 +107,16 @@ def revin(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def patch_count(seq_len: int, patch_len: int, stride: int) -> int:
-    """Patches of a padded row: Time-LLM's ``int((seq_len - patch_len) / stride + 2)``."""
+    """Patches of a padded row: Time-LLM's ``int((seq_len - patch_len) / stride + 2)``.
+
+    Raises:
+        InputError: ``patch_len`` longer than the rows.
+    """
+    if patch_len > seq_len:
+        raise InputError(
+            f"patch_len ({patch_len}) exceeds the rows' length ({seq_len}); set a shorter one "
+            "with -c patch_len=N"
+        )
     return (seq_len - patch_len) // stride + 2
 
 

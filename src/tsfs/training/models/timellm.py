@@ -62,6 +62,8 @@ from tsfs.training.models.layers import (
     forecast_loss,
     forecast_scores,
     patch_count,
+    require_divisible,
+    require_fraction,
     require_positive,
     revin,
 )
@@ -130,6 +132,8 @@ class TimeLLMConfig:
         sizes = ("patch_len", "stride", "d_model", "d_ff", "n_heads", "n_prototypes")
         backbone = ("backbone_width", "backbone_layers", "backbone_heads")
         require_positive(self, (*sizes, "max_prompt_tokens", *backbone))
+        require_divisible(self, "backbone_width", "backbone_heads")
+        require_fraction(self, "dropout")
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ from tsfs.training.models.layers import (
     forecast_scores,
     in_chunks,
     patch_count,
+    require_divisible,
+    require_fraction,
     require_positive,
     revin,
 )
@@ -76,9 +78,11 @@ class TimesCLIPConfig:
 
     def __post_init__(self) -> None:
         require_positive(self, ("d_model", "patch_len", "stride", "n_layers", "n_heads", "d_ff"))
+        require_divisible(self, "d_model", "n_heads")
+        require_fraction(self, "dropout")
         if not self.channels or min(self.channels) < 1:
             raise InputError(f"channels must be positive numbers, got {self.channels}")
-        if self.temperature <= 0:
+        if not self.temperature > 0:  # NaN too
             raise InputError(f"temperature must be positive, got {self.temperature}")
 
 

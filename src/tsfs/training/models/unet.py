@@ -33,6 +33,7 @@ from tsfs.training.models.layers import (
     forecast_loss,
     forecast_scores,
     in_chunks,
+    require_fraction,
     require_positive,
     revin,
 )
@@ -64,6 +65,7 @@ class UNetConfig:
 
     def __post_init__(self) -> None:
         require_positive(self, ("channels", "depth"))
+        require_fraction(self, "dropout")
 
 
 def y_limits(z: torch.Tensor, spec: ImageSpec) -> tuple[torch.Tensor, torch.Tensor]:
