@@ -135,3 +135,35 @@ def test_counts_below_one_are_refused(tmp_path: Path, option: str) -> None:
     assert result.exit_code == 2
     assert option in result.output
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("command", [["gc"], ["gc", "--json"], ["compact"]])
+def test_maintenance_of_a_mistyped_store_path_creates_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
+    result = runner.invoke(app, ["store", command[0], str(tmp_path / "typo"), *command[1:]])
+    assert result.exit_code == 2
+    assert "no tsfs store at" in result.output
+    assert not (tmp_path / "typo").exists()
+
+
+def test_the_file_system_saying_no_is_one_line_naming_the_path(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import errno
+
+    import typer
+
+    from tsfs.cli._common import reports_errors
+
+    @reports_errors
+    def writes() -> None:
+        raise PermissionError(errno.EROFS, "Read-only file system", "/data/store/features/x")
+
+    with pytest.raises(typer.Exit) as exit_info:
+        writes()
+    assert exit_info.value.exit_code == 1
+    assert capsys.readouterr().err.strip() == (
+        "tsfs: error: /data/store/features/x: Read-only file system; check that path's "
+        "permissions and space"
+    )

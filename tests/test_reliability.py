@@ -157,10 +157,35 @@ def test_flipped_byte_is_repaired_by_gc_and_rerun(
     assert _contents(store) == reference
 
 
-def test_ctrl_c_stops_prep_images_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
+def _children(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid``."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(pid):
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupt_stops_prep_images_cleanly_and_a_rerun_resumes(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     # Two worker processes, interrupted once the first batches are committed: the user sees
     # one line (no traceback, no warning from multiprocessing about the workers it stopped),
-    # the store checks out, and the same command then finishes the work.
+    # no worker outlives the command, the store checks out, and the same command then
+    # finishes the work. SIGTERM (`kill`, a scheduler) reaches only the main process.
     store = tmp_path / "store"
     cmd = [
         sys.executable, "-m", "tsfs", "prep", "images", str(ETTH1), "--store", str(store),
@@ -177,8 +202,14 @@ def test_ctrl_c_stops_prep_images_cleanly_and_a_rerun_resumes(tmp_path: Path) ->
     while not list(store.glob("images/*/commits/*.json")) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    workers = _children(proc.pid)
+    assert workers  # the pool is up
+    proc.send_signal(sig)
     _out, err = proc.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [w for w in workers if _alive(w)]
     assert proc.returncode == 130
     assert err.decode().strip().splitlines() == [
         "tsfs: interrupted; committed segments are kept, re-run the command to resume"

@@ -96,6 +96,28 @@ def test_uncommitted_segment_is_invisible_and_gc_removes_it(tmp_path: Path) -> N
     assert not ns.segment_path(commit.segment).exists()
 
 
+def test_gc_keeps_a_segment_that_commits_while_gc_looks_at_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gc lists the commit records, then the segments: a writer can commit and let go of its
+    lock in between, so the listing names a segment that is committed by the time its lock
+    is checked. It must survive (seen with `gc --grace 0` beside a running prep)."""
+    from tsfs.stores.store import Namespace
+
+    store = Store(tmp_path / "s", mode="a")
+    rows = _rows(50)
+    _write(store, rows)
+    ns = store.namespace("features", SPEC, FP)
+    (seg,) = [c.segment for c in ns.commits()]
+    # what the listing returns when taken just before the commit record was written
+    monkeypatch.setattr(Namespace, "uncommitted", lambda self: [seg])
+    report = store.gc(grace_s=0)
+    assert report.uncommitted == []
+    monkeypatch.undo()
+    assert store.verify() == []
+    assert Store(tmp_path / "s").namespace("features", SPEC, FP).lookup(row_keys(rows)).found.all()
+
+
 def test_flipped_byte_is_named_verified_and_repaired(tmp_path: Path) -> None:
     store = Store(tmp_path / "s", mode="a")
     rows = _rows(64)
@@ -114,6 +136,48 @@ def test_flipped_byte_is_named_verified_and_repaired(tmp_path: Path) -> None:
     assert report.corrupt == [str(ns.segment_path(seg))]
     assert store.verify() == []
     assert not ns.lookup(row_keys(rows)).found.any()  # rows are gone: prep recomputes them
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"shape": [1, 2]},
+        {"zarr_format": 2},
+        {"node_type": "group"},
+        {"fill_value": "abc"},
+        {"data_type": "complex64"},
+        {"data_type": None},
+    ],
+)
+def test_invalid_array_metadata_is_named_and_dropped(tmp_path: Path, edit: dict) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    _write(store, _rows(10))
+    _write(store, _rows(10, seed=1))
+    ns = store.namespace("features", SPEC, FP)
+    seg = ns.commits()[0].segment
+    meta = ns.segment_path(seg) / "mean" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc.update(edit)
+    doc = {k: v for k, v in doc.items() if v is not None}
+    meta.write_text(json.dumps(doc))
+    (problem,) = store.verify()
+    assert problem.path == str(meta.parent)  # the array; its message names the file
+    assert "invalid array metadata" in problem.message
+    assert store.gc(drop_corrupt=True, grace_s=0).corrupt == [str(ns.segment_path(seg))]
+    assert store.verify() == []
+    assert len(Store(tmp_path / "s").namespace("features", SPEC, FP)) == 10
+
+
+def test_a_stray_copy_of_a_commit_record_is_no_record(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    _write(store, _rows(10))
+    ns = store.namespace("features", SPEC, FP)
+    record = ns.path / "commits" / f"{ns.commits()[0].segment}.json"
+    (record.parent / f"{record.stem} (copy).json").write_bytes(record.read_bytes())
+    fresh = Store(tmp_path / "s").namespace("features", SPEC, FP)
+    assert len(fresh) == 10
+    assert len(fresh.commits()) == 1
+    assert store.verify() == []
 
 
 def test_deleted_chunk_file_is_reported(tmp_path: Path) -> None:

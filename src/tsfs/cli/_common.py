@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -57,7 +60,8 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return fn(*args, **kwargs)
+            with _terminate_as_interrupt():
+                return fn(*args, **kwargs)
         except TsfsError as e:
             raise fail(str(e), e.exit_code) from None
         except (typer.Exit, typer.Abort):
@@ -66,20 +70,58 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
             # The reader went away (`tsfs show prompt ... | head`): not an error of ours.
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
             raise typer.Exit(0) from None
+        except OSError as e:
+            if os.environ.get("TSFS_DEBUG"):
+                raise
+            if e.errno in _ENVIRONMENT:
+                # The file system said no (permissions, a read-only mount, a full disk) in a
+                # place no deliberate check covers: the path and the reason, not a bug report.
+                where = f"{e.filename}: " if e.filename else ""
+                raise fail(
+                    f"{where}{e.strerror}; check that path's permissions and space", 1
+                ) from None
+            raise _internal(e) from None
         except Exception as e:
             # A bug, not bad input: one line by default, the traceback on request.
             if os.environ.get("TSFS_DEBUG"):
                 raise
-            raise fail(
-                f"internal error: {type(e).__name__}: {e} (set TSFS_DEBUG=1 to see the "
-                "traceback, and please report it)",
-                1,
-            ) from None
+            raise _internal(e) from None
         except KeyboardInterrupt:
             typer.echo("tsfs: interrupted", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a job scheduler's stop) ends a command as Ctrl-C does: worker
+    processes are stopped, committed work is kept and the interrupt note says so — rather
+    than the process vanishing and leaving its workers behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may handle signals
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# errno values that describe the machine, not tsfs: permissions, read-only mounts, full disks.
+_ENVIRONMENT = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+def _internal(e: BaseException) -> typer.Exit:
+    return fail(
+        f"internal error: {type(e).__name__}: {e} (set TSFS_DEBUG=1 to see the traceback, "
+        "and please report it)",
+        1,
+    )
 
 
 @contextlib.contextmanager

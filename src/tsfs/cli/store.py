@@ -113,7 +113,7 @@ def gc(
 
     Example: tsfs store gc tsfs-store --dry-run
     """
-    report = Store(store, mode="r" if dry_run else "a").gc(
+    report = Store(store, mode="r" if dry_run else "a", create=False).gc(
         dry_run=dry_run, drop_corrupt=drop_corrupt, grace_s=grace
     )
     if json_out:
@@ -150,6 +150,6 @@ def compact(store: StoreArg) -> None:
 
     Example: tsfs store compact tsfs-store
     """
-    kept = Store(store, mode="a").compact()
+    kept = Store(store, mode="a", create=False).compact()
     for path, rows in kept.items():
         typer.echo(f"{path}: {rows:,} rows")

@@ -470,8 +470,11 @@ class Namespace:
 
     def _commit_keys(self) -> list[str]:
         d = f"{self.key}/commits"
+        # Only names a commit can have: a stray copy ("<id> (copy).json") is no record of ours.
         return sorted(
-            f"{d}/{n}" for n in self.files.list(d) if n.endswith(".json") and not n.startswith(".")
+            f"{d}/{n}"
+            for n in self.files.list(d)
+            if n.endswith(".json") and _SEGMENT_ID.match(n.removesuffix(".json"))
         )
 
     def commits(self) -> list[Commit]:
@@ -536,7 +539,12 @@ class Namespace:
             isinstance(c, dict) and c.get("name") in _ZARR_CODECS for c in codecs
         ):
             raise StoreCorruptError(f"{where}: unknown or missing codecs")
-        arr = zarr.open_array(self.files.zarr_store(), path=akey, mode="r")
+        try:
+            arr = zarr.open_array(self.files.zarr_store(), path=akey, mode="r")
+        except OSError:
+            raise  # the disk or the network, not the metadata
+        except Exception as e:  # untrusted metadata: zarr's errors for it have no common base
+            raise StoreCorruptError(f"{where}: invalid array metadata ({e})") from e
         if tuple(arr.shape) != rec.shape or str(arr.dtype) != rec.dtype:
             raise StoreCorruptError(
                 f"{where}: shape/dtype {arr.shape}/{arr.dtype} differ from the commit record"
@@ -856,8 +864,11 @@ class Store:
             ``memory://…``; ``file://`` URLs are local directories). See
             :mod:`tsfs.stores.files` for what differs on object stores.
         mode: ``"r"`` to read an existing store; ``"a"`` to read and write, creating the store
-            when it does not exist.
+            when it does not exist (unless ``create`` is False).
         key: key algorithm for a new store (an existing store keeps its own).
+        create: with ``mode="a"``, make the store when it does not exist; False for work
+            that only makes sense on an existing store (maintenance), where a mistyped path
+            must be an error, not a new empty store.
         missing_ok: with ``mode="r"``, a store that does not exist yet reads as empty (for
             planning a run before anything is written).
     """
@@ -869,6 +880,7 @@ class Store:
         mode: Literal["r", "a"] = "r",
         key: str = "xxh3-128",
         missing_ok: bool = False,
+        create: bool = True,
     ) -> None:
         self.files = open_files(location)
         self.url = self.files.url
@@ -883,7 +895,7 @@ class Store:
         if not files.exists("zarr.json"):
             if mode == "r" and missing_ok and not files.list(""):
                 return
-            if mode == "r":
+            if mode == "r" or not create:
                 raise InputError(
                     f"no tsfs store at {self.url} (no zarr.json); check the store path, or create "
                     "one with a `tsfs prep` command"
@@ -923,7 +935,7 @@ class Store:
         if others and not files.exists("zarr.json"):
             raise InputError(
                 f"{self.url} is a non-empty directory that is not a tsfs store; "
-                "pass an empty or new directory as --store"
+                "give an empty or new directory for the store"
             )
         try:
             files.mkdir("")
@@ -1211,6 +1223,14 @@ class Store:
         for ns, seg in to_remove:
             key = ns.segment_key(seg)
             if files.is_locked(key):  # a writer took it up meanwhile
+                continue
+            # A writer commits before it lets go of its lock: a segment found uncommitted
+            # and then unlocked may have committed in between. Checked after the lock, a
+            # record that is still missing stays missing (its writer is gone).
+            if files.where(key) in report.uncommitted and files.exists(
+                f"{ns.key}/commits/{seg}.json"
+            ):
+                report.uncommitted.remove(files.where(key))
                 continue
             report.bytes_freed += files.usage(key)[0]
             if not dry_run:
