@@ -138,7 +138,7 @@ def _children(pid: int) -> int:
 
 
 def _training(pid: int, out: Path, workers: int) -> bool:
-    """Whether the run has reached its first steps: its --out exists (made before the model is
+    """Whether the run has reached its first steps: its --out exists (made once the model is
     built) and, with worker processes, the loader has started them (just before step 1)."""
     return out.exists() and (workers == 0 or _children(pid) >= workers)
 

@@ -267,14 +267,22 @@ def _option(field: str) -> str:
 
 
 def _check_out(out: Path) -> None:
-    """Make the run directory and prove it writable before any training (not after an epoch)."""
+    """Refuse a run directory that cannot be written, before any training (not after an
+    epoch). Nothing is created yet: the directory is made once the run is built."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a directory for the run")
-    probe = out / f".tsfs-write-test-{os.getpid()}"
+    base = out
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    # access() also answers EROFS for a read-only mount, where a root user's W_OK would pass
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        why = "a file" if base.exists() and not base.is_dir() else "not writable"
+        raise OutputError(f"cannot write to --out {out}: {base} is {why}; choose another --out")
+
+
+def _make_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as e:
         raise OutputError(
             f"cannot write to --out {out}: {e.strerror or e}; choose another --out"
@@ -653,8 +661,10 @@ def fit(
         )
     t0 = time.perf_counter()
     run = _Run(fam, config, info, readers, spec, notify)
-    if out is not None and spec.resume:
-        run.restore(out / "last.pt")
+    if out is not None:
+        _make_out(out)
+        if spec.resume:
+            run.restore(out / "last.pt")
     monitor = fam.monitor
     while run.loader.epoch < spec.epochs and not run._reached():
         epoch = run.loader.epoch
