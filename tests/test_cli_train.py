@@ -153,9 +153,11 @@ def _straight_run(tmp: Path, workers: int) -> dict[str, object]:
     return metrics
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize(
+    ("workers", "how"), [(0, "ctrl-c"), (2, "ctrl-c"), (0, "sigterm")], ids=lambda v: str(v)
+)
 def test_ctrl_c_saves_the_step_reached_and_resume_finishes_as_if_never_stopped(
-    tmp_path: Path, workers: int
+    tmp_path: Path, workers: int, how: str
 ) -> None:
     straight_run = _straight_run(tmp_path / "straight", workers)
     common = [str(ETTH1), "--stride", "2", "--batch-size", "16", "--store", str(tmp_path / "s")]
@@ -175,7 +177,10 @@ def test_ctrl_c_saves_the_step_reached_and_resume_finishes_as_if_never_stopped(
     while not _training(proc.pid, out, workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)  # some steps into the epoch
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches every process of the group
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches every process of the group
+    else:
+        os.kill(proc.pid, signal.SIGTERM)  # `kill`, a job scheduler: the main process only
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     (line,) = err.strip().splitlines()

@@ -17,7 +17,6 @@ from tsfs.cli._common import (
     DEFAULT_STORE,
     StoreOpt,
     echo_json,
-    interrupted_note,
     reports_errors,
 )
 from tsfs.cli._data import DataArg, data_options
@@ -211,17 +210,21 @@ def main(
         num_workers=workers,
     )
     dataset = load(data, window)
-    # A second Ctrl-C, or one outside a training epoch, stops at once: the last checkpoint
-    # is then the last epoch's.
-    with interrupted_note(f"--resume continues from the last checkpoint in {run_dir}"):
-        try:
-            result = train(
-                model, dataset, store, spec, settings, features=namespace, images=namespace
-            )
-        except TrainingInterrupted as e:
-            where = f"; {e.checkpoint} holds it: add --resume to continue" if e.checkpoint else ""
-            typer.echo(f"tsfs: interrupted after step {e.step}{where}", err=True)
-            raise typer.Exit(130) from None
+    try:
+        result = train(model, dataset, store, spec, settings, features=namespace, images=namespace)
+    except TrainingInterrupted as e:
+        where = f"; {e.checkpoint} holds it: add --resume to continue" if e.checkpoint else ""
+        typer.echo(f"tsfs: interrupted after step {e.step}{where}", err=True)
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        # A second Ctrl-C, or one outside a training epoch, stops at once: what is on disk
+        # is the last epoch's checkpoint, if one was written.
+        if (run_dir / "last.pt").exists():
+            note = f"--resume continues from the last checkpoint in {run_dir}"
+        else:
+            note = f"no checkpoint was written to {run_dir} yet; run the command again"
+        typer.echo(f"tsfs: interrupted; {note}", err=True)
+        raise typer.Exit(130) from None
     if json_out:
         echo_json(result.metrics)
     else:

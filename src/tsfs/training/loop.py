@@ -602,17 +602,14 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @contextmanager
 def _stop_on_interrupt(run: _Run) -> Iterator[None]:
-    """While ``run`` trains, a first Ctrl-C asks it to stop after the step in flight (so the
-    checkpoint holds whole steps); a second one interrupts at once.
+    """While ``run`` trains, a first Ctrl-C (or SIGTERM, where handled in Python) asks it to
+    stop after the step in flight (so the checkpoint holds whole steps); a second one
+    interrupts at once.
 
-    Only Python's own SIGINT handler is replaced, and only on the main thread (the one that
-    receives signals): a handler someone else installed, or an ignored SIGINT, is left alone.
+    Handlers are replaced only on the main thread (the one that receives signals).
     """
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.default_int_handler or (
-        threading.current_thread() is not threading.main_thread()
-    ):
-        yield
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
         return
 
     def request_stop(signum: int, frame: object) -> None:
@@ -620,11 +617,24 @@ def _stop_on_interrupt(run: _Run) -> Iterator[None]:
             raise KeyboardInterrupt
         run.stop_requested = True
 
-    signal.signal(signal.SIGINT, request_stop)
+    # SIGINT where Python's own handler has it; SIGTERM where the process handles it in
+    # Python (the CLI makes it an interrupt). A default action (end the process), an ignored
+    # signal or another SIGINT handler is left alone.
+    taken = {
+        sig: handler
+        for sig, handler in (
+            (signal.SIGINT, signal.getsignal(signal.SIGINT)),
+            (signal.SIGTERM, signal.getsignal(signal.SIGTERM)),
+        )
+        if handler is signal.default_int_handler or (sig == signal.SIGTERM and callable(handler))
+    }
+    for sig in taken:
+        signal.signal(sig, request_stop)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in taken.items():
+            signal.signal(sig, handler)
 
 
 def fit(
