@@ -44,7 +44,7 @@ Models: {", ".join(MODELS)}.
   unet: forecasts by inpainting stored line plots (prep images first)
 
 Model settings: --config KEY=VALUE, repeated; an unknown KEY lists them.
-A run writes metrics.json, best.pt, last.pt and curves.png to --out.
+A run writes metrics.json, last.pt, curves.png and (with a val split) best.pt to --out.
 Ctrl-C stops after the step in flight and saves last.pt there; --resume goes on.
 
 Examples:
@@ -161,7 +161,8 @@ def _summary(metrics: dict[str, Any], out: Path) -> None:
     baseline = metrics.get("baseline", {}).get("repeat_last")
     if baseline:
         typer.echo(f"repeat-last baseline, test: {line(baseline)}")
-    typer.echo(f"wrote {out}/: metrics.json, last.pt, best.pt, curves.png")
+    names = ("metrics.json", "last.pt", "best.pt", "curves.png")
+    typer.echo(f"wrote {out}/: {', '.join(n for n in names if (out / n).exists())}")
 
 
 @reports_errors
