@@ -189,6 +189,8 @@ def test_resume_continues_where_a_straight_run_would_be(ett: Dataset, tmp_path: 
     straight = run(ett, tmp_path, TrainSpec(epochs=2, out=tmp_path / "a"))
     # Stop mid-epoch, then again after one epoch, then finish.
     run(ett, tmp_path, TrainSpec(epochs=2, max_steps=5, out=tmp_path / "b"))
+    saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["loader"]
+    assert saved["samples"] == 5 * 32  # trained windows, not the batch fetched after step 5
     run(ett, tmp_path, TrainSpec(epochs=1, out=tmp_path / "b", resume=True))
     resumed = run(ett, tmp_path, TrainSpec(epochs=2, out=tmp_path / "b", resume=True))
     assert same_weights(state(straight), state(resumed))

@@ -353,6 +353,7 @@ class _Run:
         }
         self.loader = self._loader()
         self.done = np.zeros(len(self.loader), dtype=bool)  # batches trained on this epoch
+        self.samples_done = 0  # windows trained on this epoch (the loader counts fetched ones)
         self.stop_requested = False  # Ctrl-C: stop after the step in flight
 
     # ---- loaders and out-of-memory back-off --------------------------------------------
@@ -372,6 +373,7 @@ class _Run:
     def _loader_state(self) -> dict[str, Any]:
         state = self.loader.state_dict()
         state["batches"] = ranges_from_mask(self.done)
+        state["samples"] = self.samples_done
         return state
 
     def _halve(self, where: str, error: torch.OutOfMemoryError) -> None:
@@ -390,12 +392,12 @@ class _Run:
             f"{self.batch_size}, carrying on"
         )
         # Window order does not depend on the batch size: old batch i is new batches 2i, 2i+1.
-        epoch, samples = self.loader.epoch, self.loader.samples
+        epoch = self.loader.epoch
         self.loader = self._loader()
         done = np.repeat(self.done, 2)[: len(self.loader)]
         state = self.loader.state_dict() | {
             "epoch": epoch,
-            "samples": samples,
+            "samples": self.samples_done,
             "batches": ranges_from_mask(done),
         }
         self.loader.load_state_dict(state)
@@ -460,6 +462,7 @@ class _Run:
                             total += self._train_step(batch)
                             count += 1
                             self.done[batch["batch"]] = True
+                            self.samples_done += len(batch["index"])
                             bar.update()
                             if count == _LOG_EVERY:
                                 self._log_loss(total, count, bar)
@@ -474,6 +477,7 @@ class _Run:
                         self._log_loss(total, count, bar)
                         total, count = torch.zeros((), device=self.device), 0
         self.done = np.zeros(len(self.loader), dtype=bool)
+        self.samples_done = 0
         return True
 
     # ---- evaluation -----------------------------------------------------------------------
@@ -569,6 +573,7 @@ class _Run:
         self.loader = self._loader()
         self.loader.load_state_dict(ckpt["loader"])
         self.done = mask_from_ranges(ckpt["loader"]["batches"], len(self.loader))
+        self.samples_done = int(ckpt["loader"]["samples"])
         torch.set_rng_state(ckpt["rng"].cpu())
         if ckpt["cuda_rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])
