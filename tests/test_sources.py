@@ -559,3 +559,28 @@ def test_block_wise_parsing_matches_and_names_lines(tmp_path: Path, monkeypatch)
     np.testing.assert_array_equal(whole.splits["train"].series, blocks.splits["train"].series)
     with pytest.raises(DataError, match=r"line 78, column 'a': 'x' is not a number"):
         load(write_csv(tmp_path / "bad.csv", edit=bad), SMALL)
+
+
+def test_uea_pairs_are_found_whatever_the_case(tmp_path: Path) -> None:
+    rows = ["1,2,3,4:5,6,7,8:a", "9,8,7,6:5,4,3,2:b"]
+    for train, test in (("Foo_TRAIN.ts", "Foo_Test.ts"), ("bar_train.ts", "bar_test.ts")):
+        write_ts(tmp_path / train, rows)
+        write_ts(tmp_path / test, rows[:1])
+        for given in (train, test):
+            ds = load(tmp_path / given)
+            assert {k: len(v) for k, v in ds.splits.items()} == {"train": 2, "test": 1}, given
+
+
+def test_header_truth_values_in_any_case(tmp_path: Path) -> None:
+    header = "@problemName C\n@dimensions 1\n@timeStamps False\n@classLabel True a b\n@data\n"
+    ds = load(write_ts(tmp_path / "C_TRAIN.ts", ["1,2,3:a", "3,2,1:b"], header=header))
+    assert ds.classes == ("a", "b")
+    assert ds.splits["train"].x.shape == (2, 3, 1)
+
+
+def test_npz_labels_of_different_kinds_across_splits(tmp_path: Path) -> None:
+    x = np.ones((3, 5, 2))
+    path = tmp_path / "c.npz"
+    np.savez(path, train_x=x, train_labels=[0, 1, 2], test_x=x, test_labels=["dog", "cat", "emu"])
+    with pytest.raises(DataError, match=r"c\.npz: labels are train numbers, test strings"):
+        load(path)

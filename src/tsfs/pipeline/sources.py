@@ -416,11 +416,17 @@ def _uea_files(path: Path) -> dict[str, Path]:
     match = _UEA_PAIR.fullmatch(path.name)
     if match is None:
         return {"train": path}
-    siblings = {
-        split.lower(): path.with_name(f"{match['stem']}_{split}{path.suffix}")
-        for split in ("TRAIN", "TEST")
-    }
-    return {name: p for name, p in siblings.items() if p.exists()}
+    # The pair is found whatever the case of its names (Foo_TRAIN.ts with Foo_Test.ts,
+    # foo_train.ts with foo_test.ts); the file given is always one of the two.
+    given = match["split"].lower()
+    pair = {given: path}
+    other = "test" if given == "train" else "train"
+    want = f"{match['stem']}_{other}{path.suffix}".lower()
+    for p in sorted(path.parent.iterdir()):
+        if p.name.lower() == want and p.is_file():
+            pair[other] = p
+            break
+    return {split: pair[split] for split in ("train", "test") if split in pair}
 
 
 def _ts_header(path: Path, lines: list[str]) -> tuple[int, int | None, tuple[str, ...] | None]:
@@ -433,6 +439,8 @@ def _ts_header(path: Path, lines: list[str]) -> tuple[int, int | None, tuple[str
             continue
         tag, _, rest = line.partition(" ")
         tag, words = tag.lower(), rest.split()
+        if words and words[0].lower() in ("true", "false"):
+            words[0] = words[0].lower()  # in any case, as sktime reads it; names keep theirs
         where = f"{path} line {index + 1}"
         if tag == "@data":
             return index + 1, dims, classes
@@ -649,6 +657,13 @@ def _load_array(path: Path, spec: WindowSpec) -> Dataset:
         raise DataError(
             f"{path}: labels for {', '.join(raw_labels)} but not for "
             f"{', '.join(samples.keys() - raw_labels.keys())}; label every split or none"
+        )
+    kinds = {s: "strings" if lab.dtype.kind == "U" else "numbers" for s, lab in raw_labels.items()}
+    if len(set(kinds.values())) > 1:
+        said = ", ".join(f"{s} {k}" for s, k in kinds.items())
+        raise DataError(
+            f"{path}: labels are {said}; no label of one split could match the other's — "
+            "write every split's labels the same way"
         )
     classes: tuple[str, ...] | None = None
     codes: dict[str, I64] | None = None
