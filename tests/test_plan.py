@@ -74,7 +74,7 @@ def test_prep_refuses_a_run_over_budget_and_force_overrides(tmp_path: Path) -> N
     store = Store(tmp_path / "s", mode="a")
     with pytest.raises(BudgetError, match="--force"):
         prep_features(data, FeatureSpec(), store, budget_bytes=1000)
-    assert Store(tmp_path / "s").info()["namespaces"][0]["rows"] == 0  # nothing written
+    assert Store(tmp_path / "s").info()["namespaces"] == []  # not even an empty namespace
     report = prep_features(data, FeatureSpec(), store, budget_bytes=1000, force=True)
     assert report.rows_computed > 0
 
@@ -86,3 +86,28 @@ def test_parse_size() -> None:
     assert parse_size("123") == 123
     with pytest.raises(InputError, match="--budget"):
         parse_size("lots")
+    for nothing in ("0", "-1", "0.5", "1e-3"):  # 0.5 used to truncate to a 0-byte budget
+        with pytest.raises(InputError, match="at least one byte"):
+            parse_size(nothing)
+    with pytest.raises(InputError, match="finite"):
+        parse_size("inf")
+
+
+def test_cheaper_settings_say_which_fit_and_go_on_until_one_does(tmp_path: Path) -> None:
+    from tsfs.pipeline.prep import cheaper_settings
+
+    data = load(ETTH1, WindowSpec(seq_len=96, stride=4))
+    store = Store(tmp_path / "s", missing_ok=True)
+    budget = 1 << 20
+    full = plan_features(data, FeatureSpec(), store, budget_bytes=budget)
+    assert not full.fits
+    options = cheaper_settings(data, FeatureSpec(), store, budget_bytes=budget)
+    for _label, est in options:
+        assert est.fits == (est.bytes_on_disk <= budget)
+    fitting = [label for label, est in options if est.fits]
+    assert fitting
+    assert fitting[-1].startswith("--stride ")
+    stride = int(fitting[-1].split()[1])
+    # the offered stride, planned on its own, fits too
+    alone = plan_features(load(ETTH1, WindowSpec(seq_len=96, stride=stride)), FeatureSpec(), store)
+    assert alone.bytes_on_disk <= budget

@@ -31,6 +31,9 @@ def parse_size(text: str, option: str = "--budget") -> int:
         raise InputError(
             f"cannot read size {text!r} (option {option}); write e.g. 500M, 2.5G or 10GiB"
         ) from None
-    if value <= 0 or not math.isfinite(value):
-        raise InputError(f"{option} must be a positive size, got {text!r}")
-    return int(value * _UNITS[unit])
+    if not math.isfinite(value):
+        raise InputError(f"{option} must be a finite size, got {text!r}")
+    size = int(value * _UNITS[unit])
+    if size < 1:  # 0.5 would truncate to 0 bytes: a budget nothing fits
+        raise InputError(f"{option} must be at least one byte, got {text!r}")
+    return size

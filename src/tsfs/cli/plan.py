@@ -53,7 +53,7 @@ def _show(est: Estimate, alternatives: list[tuple[str, Estimate]], json_out: boo
     if json_out:
         d = est.to_dict()
         d["alternatives"] = [
-            {"setting": label, "bytes_on_disk": a.bytes_on_disk, "files": a.files}
+            {"setting": label, "bytes_on_disk": a.bytes_on_disk, "files": a.files, "fits": a.fits}
             for label, a in alternatives
         ]
         echo_json(d)
@@ -79,7 +79,8 @@ def _show(est: Estimate, alternatives: list[tuple[str, Estimate]], json_out: boo
     if alternatives:
         typer.echo("  cheaper settings:")
         for label, a in alternatives:
-            typer.echo(f"    {label:<36} {human_bytes(a.bytes_on_disk):>12}")
+            verdict = "fits" if a.fits else "does not fit"
+            typer.echo(f"    {label:<36} {human_bytes(a.bytes_on_disk):>12}  {verdict}")
 
 
 def _run(
@@ -93,10 +94,12 @@ def _run(
     from tsfs.pipeline.prep import cheaper_settings
 
     alternatives = (
-        cheaper_settings(dataset, spec, store, jobs=jobs)  # type: ignore[arg-type]
+        cheaper_settings(dataset, spec, store, jobs=jobs, budget_bytes=est.budget_bytes)  # type: ignore[arg-type]
         if not est.fits and est.rows_missing
         else []
     )
+    # a variant with nothing left to compute is no cheaper way to do this run
+    alternatives = [(label, a) for label, a in alternatives if a.rows_missing]
     _show(est, alternatives, json_out)
     if not est.fits:
         raise typer.Exit(1)

@@ -310,10 +310,12 @@ def _run(
     scheduler: str | None,
 ) -> PrepReport:
     t0 = time.perf_counter()
-    namespace = job.namespace(create=True)
+    namespace = job.namespace(create=False)
     plan = _plan_rows(job, dataset, namespace, jobs=jobs, batch_rows=batch_rows, executor=executor)
     if plan.batches and not force:
         _check_disk(job, plan, jobs=jobs, budget_bytes=budget_bytes)
+    if plan.batches:  # created only now: a run refused for its size leaves no trace
+        namespace = job.namespace(create=True)
     with _progress(plan.rows_missing, progress, job.kind) as update:
         segments, nbytes = run_batches(
             plan,
@@ -466,8 +468,14 @@ def cheaper_settings(
     store: Store,
     *,
     jobs: int = 1,
+    budget_bytes: int | None = None,
 ) -> list[tuple[str, Estimate]]:
-    """Predicted sizes of cheaper variants of a run (for a plan that does not fit)."""
+    """Predicted sizes of cheaper variants of a run (for a plan that does not fit).
+
+    Each estimate's ``fits`` says whether that variant fits ``budget_bytes`` and the free
+    space. Strides double until one fits (up to 64 times the run's), so a budget that some
+    stride meets always gets that stride offered.
+    """
     from tsfs.pipeline.sources import load
 
     variants: list[tuple[str, Dataset, FeatureSpec | ImageSpec]] = []
@@ -483,24 +491,31 @@ def cheaper_settings(
         variants.append(
             ("without --coefficients", dataset, replace(spec, store_coefficients=False))
         )
-    if dataset.kind == "forecast":
-        for k in (2, 4):
-            stride = dataset.spec.stride * k
-            variants.append(
-                (
-                    f"--stride {stride}",
-                    load(dataset.path, replace(dataset.spec, stride=stride)),
-                    spec,
-                )
-            )
     if len(dataset.splits) > 1 and "train" in dataset.splits:
         variants.append(
             ("--splits train", load(dataset.path, replace(dataset.spec, splits=("train",))), spec)
         )
-    out = []
-    for label, ds, sp in variants:
-        if isinstance(sp, ImageSpec):
-            out.append((label, plan_images(ds, sp, store, jobs=jobs)))
-        else:
-            out.append((label, plan_features(ds, sp, store, jobs=jobs)))
+    out = [(label, _plan_variant(ds, sp, store, jobs, budget_bytes)) for label, ds, sp in variants]
+    if dataset.kind == "forecast":
+        for k in (2, 4, 8, 16, 32, 64):
+            stride = dataset.spec.stride * k
+            ds = load(dataset.path, replace(dataset.spec, stride=stride))
+            if not any(len(split) for split in ds.splits.values()):
+                break
+            est = _plan_variant(ds, spec, store, jobs, budget_bytes)
+            out.append((f"--stride {stride}", est))
+            if est.fits and k >= 4:  # offer two strides at least, then stop at one that fits
+                break
     return out
+
+
+def _plan_variant(
+    dataset: Dataset,
+    spec: FeatureSpec | ImageSpec,
+    store: Store,
+    jobs: int,
+    budget_bytes: int | None,
+) -> Estimate:
+    if isinstance(spec, ImageSpec):
+        return plan_images(dataset, spec, store, jobs=jobs, budget_bytes=budget_bytes)
+    return plan_features(dataset, spec, store, jobs=jobs, budget_bytes=budget_bytes)
