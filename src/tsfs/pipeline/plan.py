@@ -11,6 +11,7 @@ spread over the worker processes.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -243,11 +244,14 @@ def estimate(
             files += 3  # the kind's, the namespace's and its segments group's zarr.json
         per_row_compute = sample.compute_s / max(1, sample.rows)
         per_row_write = sample.write_s / max(1, sample.rows)
-        workers = max(1, min(jobs, os.cpu_count() or 1))
+        cores = os.cpu_count() or 1
+        workers = max(1, min(jobs, cores))
         rows = plan.rows_missing
         # Workers write their own segments, so writing spreads over them as computing does.
         seconds += rows * (per_row_compute + per_row_write) / workers
-        seconds += parallel_startup_s if workers > 1 else serial_startup_s
+        # Every process asked for starts (imports, a first renderer), and more processes
+        # than cores take turns at it.
+        seconds += parallel_startup_s * math.ceil(jobs / cores) if workers > 1 else serial_startup_s
     return Estimate(
         kind=kind,
         namespace=f"{namespace.kind}/{namespace.fingerprint}",
