@@ -111,3 +111,19 @@ def test_cheaper_settings_say_which_fit_and_go_on_until_one_does(tmp_path: Path)
     # the offered stride, planned on its own, fits too
     alone = plan_features(load(ETTH1, WindowSpec(seq_len=96, stride=stride)), FeatureSpec(), store)
     assert alone.bytes_on_disk <= budget
+
+
+def test_free_space_counts_whole_blocks() -> None:
+    """Small files fill whole blocks: 2.65 MB in 135 files took 3.06 MB of a tmpfs."""
+    from tsfs.pipeline.plan import Estimate
+
+    def est(free: int) -> Estimate:
+        return Estimate(
+            kind="features", namespace="features/x", windows={"train": 1}, rows_total=1,
+            rows_unique=1, rows_present=0, rows_missing=1, segments=1,
+            bytes_uncompressed=2_658_657, bytes_on_disk=2_658_657, files=135, seconds=1.0,
+            jobs=1, free_bytes=free, budget_bytes=None, sample_rows=1,
+        )  # fmt: skip
+
+    assert est(2_969_600).verdict == "does not fit the free space"  # the tmpfs that filled up
+    assert est(2_658_657 + 135 * 4096).fits

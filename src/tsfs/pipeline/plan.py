@@ -43,6 +43,10 @@ def free_bytes(store: Store) -> int | None:
     return shutil.disk_usage(p).free
 
 
+# A file system block: the unit a file's size is rounded up to on disk (ext4, xfs, tmpfs).
+_BLOCK_BYTES = 4096
+
+
 @dataclass(frozen=True, kw_only=True)
 class Estimate:
     """A prediction of one prep run. Sizes in bytes, time in seconds."""
@@ -69,11 +73,17 @@ class Estimate:
     def verdict(self) -> str:
         if self.rows_missing == 0:
             return "nothing to do"
-        if self.free_bytes is not None and self.bytes_on_disk > self.free_bytes:
+        if self.free_bytes is not None and self.disk_bytes_bound > self.free_bytes:
             return "does not fit the free space"
         if self.budget_bytes is not None and self.bytes_on_disk > self.budget_bytes:
             return "over budget"
         return "ok"
+
+    @property
+    def disk_bytes_bound(self) -> int:
+        """What the files may take of a disk: each file takes whole blocks, so up to one more
+        block than its bytes (for small files, what free space runs out of first)."""
+        return self.bytes_on_disk + self.files * _BLOCK_BYTES
 
     @property
     def fits(self) -> bool:
@@ -285,7 +295,7 @@ def upper_bound_bytes(plan: RowPlan, row_bytes: dict[str, int]) -> int:
         for rb in [*row_bytes.values(), 16]:
             cr = chunk_rows_for(r, rb, b.block.n_variables)
             n_chunks = -(-r // cr)
-            total += int(n_chunks * cr * rb * 1.01) + n_chunks * 64 + 2048
+            total += int(n_chunks * cr * rb * 1.01) + n_chunks * (64 + _BLOCK_BYTES) + 2048
     return total
 
 

@@ -143,8 +143,9 @@ def write_contact_sheet(
     fmt = out.suffix[1:].lower()
     formats = FigureCanvasBase.get_supported_filetypes()
     if out.is_dir() or fmt not in formats:
+        what = " is a directory;" if out.is_dir() else ":"
         raise InputError(
-            f"--out {out}: give a file name ending in .png "
+            f"--out {out}{what} give a file name ending in .png "
             f"(or another format matplotlib writes: {', '.join(sorted(formats))})"
         )
 
