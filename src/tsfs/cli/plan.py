@@ -98,8 +98,6 @@ def _run(
         if not est.fits and est.rows_missing
         else []
     )
-    # a variant with nothing left to compute is no cheaper way to do this run
-    alternatives = [(label, a) for label, a in alternatives if a.rows_missing]
     _show(est, alternatives, json_out)
     if not est.fits:
         raise typer.Exit(1)

@@ -13,12 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 
-from tsfs.cli._common import (
-    DEFAULT_STORE,
-    StoreOpt,
-    echo_json,
-    reports_errors,
-)
+from tsfs.cli._common import DEFAULT_STORE, StoreOpt, echo_json, reports_errors
 from tsfs.cli._data import DataArg, data_options
 from tsfs.cli.prep import JsonOpt
 from tsfs.errors import InputError

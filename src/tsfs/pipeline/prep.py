@@ -474,7 +474,8 @@ def cheaper_settings(
 
     Each estimate's ``fits`` says whether that variant fits ``budget_bytes`` and the free
     space. Strides double until one fits (up to 64 times the run's), so a budget that some
-    stride meets always gets that stride offered.
+    stride meets always gets that stride offered. Variants the store already holds are left
+    out.
     """
     from tsfs.pipeline.sources import load
 
@@ -506,7 +507,8 @@ def cheaper_settings(
             out.append((f"--stride {stride}", est))
             if est.fits and k >= 4:  # offer two strides at least, then stop at one that fits
                 break
-    return out
+    # a variant with nothing left to compute is no cheaper way to do this run
+    return [(label, est) for label, est in out if est.rows_missing]
 
 
 def _plan_variant(

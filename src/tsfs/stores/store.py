@@ -1134,7 +1134,7 @@ class Store:
         grace = files.grace_s if grace_s is None else grace_s
         report = GcReport()
         now = time.time()
-        to_remove: list[tuple[Namespace, str]] = []
+        to_remove: list[tuple[Namespace, str, bool]] = []  # (…, found uncommitted)
         temp_files: list[str] = []
         # Group documents whose writer died before renaming them into place: a live writer
         # renames its own within milliseconds, so one a minute old, whatever the grace, is
@@ -1166,7 +1166,7 @@ class Store:
                     report.skipped_active += 1
                     continue
                 report.uncommitted.append(files.where(key))
-                to_remove.append((ns, seg))
+                to_remove.append((ns, seg, True))
             # Hidden `.<id>` directories (local disks only): a writer died between creating
             # and locking its segment (a window of microseconds), so an unlocked one older
             # than a few seconds is garbage.
@@ -1188,7 +1188,7 @@ class Store:
                 key = ns.segment_key(seg)
                 if files.exists(key) or files.exists(f"{ns.key}/commits/{seg}.json"):
                     report.replaced.append(files.where(key))
-                    to_remove.append((ns, seg))
+                    to_remove.append((ns, seg, False))
             if drop_corrupt:
                 bad_segments = set()
                 prefix = files.where(ns.key) + "/"
@@ -1199,7 +1199,7 @@ class Store:
                 for seg in sorted(bad_segments):
                     if _SEGMENT_ID.match(seg):
                         report.corrupt.append(files.where(ns.segment_key(seg)))
-                        to_remove.append((ns, seg))
+                        to_remove.append((ns, seg, False))
             # `.<segment>.json.<token>.tmp` (local disks only): a commit being written; keep
             # it while its writer (who holds the segment's lock) lives.
             cdir = f"{ns.key}/commits"
@@ -1220,16 +1220,14 @@ class Store:
                 report.bytes_freed += nbytes
                 if not dry_run:
                     (files.remove_tree if key in temp_dirs else files.remove)(key)
-        for ns, seg in to_remove:
+        for ns, seg, uncommitted in to_remove:
             key = ns.segment_key(seg)
             if files.is_locked(key):  # a writer took it up meanwhile
                 continue
             # A writer commits before it lets go of its lock: a segment found uncommitted
             # and then unlocked may have committed in between. Checked after the lock, a
             # record that is still missing stays missing (its writer is gone).
-            if files.where(key) in report.uncommitted and files.exists(
-                f"{ns.key}/commits/{seg}.json"
-            ):
+            if uncommitted and files.exists(f"{ns.key}/commits/{seg}.json"):
                 report.uncommitted.remove(files.where(key))
                 continue
             report.bytes_freed += files.usage(key)[0]
