@@ -24,6 +24,7 @@ from tsfs.training.metrics import (
     crps_ensemble,
     crps_fair,
     crps_quantile,
+    crps_scores,
     crps_sum,
     quantile_loss,
     sample_quantiles,
@@ -158,6 +159,14 @@ def test_half_precision_takes_torchs_sort_and_agrees() -> None:
     np.testing.assert_allclose(half.float().numpy(), ref, atol=2e-2)
     q = sample_quantiles(torch.from_numpy(samples).half()).float().numpy()
     np.testing.assert_allclose(q, np.quantile(samples, np.array(QUANTILES), axis=0), atol=2e-2)
+    s, t = torch.from_numpy(samples).half(), torch.from_numpy(target).half()
+    quantile = crps_quantile(s, t).item()
+    assert quantile == pytest.approx(csdi_quantile_crps(samples, target), abs=2e-2)
+    both = crps_scores(s, t)
+    np.testing.assert_allclose(both["ensemble"].float().numpy(), ref, atol=2e-2)
+    assert both["quantile_loss"].item() == pytest.approx(
+        quantile * float(t.float().abs().sum()), rel=1e-2
+    )
 
 
 @pytest.mark.parametrize("shape", [(5,), (5, 1), (5, 1, 1), (5, 3)])
@@ -169,3 +178,38 @@ def test_the_callers_samples_are_left_as_they_are(shape: tuple[int, ...]) -> Non
     crps_fair(samples, target)
     sample_quantiles(samples)
     torch.testing.assert_close(samples, kept, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_many_elements_in_blocks_and_threads_agree_with_the_references(
+    dtype: torch.dtype, threads: int
+) -> None:
+    """Above a block of elements the CPU path transposes, sorts and sums block by block, in as
+    many threads as torch may use: 2,600 elements are two whole blocks and a partial one."""
+    samples, target = draws((9, 2, 1300), 16, ties=True), draws((2, 1300), 17)
+    s, t = torch.from_numpy(samples).to(dtype), torch.from_numpy(target).to(dtype)
+    kept = s.clone()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ensemble, fair = crps_ensemble(s, t).numpy(), crps_fair(s, t).numpy()
+        q = sample_quantiles(s).numpy()
+        quantile = crps_quantile(s, t).item()
+        both = crps_scores(s, t)
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(s, kept, rtol=0, atol=0)
+    atol = 1e-12 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(
+        q, np.quantile(s.double().numpy(), np.array(QUANTILES), axis=0), atol=atol
+    )
+    assert quantile == pytest.approx(csdi_quantile_crps(samples, target), abs=1e-5)
+    for idx in [(0, 0), (0, 1023), (0, 1024), (1, 747), (1, 1299)]:  # every block, both ends
+        members = s.double().numpy()[(slice(None), *idx)]
+        y = float(t[idx])
+        assert ensemble[idx] == pytest.approx(integral_crps(members, y), abs=1e-5)
+        assert fair[idx] == pytest.approx(pair_crps(members, y, fair=True), abs=1e-5)
+    np.testing.assert_allclose(both["ensemble"].numpy(), ensemble, rtol=0, atol=0)
+    np.testing.assert_allclose(both["fair"].numpy(), fair, rtol=0, atol=0)
+    assert both["quantile_loss"].item() == pytest.approx(quantile * np.abs(target).sum(), 1e-6)

@@ -45,7 +45,7 @@ from torch import nn
 
 from tsfs.errors import InputError
 from tsfs.training.data import Batch
-from tsfs.training.metrics import crps_ensemble, crps_fair, quantile_loss
+from tsfs.training.metrics import crps_scores, quantile_loss
 from tsfs.training.models.base import DataInfo, Scores, Task
 from tsfs.training.models.layers import (
     TransformerEncoder,
@@ -498,11 +498,12 @@ class _Diffusion:
         scores["mse_det"] = forecast_scores(y_det, batch["y"])["mse"]
         n = y.numel()
         total = y.sum(dim=-1)
+        crps = crps_scores(samples, y)  # one sort of the samples for the three forms
         scores |= {
-            "crps": (crps_ensemble(samples, y).sum(), n),
-            "crps_fair": (crps_fair(samples, y).sum(), n),
+            "crps": (crps["ensemble"].sum(), n),
+            "crps_fair": (crps["fair"].sum(), n),
             # Ratios over the split: numerator and normaliser add up over batches.
-            "crps_quantile": (quantile_loss(samples, y), float(y.abs().sum())),
+            "crps_quantile": (crps["quantile_loss"], float(y.abs().sum())),
             "crps_sum": (quantile_loss(samples.sum(dim=-1), total), float(total.abs().sum())),
         }
         return scores
