@@ -79,3 +79,27 @@ def test_workers_get_equal_batches_in_a_multiple_of_their_number() -> None:
     assert sum(sizes) == rows
     assert max(sizes) - min(sizes) <= 7  # equal, up to one window's rows
     assert max(sizes) <= 2048
+
+
+def test_one_process_with_threads_stores_what_one_thread_stores(tmp_path: Path) -> None:
+    """``jobs=2`` below the worker threshold runs one process on two threads: same rows."""
+    from tsfs.pipeline.prep import features_namespace, prep_features
+    from tsfs.pipeline.sources import load
+    from tsfs.specs import FeatureSpec, WindowSpec
+
+    data = load(Path(__file__).resolve().parents[1] / "data" / "ETTh1.csv", WindowSpec(seq_len=96))
+    stored = []
+    for jobs in (1, 2):
+        store = Store(tmp_path / f"jobs{jobs}", mode="a")
+        report = prep_features(data, FeatureSpec(), store, jobs=jobs)
+        assert report.rows_computed == report.rows_unique > 0
+        ns = features_namespace(store, FeatureSpec())
+        rows: dict[bytes, tuple[bytes, ...]] = {}
+        for commit in ns.index(refresh=True).segments:
+            names = sorted(commit.arrays)
+            arrays = {n: ns.read_array(commit, n) for n in names}
+            for r in range(commit.rows):
+                rows[arrays["keys"][r].tobytes()] = tuple(arrays[n][r].tobytes() for n in names)
+        stored.append(rows)
+    assert len(stored[0]) == report.rows_unique
+    assert stored[1] == stored[0]

@@ -384,6 +384,19 @@ def test_a_window_does_not_depend_on_the_other_windows(ett: np.ndarray) -> None:
         np.testing.assert_array_equal(value, every[name][[900, 2, 1799]], err_msg=name)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_give_the_same_bytes(ett: np.ndarray, threads: int) -> None:
+    """Lags and order statistics computed beside the wavelet sums change no value."""
+    spec = FeatureSpec()
+    starts = np.arange(0, 4000, 3)
+    one = compute_windows(ett, seq_len=96, starts=starts, spec=spec)
+    many = compute_windows(ett, seq_len=96, starts=starts, spec=spec, threads=threads)
+    assert many.keys() == one.keys()
+    for name, value in one.items():
+        np.testing.assert_array_equal(many[name], value, err_msg=name)
+        assert many[name].dtype == value.dtype
+
+
 @pytest.mark.parametrize("T", [1, 17, 96, 301])
 def test_sliding_order_statistics_select_the_windows_values(T: int) -> None:
     rng = np.random.default_rng(T)

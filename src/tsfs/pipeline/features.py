@@ -28,7 +28,10 @@ the trend words differ. The stored value says "downward" for all of them, as the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +62,7 @@ from tsfs.specs import FeatureSpec
 __all__ = ["compute_rows", "compute_windows", "feature_schema", "pool_window"]
 
 Arrays = dict[str, npt.NDArray[np.generic]]
+F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
 _F32 = np.dtype(np.float32)
@@ -257,7 +261,12 @@ def _prefix_block(T: int) -> int:
 
 
 def compute_windows(
-    series: npt.ArrayLike, *, seq_len: int, starts: npt.ArrayLike, spec: FeatureSpec
+    series: npt.ArrayLike,
+    *,
+    seq_len: int,
+    starts: npt.ArrayLike,
+    spec: FeatureSpec,
+    threads: int = 1,
 ) -> Arrays:
     """Features of the windows ``series[s : s + seq_len]`` through the shared transform.
 
@@ -275,6 +284,8 @@ def compute_windows(
         seq_len: window length T.
         starts: (N,) window starts, ``0 <= s <= L - T``.
         spec: what to compute.
+        threads: threads to use: the lags and the order statistics are computed beside the
+            wavelet sums (the same values whatever the count).
 
     Returns:
         One array per :func:`feature_schema` entry, shaped (N, V, *shape).
@@ -295,6 +306,60 @@ def compute_windows(
         return {k: v.reshape(N, V, *v.shape[1:]) for k, v in flat.items()}
 
     out = _allocate(spec, T, (N, V))
+    with _beside(threads) as submit:
+        # Order statistics straight from the series (exact selections, no rounding); lags from
+        # the sliding autocorrelation of the raw windows.
+        xt = np.ascontiguousarray(x.T)
+        lags = submit(sliding_top_lags, xt, T, st, spec.top_k)
+        order = submit(_order_statistics, xt, T, st)
+        ill = _window_dwt(x, st, T, level, spec, out)
+        out["lags"] = lags.result()
+        low, high, median = order.result()
+    mean32, std32 = out["revin_mean"], out["revin_std"]
+    # RevIN of the order statistics and ends, with revin's own float32 operations.
+    z = (np.stack([low, high, median, x[st], x[st + T - 1]]) - mean32) / std32  # (5, N, V)
+    out["min"], out["max"], out["median"] = z[0], z[1], z[2]
+    out["trend"] = z[4] - z[3]
+    if ill.any():
+        wi, vi = np.nonzero(ill)
+        exact = compute_rows(windows[st[wi], vi], spec)
+        for name, value in exact.items():
+            out[name][wi, vi] = value
+    return out
+
+
+@contextmanager
+def _beside(threads: int) -> Iterator[Callable[..., Future[Any]]]:
+    """``submit(fn, *args)``: run beside the caller on ``threads − 1`` threads, or at once."""
+    if threads <= 1:
+
+        def now(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+            done: Future[Any] = Future()
+            done.set_result(fn(*args))
+            return done
+
+        yield now
+        return
+    with ThreadPoolExecutor(threads - 1, thread_name_prefix="tsfs-features") as pool:
+        yield pool.submit
+
+
+def _order_statistics(xt: F32, T: int, starts: npt.NDArray[np.int64]) -> tuple[F32, F32, F32]:
+    """(N, V) min, max and lower median of the windows of the (V, L) series."""
+    low, high = sliding_extrema(xt, T, starts)
+    return low, high, sliding_order_statistic(xt, T, starts, (T - 1) // 2)
+
+
+def _window_dwt(
+    x: F32, st: npt.NDArray[np.int64], T: int, level: int, spec: FeatureSpec, out: Arrays
+) -> npt.NDArray[np.bool_]:
+    """RevIN and the DWT features of every window into ``out``, through the shared transform.
+
+    Returns:
+        (N, V) the windows whose sums are too ill-conditioned to trust: compute those rows
+        on the per-row path.
+    """
+    N, V = st.size, x.shape[1]
     plan = window_plan(spec.wavelet, spec.mode, T, level)
     block = _prefix_block(T)
     center = x.mean(axis=0, dtype=np.float64)  # (V,) keeps prefix sums near the data's scale
@@ -327,13 +392,6 @@ def compute_windows(
         total[:, :, j] = (u1 - n_int * g) / scale
         energy[:, :, j] = raw / scale**2
 
-    # Order statistics straight from the series (exact selections, no rounding); lags from the
-    # sliding autocorrelation of the raw windows.
-    xt = np.ascontiguousarray(x.T)
-    low, high = sliding_extrema(xt, T, st)
-    median = sliding_order_statistic(xt, T, st, (T - 1) // 2)
-    out["lags"] = sliding_top_lags(xt, T, st, spec.top_k)
-
     # Explicit coefficients in z units: E·x minus the response to the RevIN mean, E·1·m.
     cz = (
         _explicit(x, st, plan, _EXPLICIT_BLOCK)
@@ -354,20 +412,8 @@ def compute_windows(
     )
     flat = {k: v.reshape(N * V, *v.shape[2:]) for k, v in out.items()}
     _put_dwt(flat, slice(None), prims)
-
-    # RevIN of the order statistics and ends, with revin's own float32 operations.
-    order = np.stack([low, high, median, x[st], x[st + T - 1]])  # (5, N, V) raw values
-    z = (order - mean32) / std32
     out["revin_mean"], out["revin_std"] = mean32, std32
-    out["min"], out["max"], out["median"] = z[0], z[1], z[2]
-    out["trend"] = z[4] - z[3]
-
-    if ill.any():
-        wi, vi = np.nonzero(ill)
-        exact = compute_rows(windows[st[wi], vi], spec)
-        for name, value in exact.items():
-            out[name][wi, vi] = value
-    return out
+    return ill
 
 
 def pool_window(per_row: Mapping[str, npt.ArrayLike]) -> Arrays:

@@ -90,14 +90,20 @@ def images_namespace(store: Store, spec: ImageSpec) -> Namespace:
 # how each kind computes a batch
 
 
-def _feature_batch(spec: FeatureSpec, device: str, batch: Batch) -> dict[str, npt.NDArray[Any]]:
+def _feature_batch(
+    spec: FeatureSpec, device: str, batch: Batch, *, threads: int = 1
+) -> dict[str, npt.NDArray[Any]]:
     """Features of a batch's selected rows, (R, ...) in the batch's key order."""
     from tsfs.pipeline.features import compute_rows, compute_windows
 
     block = batch.block
     if block.series is not None and block.starts is not None and device == "cpu":
         out = compute_windows(
-            block.series, seq_len=block.seq_len, starts=block.starts[batch.windows], spec=spec
+            block.series,
+            seq_len=block.seq_len,
+            starts=block.starts[batch.windows],
+            spec=spec,
+            threads=threads,
         )
         return {k: np.ascontiguousarray(v[batch.select]) for k, v in out.items()}
     w, v = np.nonzero(batch.select)
@@ -105,6 +111,10 @@ def _feature_batch(spec: FeatureSpec, device: str, batch: Batch) -> dict[str, np
     return compute_rows(
         block.rows(batch.windows[w], v), spec, device=None if device == "cpu" else device
     )
+
+
+def _threaded_features(spec: FeatureSpec, device: str, threads: int) -> ComputeFn:
+    return functools.partial(_feature_batch, spec, device, threads=threads)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +140,14 @@ class _Job:
     # per stretch of windows, so their sample must be long enough to show the real rate.
     sample_rows: int = 512
     sample_stretches: int = 8
+    # threads → `compute` using that many threads, for one process computing alone
+    threaded: Callable[[int], ComputeFn] | None = None
+
+    def compute_for(self, workers: int, jobs: int) -> ComputeFn:
+        """The compute of a run on ``workers`` processes where ``jobs`` were asked for."""
+        if self.threaded is not None and workers == 1 and jobs > 1:
+            return self.threaded(jobs)
+        return self.compute
 
     def namespace(self, *, create: bool) -> Namespace:
         if create:
@@ -164,6 +182,8 @@ def _features_job(store: Store, spec: FeatureSpec, device: str) -> _Job:
         # series once per call), so only a batch of the size prep uses shows the real rate.
         sample_rows=_FEATURE_BATCH_ROWS,
         sample_stretches=1,
+        # One process computes the lags and order statistics beside the wavelet sums.
+        threaded=functools.partial(_threaded_features, spec, device),
     )
 
 
@@ -246,7 +266,7 @@ def _estimate(
         plan=plan,
         namespace=job.namespace(create=False),
         spec=job.spec,
-        compute=job.compute,
+        compute=job.compute_for(_workers(job, plan.rows_missing, jobs), jobs),
         codecs=job.codecs,
         jobs=_workers(job, plan.rows_missing, jobs),
         hash_seconds=hash_seconds,
@@ -317,12 +337,13 @@ def _run(
     if plan.batches:  # created only now: a run refused for its size leaves no trace
         namespace = job.namespace(create=True)
     with _progress(plan.rows_missing, progress, job.kind) as update:
+        workers = _workers(job, plan.rows_missing, jobs, executor)
         segments, nbytes = run_batches(
             plan,
             namespace,
-            job.compute,
+            job.compute_for(workers, jobs),
             codecs=job.codecs,
-            jobs=_workers(job, plan.rows_missing, jobs, executor),
+            jobs=workers,
             executor=executor,
             scheduler=scheduler,
             progress=update,
