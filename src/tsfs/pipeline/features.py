@@ -311,10 +311,11 @@ def compute_windows(
         # the sliding autocorrelation of the raw windows.
         xt = np.ascontiguousarray(x.T)
         lags = submit(sliding_top_lags, xt, T, st, spec.top_k)
-        order = submit(_order_statistics, xt, T, st)
+        # Two threads balance best with the lags (the largest part) alone beside the rest.
+        order = submit(_order_statistics, xt, T, st) if threads > 2 else None
         ill = _window_dwt(x, st, T, level, spec, out)
+        low, high, median = order.result() if order else _order_statistics(xt, T, st)
         out["lags"] = lags.result()
-        low, high, median = order.result()
     mean32, std32 = out["revin_mean"], out["revin_std"]
     # RevIN of the order statistics and ends, with revin's own float32 operations.
     z = (np.stack([low, high, median, x[st], x[st + T - 1]]) - mean32) / std32  # (5, N, V)
