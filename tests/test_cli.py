@@ -115,11 +115,16 @@ def test_refused_run_leaves_the_store_as_it_was(tmp_path: Path) -> None:
         ["prep", "features", *small, "--level", "9"],
         ["prep", "features", *small, "--wavelet", "db38"],
         ["prep", "images", *small, "--codec", "gzip"],
+        ["prep", "images", str(ETTH1), "--seq-len", "1", "--label-len", "0", "--pred-len", "1"],
     ]
     for args in refused:
         result = runner.invoke(app, [*args, "--store", str(st)])
         assert result.exit_code == 2, (args, result.output)
         assert not st.exists(), args
+    over = runner.invoke(app, ["prep", "features", *small, "--store", str(st), "--budget", "1K"])
+    assert over.exit_code == 1, over.output
+    assert "budget" in over.output
+    assert not st.exists()
     ok = runner.invoke(app, ["prep", "features", *small, "--store", str(st), "-q"])
     assert ok.exit_code == 0, ok.output
     before = sorted(p.relative_to(st) for p in st.rglob("*"))
@@ -167,3 +172,51 @@ def test_the_file_system_saying_no_is_one_line_naming_the_path(
         "tsfs: error: /data/store/features/x: Read-only file system; check that path's "
         "permissions and space"
     )
+
+
+def test_rows_of_other_lengths_get_their_own_namespace(tmp_path: Path) -> None:
+    """The default level resolves per row length: rows with other bands never share a
+    namespace, ``--level 3`` names the one the default makes at T=96, and ``show prompt``
+    finds the namespace holding its window."""
+    st = str(tmp_path / "s")
+    t96 = [str(ETTH1), "--seq-len", "96", "--splits", "test", "--stride", "16"]
+    t16 = [str(ETTH1), "--seq-len", "16", "--label-len", "8", "--pred-len", "8"]
+    t16 += ["--splits", "test", "--stride", "16"]
+    assert runner.invoke(app, ["prep", "features", *t96, "--store", st, "-q"]).exit_code == 0
+    assert runner.invoke(app, ["prep", "features", *t16, "--store", st, "-q"]).exit_code == 0
+    again = runner.invoke(app, ["prep", "features", *t96, "--level", "3", "--store", st, "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["rows_computed"] == 0
+    info = json.loads(runner.invoke(app, ["store", "info", st, "--json"]).output)
+    levels = sorted(ns["spec"]["level"] for ns in info["namespaces"])
+    assert levels == [1, 3]
+    for rows in (t96, t16):
+        shown = runner.invoke(app, ["show", "prompt", st, *rows, "--window", "1"])
+        assert shown.exit_code == 0, shown.output
+        assert f"given the previous {rows[2]} steps" in shown.output
+
+
+def test_stored_coefficients_of_another_length_are_refused(tmp_path: Path) -> None:
+    st = tmp_path / "s"
+    base = [str(ETTH1), "--splits", "test", "--stride", "32", "--level", "1", "--coefficients"]
+    first = runner.invoke(app, ["prep", "features", *base, "--seq-len", "96", "--store", str(st)])
+    assert first.exit_code == 0, first.output
+    before = sorted(p.relative_to(st) for p in st.rglob("*"))
+    args = [*base, "--seq-len", "48", "--label-len", "24", "--store", str(st)]
+    other = runner.invoke(app, ["prep", "features", *args])
+    assert other.exit_code == 2, other.output
+    assert "'coefficients' rows of shape (102,)" in other.output
+    assert "another --store" in other.output
+    assert sorted(p.relative_to(st) for p in st.rglob("*")) == before
+
+
+def test_bytes_written_are_what_the_store_gained(tmp_path: Path) -> None:
+    st = str(tmp_path / "s")
+    args = [str(ETTH1), "--splits", "test", "--stride", "8", "--batch-rows", "300"]
+    report = json.loads(
+        runner.invoke(app, ["prep", "features", *args, "--store", st, "--json"]).output
+    )
+    assert report["segments_written"] > 3
+    info = json.loads(runner.invoke(app, ["store", "info", st, "--json"]).output)
+    (namespace,) = info["namespaces"]
+    assert report["bytes_written"] == namespace["bytes"]

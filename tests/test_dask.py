@@ -71,7 +71,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[bytes,
     report = prep_images(ds, IMAGES, store, jobs=2, batch_rows=400)
     assert report.segments_written > 2
     return {
-        "features": _contents(features_namespace(store, FeatureSpec())),
+        "features": _contents(features_namespace(store, FeatureSpec(level=3))),
         "images": _contents(images_namespace(store, IMAGES)),
     }
 
@@ -91,11 +91,12 @@ def test_a_dask_cluster_writes_what_the_local_executor_writes(
     # Both workers took part: each wrote segments from its own process.
     pids = set(cluster.run(os.getpid).values())
     assert len(pids) == 2
-    assert _contents(features_namespace(store, FeatureSpec())) == reference["features"]
+    assert _contents(features_namespace(store, FeatureSpec(level=3))) == reference["features"]
     assert _contents(images_namespace(store, IMAGES)) == reference["images"]
     assert store.verify() == []
+    # segments, commit records and the namespaces' own documents: all the run added
     assert feats.bytes_written + images.bytes_written == sum(
-        ns.segment_bytes(c.segment) for ns in store.namespaces() for c in ns.commits()
+        ns.files.usage(ns.key)[0] for ns in store.namespaces()
     )
 
 
@@ -140,7 +141,8 @@ def test_cli_executor_dask_starts_its_own_cluster(
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert json.loads(out)["segments_written"] > 2
-    assert _contents(features_namespace(Store(store), FeatureSpec())) == reference["features"]
+    stored = _contents(features_namespace(Store(store), FeatureSpec(level=3)))
+    assert stored == reference["features"]
 
 
 def test_executor_errors_are_one_line(tmp_path: Path) -> None:

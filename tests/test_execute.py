@@ -93,7 +93,7 @@ def test_one_process_with_threads_stores_what_one_thread_stores(tmp_path: Path) 
         store = Store(tmp_path / f"jobs{jobs}", mode="a")
         report = prep_features(data, FeatureSpec(), store, jobs=jobs)
         assert report.rows_computed == report.rows_unique > 0
-        ns = features_namespace(store, FeatureSpec())
+        ns = features_namespace(store, FeatureSpec(level=3))
         rows: dict[bytes, tuple[bytes, ...]] = {}
         for commit in ns.index(refresh=True).segments:
             names = sorted(commit.arrays)

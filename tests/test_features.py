@@ -176,6 +176,15 @@ def test_level_above_maximum_names_the_maximum() -> None:
     assert resolve_level(FeatureSpec(), 20) == min(3, pywt.dwt_max_level(20, 8))
 
 
+@pytest.mark.parametrize("wavelet", ["db4", "sym8", "coif3", "haar"])
+def test_too_short_names_the_shortest_length_that_works(wavelet: str) -> None:
+    spec = FeatureSpec(wavelet=wavelet, top_k=1)
+    shortest = next(T for T in range(2, 200) if max_level(wavelet, "reflect", T) >= 1)
+    assert resolve_level(spec, shortest) == 1
+    with pytest.raises(InputError, match=f"use rows of at least {shortest} values"):
+        resolve_level(spec, shortest - 1)
+
+
 def test_spec_rejects_unknown_wavelet_mode_and_level() -> None:
     with pytest.raises(InputError, match="wavelet"):
         FeatureSpec(wavelet="morl")  # continuous, not discrete

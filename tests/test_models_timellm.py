@@ -16,7 +16,7 @@ from family_runs import Run, prepare, repeat_last_mse, trained
 
 from tsfs.errors import InputError
 from tsfs.pipeline.normalize import revin as revin_rows
-from tsfs.pipeline.prep import prep_features
+from tsfs.pipeline.prep import features_namespace, prep_features, resolve_features
 from tsfs.pipeline.show import window_prompts
 from tsfs.pipeline.sources import load
 from tsfs.pipeline.windows import Dataset
@@ -102,7 +102,7 @@ def test_prompt_texts_are_the_stored_prompts_of_tsfs_show(run: Run, ett: Dataset
     windows = [0, 5, len(ett.splits["test"]) - 1]
     features = reader.read(windows).features
     texts = model.prompts.texts({n: features[n] for n in model.prompts.inputs})
-    namespace = run.store.namespace("features", FEATURES.to_dict(), FEATURES.fingerprint)
+    namespace = features_namespace(run.store, resolve_features(ett, FEATURES))
     for window, rows in zip(windows, texts, strict=True):
         per_variable, dwt = window_prompts(ett, namespace, "test", window)
         assert rows == [p + dwt for p in per_variable]

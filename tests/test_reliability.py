@@ -106,7 +106,7 @@ def test_two_concurrent_writers_lose_and_corrupt_nothing(
     Store(store, mode="a").compact()
     assert Store(store).verify() == []
     assert _contents(store) == reference
-    ns = features_namespace(Store(store), FeatureSpec())
+    ns = features_namespace(Store(store), FeatureSpec(level=3))
     assert len(ns.commits()) == 1
     assert ns.commits()[0].rows == len(reference)
 
@@ -130,7 +130,7 @@ def test_flipped_byte_is_repaired_by_gc_and_rerun(
 ) -> None:
     store = tmp_path / "store"
     _run(store, "--batch-rows", "4000")
-    ns = features_namespace(Store(store), FeatureSpec())
+    ns = features_namespace(Store(store), FeatureSpec(level=3))
     commit = ns.commits()[1]
     name = next(n for n in sorted(commit.arrays) if n != "keys")
     chunk = ns.segment_path(commit.segment) / name / "c" / "0"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,45 @@ def test_loose_date_spellings(tmp_path: Path) -> None:
     assert loose.read_text().splitlines()[1].startswith("2021/3/1 0:00,")
     a, b = load(iso, SMALL), load(loose, SMALL)
     np.testing.assert_array_equal(a.splits["train"].x_mark, b.splits["train"].x_mark)
+
+
+@pytest.mark.parametrize("offset", ["Z", "+05:00", "-0330"])
+def test_utc_offsets_keep_the_wall_clock_time(tmp_path: Path, offset: str) -> None:
+    """As pandas' ``to_datetime(...).dt.hour`` (TSLib's time features) reads them."""
+    iso = write_csv(tmp_path / "iso.csv")
+
+    def zoned(lines: list[str]) -> None:
+        for i in range(1, len(lines)):
+            stamp, rest = lines[i].split(",", 1)
+            lines[i] = f"{stamp.replace(' ', 'T')}{offset},{rest}"
+
+    path = write_csv(tmp_path / "zoned.csv", edit=zoned)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a, b = load(iso, SMALL), load(path, SMALL)
+    np.testing.assert_array_equal(a.splits["train"].x_mark, b.splits["train"].x_mark)
+
+
+@pytest.mark.parametrize("stamp", ["1614556800", "20210301"])
+def test_digits_alone_are_no_date(tmp_path: Path, stamp: str) -> None:
+    """numpy would read a Unix time or a compact date as a year far in the future."""
+
+    def digits(lines: list[str]) -> None:
+        lines[2] = stamp + "," + lines[2].split(",", 1)[1]
+
+    path = write_csv(tmp_path / "digits.csv", edit=digits)
+    with pytest.raises(DataError, match=rf"digits\.csv line 3, column 'date': .*{stamp}"):
+        load(path, SMALL)
+
+
+def test_values_beyond_float32_are_refused_where_they_are(tmp_path: Path) -> None:
+    def huge(lines: list[str]) -> None:
+        lines[5] = lines[5].rsplit(",", 1)[0] + ",1e39"
+
+    path = write_csv(tmp_path / "huge.csv", edit=huge)
+    raw = WindowSpec(seq_len=8, label_len=4, pred_len=4, scale=False, splits=("train",))
+    with pytest.raises(DataError, match=r"huge\.csv line 6, column 'OT': 1e\+39 is beyond"):
+        load(path, raw)
 
 
 def test_missing_cells_follow_the_nan_policy(tmp_path: Path) -> None:

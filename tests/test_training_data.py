@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 ETTH1 = REPO / "data" / "ETTh1.csv"
 BASIC_MOTIONS = REPO.parent / "shared" / "data" / "BasicMotions_TRAIN.ts"
 SEQ_LEN, LABEL_LEN, PRED_LEN = 96, 48, 96
-FEATURES = FeatureSpec()
+FEATURES = FeatureSpec(level=3)  # what the default resolves to at T=96
 IMAGES = ImageSpec(size=8)
 # Small chunks, many per segment (the store aims at 4 MiB): 28 masks of 8×8 = 4 windows of V=7.
 CHUNK_BYTES = 1792

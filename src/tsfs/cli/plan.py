@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from tsfs.cli._common import DEFAULT_STORE, StoreOpt, echo_json, reports_errors
 from tsfs.cli._data import DataArg, data_options
 from tsfs.cli.prep import (
+    BatchOpt,
     CodecOpt,
     CoefficientsOpt,
     JobsOpt,
@@ -90,11 +91,12 @@ def _run(
     store: object,
     jobs: int,
     json_out: bool,
+    **run: Any,
 ) -> None:
     from tsfs.pipeline.prep import cheaper_settings
 
     alternatives = (
-        cheaper_settings(dataset, spec, store, jobs=jobs, budget_bytes=est.budget_bytes)  # type: ignore[arg-type]
+        cheaper_settings(dataset, spec, store, jobs=jobs, budget_bytes=est.budget_bytes, **run)  # type: ignore[arg-type]
         if not est.fits and est.rows_missing
         else []
     )
@@ -116,6 +118,7 @@ def features(
     coefficients: CoefficientsOpt = False,
     budget: BudgetOpt = None,
     jobs: JobsOpt = None,
+    batch_rows: BatchOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Budget of `tsfs prep features` with the same options; exit 1 when it does not fit.
@@ -131,9 +134,14 @@ def features(
     dataset = load(data, window)
     n = jobs_or_cores(jobs)
     est = plan_features(
-        dataset, spec, st, jobs=n, budget_bytes=parse_size(budget) if budget else None
+        dataset,
+        spec,
+        st,
+        jobs=n,
+        budget_bytes=parse_size(budget) if budget else None,
+        **({"batch_rows": batch_rows} if batch_rows else {}),
     )
-    _run(est, spec, dataset, st, n, json_out)
+    _run(est, spec, dataset, st, n, json_out, batch_rows=batch_rows)
 
 
 @app.command()
@@ -150,6 +158,7 @@ def images(
     codec: CodecOpt = "lz4",
     budget: BudgetOpt = None,
     jobs: JobsOpt = None,
+    batch_rows: BatchOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Budget of `tsfs prep images` with the same options; exit 1 when it does not fit.
@@ -171,5 +180,6 @@ def images(
         jobs=n,
         codec=image_codec(codec),
         budget_bytes=parse_size(budget) if budget else None,
+        **({"batch_rows": batch_rows} if batch_rows else {}),
     )
-    _run(est, spec, dataset, st, n, json_out)
+    _run(est, spec, dataset, st, n, json_out, batch_rows=batch_rows, codec=image_codec(codec))

@@ -232,9 +232,10 @@ def features(
     run = _run_options(jobs, batch_rows, budget, force, executor, scheduler, quiet or json_out)
     dev = _device(device)
     dataset = load(data, window)
-    check_rows(dataset, spec)  # a refused run must not create the store
+    check_rows(dataset, spec)
     with interrupted_note(_RESUMES):
-        report = prep_features(dataset, spec, Store(store, mode="a"), device=dev, **run)
+        st = Store(store, mode="a", create="on_write")  # made once there is something to write
+        report = prep_features(dataset, spec, st, device=dev, **run)
     _summary(report, json_out)
 
 
@@ -271,9 +272,10 @@ def images(
     run = _run_options(jobs, batch_rows, budget, force, executor, scheduler, quiet or json_out)
     chosen = image_codec(codec)
     dataset = load(data, window)
-    check_rows(dataset, spec)  # a refused run must not create the store
+    check_rows(dataset, spec)
     with interrupted_note(_RESUMES):
-        report = prep_images(dataset, spec, Store(store, mode="a"), codec=chosen, **run)
+        st = Store(store, mode="a", create="on_write")
+        report = prep_images(dataset, spec, st, codec=chosen, **run)
     _summary(report, json_out)
 
 

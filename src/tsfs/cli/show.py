@@ -57,7 +57,7 @@ def prompt(
     from tsfs.stores.store import Store
 
     dataset = load(data, window)
-    ns = pick_namespace(Store(store), "features", namespace)
+    ns = pick_namespace(Store(store), "features", namespace, holding=(dataset, split, index))
     per_var, dwt = window_prompts(dataset, ns, split, index, description=description)
     for name, text in zip(dataset.variables, per_var, strict=False):
         typer.echo(f"# Time-LLM prompt, {name}\n{text}\n")
@@ -96,9 +96,15 @@ def images(
 
     dataset = load(data, window)
     st = Store(store)
-    ns = pick_namespace(st, "images", namespace)
+    ns = pick_namespace(st, "images", namespace, holding=(dataset, split, index))
     try:
-        feats = pick_namespace(st, "features", features_namespace, option="--features-namespace")
+        feats = pick_namespace(
+            st,
+            "features",
+            features_namespace,
+            option="--features-namespace",
+            holding=(dataset, split, index),
+        )
     except MissingRowsError:
         if features_namespace:
             raise

@@ -92,6 +92,14 @@ def max_level(wavelet: str, mode: str, T: int) -> int:
     return level
 
 
+def _shortest(wavelet: str, mode: str) -> int:
+    """The shortest row that takes one level of ``wavelet``."""
+    T = 2
+    while max_level(wavelet, mode, T) < 1:
+        T += 1
+    return T
+
+
 def resolve_level(spec: FeatureSpec, T: int) -> int:
     """The decomposition level used for rows of length T: ``spec.level`` or ``min(3, max)``.
 
@@ -108,7 +116,7 @@ def resolve_level(spec: FeatureSpec, T: int) -> int:
     if top < 1:
         raise InputError(
             f"rows of length {T} are too short for one level of the {spec.wavelet} wavelet; "
-            f"use rows of at least {pywt.Wavelet(spec.wavelet).dec_len - 1} values"
+            f"use rows of at least {_shortest(spec.wavelet, spec.mode)} values"
         )
     if spec.level is None:
         return min(3, top)

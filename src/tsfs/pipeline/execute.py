@@ -223,7 +223,8 @@ def _compute_and_commit(
     commit = namespace.write_segment(
         batch.keys, compute(batch), codecs=codecs, group=batch.block.n_variables
     )
-    return batch.n_rows, namespace.segment_bytes(commit.segment)
+    # the segment's files and its commit record: what this batch added to the store
+    return batch.n_rows, namespace.segment_bytes(commit.segment) + len(commit.to_json())
 
 
 def _compute_and_commit_parts(

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tsfs._buffers import Recycler
+from tsfs.errors import InputError
 from tsfs.pipeline.execute import (
     Batch,
     Block,
@@ -44,9 +45,11 @@ __all__ = [
     "plan_images",
     "prep_features",
     "prep_images",
+    "resolve_features",
 ]
 
 ComputeFn = Callable[[Batch], dict[str, npt.NDArray[Any]]]
+_RowType = tuple[tuple[int, ...], np.dtype[Any]]
 
 
 def dataset_blocks(dataset: Dataset) -> list[Block]:
@@ -70,12 +73,39 @@ def check_rows(dataset: Dataset, spec: FeatureSpec | ImageSpec) -> None:
 
     ``prep_*`` call it first; a caller that creates a store for the run calls it before that.
     """
-    for length in sorted({int(split.x.shape[1]) for split in dataset.splits.values()}):
+    for length in _row_lengths(dataset):
         # the output schema for this length: raises for what these rows cannot take
         if isinstance(spec, FeatureSpec):
-            _feature_row_bytes(spec, length)
+            _feature_rows(spec, length)
         else:
-            _image_row_bytes(spec, length)
+            _image_rows(spec, length)
+
+
+def resolve_features(dataset: Dataset, spec: FeatureSpec) -> FeatureSpec:
+    """``spec`` with its level resolved for the data set's rows (``level=None`` means
+    ``min(3, maximum)`` for the rows' length).
+
+    A features namespace is named by the resolved spec: rows of every length in it have the
+    same bands, and ``--level 3`` and the default name the same namespace where they compute
+    the same thing.
+
+    Raises:
+        InputError: splits of different row lengths would resolve to different levels.
+    """
+    from tsfs.pipeline.dwt import resolve_level
+
+    levels = {length: resolve_level(spec, length) for length in _row_lengths(dataset)}
+    if len(set(levels.values())) > 1:
+        shown = ", ".join(f"level {lv} for length {n}" for n, lv in sorted(levels.items()))
+        raise InputError(
+            f"the rows of {dataset.path.name} have different lengths that resolve the default "
+            f"DWT level differently ({shown}); give one with --level"
+        )
+    return replace(spec, level=next(iter(levels.values()))) if levels else spec
+
+
+def _row_lengths(dataset: Dataset) -> list[int]:
+    return sorted({int(split.x.shape[1]) for split in dataset.splits.values()})
 
 
 def features_namespace(store: Store, spec: FeatureSpec) -> Namespace:
@@ -129,7 +159,8 @@ class _Job:
     # Computes one batch; picklable, so joblib workers can run it.
     compute: ComputeFn
     # row length → bytes per row of each output, uncompressed
-    row_bytes: Callable[[int], dict[str, int]]
+    # row length → (trailing shape, dtype) of each output row
+    rows: Callable[[int], dict[str, _RowType]]
     # Seconds worker processes take to start (import, first renderer) before their first batch,
     # and what the one process pays for the same when it computes alone (measured here).
     parallel_startup_s: float = 1.0
@@ -143,6 +174,13 @@ class _Job:
     # threads → `compute` using that many threads, for one process computing alone
     threaded: Callable[[int], ComputeFn] | None = None
 
+    def row_bytes(self, length: int) -> dict[str, int]:
+        """Uncompressed bytes of each output's row, for rows of ``length`` values."""
+        return {
+            name: int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            for name, (shape, dtype) in self.rows(length).items()
+        }
+
     def compute_for(self, workers: int, jobs: int) -> ComputeFn:
         """The compute of a run on ``workers`` processes where ``jobs`` were asked for."""
         if self.threaded is not None and workers == 1 and jobs > 1:
@@ -155,13 +193,10 @@ class _Job:
         return Namespace(self.store, self.kind, self.fingerprint)
 
 
-def _feature_row_bytes(spec: FeatureSpec, length: int) -> dict[str, int]:
+def _feature_rows(spec: FeatureSpec, length: int) -> dict[str, _RowType]:
     from tsfs.pipeline.features import feature_schema
 
-    return {
-        name: int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        for name, (shape, dtype) in feature_schema(spec, length).items()
-    }
+    return feature_schema(spec, length)
 
 
 def _features_job(store: Store, spec: FeatureSpec, device: str) -> _Job:
@@ -172,7 +207,7 @@ def _features_job(store: Store, spec: FeatureSpec, device: str) -> _Job:
         fingerprint=spec.fingerprint,
         codecs={},
         compute=functools.partial(_feature_batch, spec, device),
-        row_bytes=functools.partial(_feature_row_bytes, spec),
+        rows=functools.partial(_feature_rows, spec),
         # Worker processes start and import the feature code before their first batch, and one
         # process computes ~150k rows/s: a second one pays off from about a million rows
         # (measured: 2 workers on ETTh1 T=512's 95k rows run at 0.6x of one process).
@@ -195,10 +230,16 @@ def _renderer(spec: ImageSpec, length: int) -> Any:
     return Renderer(spec, length)
 
 
-def _image_row_bytes(spec: ImageSpec, _length: int) -> dict[str, int]:
+def _image_rows(spec: ImageSpec, length: int) -> dict[str, _RowType]:
     from tsfs.pipeline.render import image_shape
 
-    return {"rgb" if spec.rgb else "mask": int(np.prod(image_shape(spec)))}
+    if length < 2:
+        raise InputError(
+            f"a line plot needs at least 2 values per row, and these rows have {length}; "
+            "use a longer --seq-len"
+        )
+
+    return {"rgb" if spec.rgb else "mask": (image_shape(spec), np.dtype(np.uint8))}
 
 
 # A worker's image batches, rendered into the memory of its last one once that is written:
@@ -227,7 +268,7 @@ def _images_job(store: Store, spec: ImageSpec, codec: Codec) -> _Job:
         # Each worker renders, compresses and commits its own segments: both cores draw and
         # nothing but a row count travels back.
         compute=functools.partial(_image_batch, spec),
-        row_bytes=functools.partial(_image_row_bytes, spec),
+        rows=functools.partial(_image_rows, spec),
         parallel_min_rows=2_000,
         serial_startup_s=0.45,  # matplotlib's import and the first canvas
     )
@@ -304,6 +345,26 @@ def _plan_rows(
     )
 
 
+def _check_row_shapes(job: _Job, namespace: Namespace, dataset: Dataset) -> None:
+    """Refuse rows whose outputs differ in shape or dtype from those the namespace holds
+    (e.g. stored coefficients of another row length): readers need one shape per output."""
+    commits = namespace.commits() if namespace.exists() else []
+    if not commits:
+        return
+    held = commits[0].arrays
+    for length in _row_lengths(dataset):
+        for name, (shape, dtype) in job.rows(length).items():
+            record = held.get(name)
+            if record is None or (tuple(record.shape[1:]), record.dtype) == (shape, str(dtype)):
+                continue
+            raise InputError(
+                f"{job.kind} namespace {job.fingerprint} of store {job.store.url} holds "
+                f"{name!r} rows of shape {tuple(record.shape[1:])} {record.dtype}, and rows of "
+                f"length {length} give {shape} {dtype}; one namespace holds one shape: use "
+                "another --store for these rows"
+            )
+
+
 def _check_disk(job: _Job, plan: RowPlan, *, jobs: int, budget_bytes: int | None) -> None:
     """Refuse a run that would not fit: a cheap uncompressed bound first (from the output
     schema alone), the sampled estimate only when that bound is too large to decide.
@@ -332,10 +393,16 @@ def _run(
     t0 = time.perf_counter()
     namespace = job.namespace(create=False)
     plan = _plan_rows(job, dataset, namespace, jobs=jobs, batch_rows=batch_rows, executor=executor)
+    if plan.batches:
+        _check_row_shapes(job, namespace, dataset)
     if plan.batches and not force:
         _check_disk(job, plan, jobs=jobs, budget_bytes=budget_bytes)
+    created = 0
     if plan.batches:  # created only now: a run refused for its size leaves no trace
+        existed = namespace.exists()
         namespace = job.namespace(create=True)
+        if not existed:
+            created = namespace.files.usage(namespace.key)[0]
     with _progress(plan.rows_missing, progress, job.kind) as update:
         workers = _workers(job, plan.rows_missing, jobs, executor)
         segments, nbytes = run_batches(
@@ -356,7 +423,7 @@ def _run(
         rows_reused=plan.rows_present,
         rows_computed=plan.rows_missing,
         segments_written=segments,
-        bytes_written=nbytes,
+        bytes_written=nbytes + created,
         seconds=time.perf_counter() - t0,
     )
 
@@ -397,7 +464,7 @@ def prep_features(
     """
     check_rows(dataset, spec)
     return _run(
-        _features_job(store, spec, device),
+        _features_job(store, resolve_features(dataset, spec), device),
         dataset,
         jobs=jobs,
         batch_rows=batch_rows,
@@ -455,7 +522,7 @@ def plan_features(
 ) -> Estimate:
     """Predict what :func:`prep_features` would write and how long it would take."""
     return _plan(
-        _features_job(store, spec, "cpu"),
+        _features_job(store, resolve_features(dataset, spec), "cpu"),
         dataset,
         jobs=jobs,
         batch_rows=batch_rows,
@@ -490,13 +557,15 @@ def cheaper_settings(
     *,
     jobs: int = 1,
     budget_bytes: int | None = None,
+    batch_rows: int | None = None,
+    codec: Codec = "lz4",
 ) -> list[tuple[str, Estimate]]:
     """Predicted sizes of cheaper variants of a run (for a plan that does not fit).
 
-    Each estimate's ``fits`` says whether that variant fits ``budget_bytes`` and the free
-    space. Strides double until one fits (up to 64 times the run's), so a budget that some
-    stride meets always gets that stride offered. Variants the store already holds are left
-    out.
+    ``batch_rows`` and ``codec`` (images) are the run's own. Each estimate's ``fits`` says
+    whether that variant fits ``budget_bytes`` and the free space. Strides double until one
+    fits (up to 64 times the run's), so a budget that some stride meets always gets that
+    stride offered. Variants the store already holds are left out.
     """
     from tsfs.pipeline.sources import load
 
@@ -517,14 +586,17 @@ def cheaper_settings(
         variants.append(
             ("--splits train", load(dataset.path, replace(dataset.spec, splits=("train",))), spec)
         )
-    out = [(label, _plan_variant(ds, sp, store, jobs, budget_bytes)) for label, ds, sp in variants]
+    out = [
+        (label, _plan_variant(ds, sp, store, jobs, budget_bytes, batch_rows, codec))
+        for label, ds, sp in variants
+    ]
     if dataset.kind == "forecast":
         for k in (2, 4, 8, 16, 32, 64):
             stride = dataset.spec.stride * k
             ds = load(dataset.path, replace(dataset.spec, stride=stride))
             if not any(len(split) for split in ds.splits.values()):
                 break
-            est = _plan_variant(ds, spec, store, jobs, budget_bytes)
+            est = _plan_variant(ds, spec, store, jobs, budget_bytes, batch_rows, codec)
             out.append((f"--stride {stride}", est))
             if est.fits and k >= 4:  # offer two strides at least, then stop at one that fits
                 break
@@ -538,7 +610,24 @@ def _plan_variant(
     store: Store,
     jobs: int,
     budget_bytes: int | None,
+    batch_rows: int | None,
+    codec: Codec,
 ) -> Estimate:
     if isinstance(spec, ImageSpec):
-        return plan_images(dataset, spec, store, jobs=jobs, budget_bytes=budget_bytes)
-    return plan_features(dataset, spec, store, jobs=jobs, budget_bytes=budget_bytes)
+        return plan_images(
+            dataset,
+            spec,
+            store,
+            jobs=jobs,
+            budget_bytes=budget_bytes,
+            batch_rows=batch_rows or _IMAGE_BATCH_ROWS,
+            codec=codec,
+        )
+    return plan_features(
+        dataset,
+        spec,
+        store,
+        jobs=jobs,
+        budget_bytes=budget_bytes,
+        batch_rows=batch_rows or _FEATURE_BATCH_ROWS,
+    )

@@ -18,17 +18,35 @@ from tsfs.pipeline.prep import dataset_blocks
 from tsfs.pipeline.windows import Dataset
 from tsfs.stores.store import Namespace, Store
 
-__all__ = ["pick_namespace", "window_prompts", "window_rows", "write_contact_sheet"]
+__all__ = [
+    "pick_namespace",
+    "window_keys",
+    "window_prompts",
+    "window_rows",
+    "write_contact_sheet",
+]
+
+Keys = npt.NDArray[np.uint8]
 
 
 def pick_namespace(
-    store: Store, kind: str, fingerprint: str | None = None, *, option: str = "--namespace"
+    store: Store,
+    kind: str,
+    fingerprint: str | None = None,
+    *,
+    option: str = "--namespace",
+    holding: tuple[Dataset, str, int] | None = None,
 ) -> Namespace:
-    """The store's only namespace of ``kind``, or the one whose fingerprint starts with
-    ``fingerprint`` (given with ``option``, which messages name)."""
+    """The store's namespace of ``kind``: its only one, the one whose fingerprint starts with
+    ``fingerprint`` (given with ``option``, which messages name), or among several the only one
+    holding the rows of window ``holding = (dataset, split, window)``."""
     spaces = [ns for ns in store.namespaces() if ns.kind == kind]
     if fingerprint:
         spaces = [ns for ns in spaces if ns.fingerprint.startswith(fingerprint)]
+    if len(spaces) > 1 and holding is not None:
+        keys = window_keys(*holding, store.key)
+        with_rows = [ns for ns in spaces if ns.lookup(keys).found.all()]
+        spaces = with_rows or spaces
     if len(spaces) == 1:
         return spaces[0]
     if not spaces:
@@ -43,10 +61,8 @@ def pick_namespace(
     )
 
 
-def window_rows(
-    dataset: Dataset, namespace: Namespace, split: str, window: int, names: list[str] | None
-) -> dict[str, npt.NDArray[Any]]:
-    """Stored outputs of the V rows of one window: each (V, ...)."""
+def window_keys(dataset: Dataset, split: str, window: int, key_algorithm: str) -> Keys:
+    """(V, 16) keys of the rows of one window."""
     blocks = {b.name: b for b in dataset_blocks(dataset)}
     if split not in blocks:
         raise InputError(f"--split {split!r} is not loaded; choose one of {', '.join(blocks)}")
@@ -60,8 +76,15 @@ def window_rows(
         if block.samples is not None
         else replace(block, starts=np.asarray(block.starts)[window : window + 1])
     )
-    keys = one.keys(namespace.store.key)[0]
-    loc = namespace.lookup(keys)
+    keys: Keys = one.keys(key_algorithm)[0]
+    return keys
+
+
+def window_rows(
+    dataset: Dataset, namespace: Namespace, split: str, window: int, names: list[str] | None
+) -> dict[str, npt.NDArray[Any]]:
+    """Stored outputs of the V rows of one window: each (V, ...)."""
+    loc = namespace.lookup(window_keys(dataset, split, window, namespace.store.key))
     if not loc.found.all():
         raise MissingRowsError(
             f"window {window} of {split} is not in {namespace.kind}/{namespace.fingerprint}; "

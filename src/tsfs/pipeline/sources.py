@@ -46,6 +46,7 @@ import hashlib
 import operator
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -93,6 +94,8 @@ _NA_STRINGS = frozenset(
         "null",
     }
 )
+# A UTC offset after a date's time: Z, +HH:MM, -HHMM, +HH.
+_UTC_OFFSET = re.compile(r"(\d:\d\d(?::\d\d(?:\.\d*)?)?)\s*(?:Z|[+-]\d\d(?::?\d\d)?)$")
 _LOOSE_DATE = re.compile(
     r"\s*(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})"
     r"(?:[ T]+(\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.\d*)?)?)?\s*"
@@ -164,6 +167,13 @@ def _handle_missing(values: F64, policy: NanPolicy, where: _Where) -> F64:
     ``where(t, c)`` names a cell (``t=None``: the whole column ``c``) for error messages.
     Returns ``values`` itself when every value is finite, else a filled copy.
     """
+    huge = np.isfinite(values) & (np.abs(values) > np.finfo(np.float32).max)
+    if huge.any():
+        t, c = (int(i) for i in np.argwhere(huge)[0])
+        raise DataError(
+            f"{where(t, c)}: {values[t, c]:g} is beyond float32's range (±3.4e38), in which "
+            "tsfs keeps rows; rescale the column"
+        )
     bad = ~np.isfinite(values)
     if not bad.any():
         return values
@@ -261,10 +271,28 @@ def _parse_numbers(rows: list[Sequence[str]], first: int, where: _Where) -> F64:
 
 
 def _parse_dates(texts: list[str], where: Callable[[int], str]) -> npt.NDArray[np.datetime64]:
-    """(L,) date strings → datetime64[s]: numpy's ISO parser, else the looser TSLib spellings."""
+    """(L,) date strings → datetime64[s]: numpy's ISO parser, else the looser TSLib spellings.
+
+    A UTC offset (``Z``, ``+05:00``) is dropped, keeping the wall-clock time, as the hour and
+    day of pandas' ``to_datetime`` (TSLib's reader) are. Digits alone are read as a date only
+    as a year (``2020``): numpy would read a Unix time or ``20200101`` as a far-future year.
+    """
+    for t, text in enumerate(texts):
+        if text.isdigit() and len(text) > 4:
+            raise DataError(
+                f"{where(t)}: cannot read {text!r} as a date (digits alone are a year); write "
+                "dates as YYYY-MM-DD[ HH:MM[:SS]], also for Unix times"
+            )
     try:
-        dates = np.array(texts, dtype="datetime64[s]")
-    except ValueError:
+        with warnings.catch_warnings():
+            # numpy warns that it converts an offset to UTC; the offsets are dropped instead
+            warnings.simplefilter("error", UserWarning)
+            try:
+                dates = np.array(texts, dtype="datetime64[s]")
+            except UserWarning:
+                local = [_UTC_OFFSET.sub(r"\1", text) for text in texts]
+                dates = np.array(local, dtype="datetime64[s]")
+    except (ValueError, UserWarning):
         pass
     else:
         # numpy reads an empty string or "NaT" as not-a-time instead of failing.

@@ -866,9 +866,10 @@ class Store:
         mode: ``"r"`` to read an existing store; ``"a"`` to read and write, creating the store
             when it does not exist (unless ``create`` is False).
         key: key algorithm for a new store (an existing store keeps its own).
-        create: with ``mode="a"``, make the store when it does not exist; False for work
-            that only makes sense on an existing store (maintenance), where a mistyped path
-            must be an error, not a new empty store.
+        create: with ``mode="a"``, make the store when it does not exist; ``"on_write"``
+            makes it only when a namespace is first created (a run refused before it writes
+            leaves no store behind); False for work that only makes sense on an existing store
+            (maintenance), where a mistyped path must be an error, not a new empty store.
         missing_ok: with ``mode="r"``, a store that does not exist yet reads as empty (for
             planning a run before anything is written).
     """
@@ -880,13 +881,15 @@ class Store:
         mode: Literal["r", "a"] = "r",
         key: str = "xxh3-128",
         missing_ok: bool = False,
-        create: bool = True,
+        create: bool | Literal["on_write"] = True,
     ) -> None:
         self.files = open_files(location)
         self.url = self.files.url
         self.mode = mode
         self.format: int = FORMAT
         self.key: str = key
+        # the key of a store made on the first write (create="on_write"), until it is made
+        self._pending_key: str | None = None
         files = self.files
         if files.is_file(""):
             raise InputError(
@@ -900,6 +903,10 @@ class Store:
                     f"no tsfs store at {self.url} (no zarr.json); check the store path, or create "
                     "one with a `tsfs prep` command"
                 )
+            if create == "on_write":
+                self._check_creatable(key)
+                self._pending_key = key
+                return
             self._create(key)
         attrs = _read_json(files, "zarr.json").get("attributes", {})
         meta = attrs.get("tsfs") if isinstance(attrs, dict) else None
@@ -918,6 +925,25 @@ class Store:
         self.key = meta["key"]
         if mode == "a":
             self._require_writable()
+
+    def _check_creatable(self, key: str) -> None:
+        """Refuse, before any work, a store that :meth:`_create` could not make here."""
+        if key not in KEY_ALGORITHMS:
+            raise InputError(f"unknown key algorithm {key!r}")
+        if [n for n in self.files.list("") if not _TEMP_JSON.match(n)]:
+            raise InputError(
+                f"{self.url} is a non-empty directory that is not a tsfs store; "
+                "give an empty or new directory for the store"
+            )
+        if isinstance(self.files, LocalFiles):
+            parent = self.files.root
+            while not parent.exists() and parent != parent.parent:
+                parent = parent.parent
+            if not os.access(parent, os.W_OK):
+                raise StoreReadOnlyError(
+                    f"cannot create store {self.url}: {parent} is not writable; give another "
+                    "store path"
+                )
 
     def _create(self, key: str) -> None:
         """Make a new store here, or join the one another process is making right now.
@@ -980,6 +1006,9 @@ class Store:
                     f"store {self.url} has no {kind} for this spec ({fingerprint}); "
                     f"run `tsfs prep {kind}` first"
                 )
+            if self._pending_key is not None:  # the first write: make the store now
+                self._create(self._pending_key)
+                self._pending_key = None
             self._require_writable()
             from tsfs import __version__
 

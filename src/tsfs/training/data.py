@@ -73,7 +73,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tsfs._buffers import Recycler
 from tsfs.errors import InputError, MissingRowsError, StoreCorruptError
 from tsfs.pipeline.compose import Output, clip_normalize, compose_torch, palette, parse_color
-from tsfs.pipeline.prep import dataset_blocks
+from tsfs.pipeline.prep import dataset_blocks, resolve_features
 from tsfs.pipeline.windows import Dataset, Split
 from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec, fingerprint
 from tsfs.stores.store import Commit, KeyIndex, Namespace, Store
@@ -229,7 +229,10 @@ def prep_command(
         f for f in ("scale", "unequal") if getattr(window, f) != getattr(default_window, f)
     ]
     # The spec's identity: fields that cannot change stored values are not in it.
-    identity, default = spec.to_dict(), type(spec)().to_dict()
+    default_spec = type(spec)()
+    if isinstance(default_spec, FeatureSpec):  # a level the default resolves to goes unsaid
+        default_spec = resolve_features(dataset, default_spec)
+    identity, default = spec.to_dict(), default_spec.to_dict()
     for name, value in identity.items():
         if value == default.get(name):
             continue
@@ -455,6 +458,7 @@ class WindowReader:
         self.features: _Columns | None = None
         self.images: _Columns | None = None
         if features is not None:
+            features = resolve_features(dataset, features)
             self.features = _Columns(
                 view.store.namespace("features", features.to_dict(), features.fingerprint),
                 keys,
