@@ -19,10 +19,10 @@ BASIC = ROOT.parent / "shared" / "data" / "BasicMotions_TRAIN.ts"
 
 
 def _written(store: Path) -> tuple[int, int]:
-    """Bytes and files a run added to a fresh store (everything but the root zarr.json)."""
+    """Bytes (but the root zarr.json's) and files a run added to a fresh store."""
     info = Store(store).info()
     root = (store / "zarr.json").stat().st_size
-    return info["bytes"] - root, info["files"] - 1
+    return info["bytes"] - root, info["files"]
 
 
 CASES = [
@@ -67,6 +67,11 @@ def test_image_bytes_within_10_percent(
     nbytes, files = _written(tmp_path / "s")
     assert abs(est.bytes_on_disk - nbytes) <= 0.10 * nbytes, (est.bytes_on_disk, nbytes)
     assert est.files == files
+    # a second namespace of the kind, in the store that now exists: only its own files
+    other = replace(spec, size=spec.size // 2)
+    est = plan_images(data, other, Store(tmp_path / "s", missing_ok=True))
+    prep_images(data, other, Store(tmp_path / "s", mode="a"))
+    assert est.files == Store(tmp_path / "s").info()["files"] - files
 
 
 def test_prep_refuses_a_run_over_budget_and_force_overrides(tmp_path: Path) -> None:

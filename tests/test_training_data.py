@@ -639,6 +639,36 @@ def test_dict_samples_carry_features_and_images(reader: WindowReader) -> None:
     assert sample["images"].shape == (7, 8, 8)  # masks, as the reader asks
 
 
+def test_worker_processes_compose_after_the_parent_did(ett: Dataset, filled: Store) -> None:
+    """A batch looked at in the main process starts the composer's threads; DataLoader
+    workers forked after that compose with threads of their own (the parent's pool has no
+    threads in a child, and waiting on it hung)."""
+    view = open_view(ett, filled)
+    reader = WindowReader(view, "val", images=IMAGES, image_output="uint8")
+    ds = WindowDataset(reader, tslib=False)
+    first = next(iter(DataLoader(ds, batch_size=8)))
+    assert first["images"].shape == (8, 7, 3, IMAGES.size, IMAGES.size)
+    loader = DataLoader(ds, batch_size=64, num_workers=2, timeout=60)
+    assert sum(len(b["index"]) for b in loader) == len(ds)
+
+
+def test_reading_a_missing_namespace_names_the_command_and_writes_nothing(
+    ett: Dataset, filled: Store, tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(filled.path, copy)
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    for mode in ("a", "r"):
+        view = open_view(ett, Store(copy, mode=mode), persist=False)
+        with pytest.raises(MissingRowsError, match=r"tsfs prep features .* --wavelet haar"):
+            WindowReader(view, "train", features=FeatureSpec(wavelet="haar"))
+        with pytest.raises(MissingRowsError, match=r"tsfs prep images .* --size 16"):
+            WindowReader(view, "train", images=ImageSpec(size=16))
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
+
+
 @pytest.mark.skipif(not BASIC_MOTIONS.exists(), reason="shared BasicMotions data not present")
 def test_classification_tuples_and_labels(tmp_path: Path) -> None:
     ds = load(BASIC_MOTIONS)

@@ -251,7 +251,9 @@ def estimate(
                     bytes_disk += n_chunks * cr * row_b
         if new_namespace:
             bytes_disk += sample.namespace_bytes
-            files += 3  # the kind's, the namespace's and its segments group's zarr.json
+            files += 2  # the namespace's and its segments group's zarr.json
+            files += not namespace.store.files.exists(f"{namespace.kind}/zarr.json")  # kind's
+            files += not namespace.store.files.exists("zarr.json")  # a store made by the run
         per_row_compute = sample.compute_s / max(1, sample.rows)
         per_row_write = sample.write_s / max(1, sample.rows)
         cores = os.cpu_count() or 1

@@ -202,6 +202,10 @@ def _handle_missing(values: F64, policy: NanPolicy, where: _Where) -> F64:
 
 def _read_error(path: Path, error: UnicodeDecodeError | OSError) -> DataError:
     if isinstance(error, UnicodeDecodeError):
+        if error.object[:8].startswith(_ARRAY_MAGIC):
+            return DataError(
+                f"{path}: a numpy .npy/.npz file, not text; load it with --preset array"
+            )
         return DataError(
             f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8"
         )
@@ -235,8 +239,15 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     try:
         with path.open(encoding="utf-8-sig", newline="") as file:
             reader = csv.reader(file)
+            start = 1
             try:
                 for row in reader:
+                    if reader.line_num > start and any("\n" in f or "\r" in f for f in row):
+                        raise DataError(
+                            f"{path} line {start}: a quoted field runs on to line "
+                            f"{reader.line_num} (an unclosed quote?); close or remove the quote"
+                        )
+                    start = reader.line_num + 1
                     if len(row) > 1 or (row and row[0].strip()):
                         yield reader.line_num, row
             except csv.Error as error:
@@ -333,6 +344,11 @@ def _csv_variables(
     path: Path, header: list[str], header_line: int, spec: WindowSpec, preset: Preset
 ) -> list[str]:
     """The window columns the header and options give (TSLib's column rules, module docs)."""
+    if "" in header:
+        raise DataError(
+            f"{path} line {header_line}: column {header.index('') + 1} has no name (a trailing "
+            "comma?); name the column or remove it"
+        )
     duplicates = sorted({name for name in header if header.count(name) > 1})
     if duplicates:
         raise DataError(

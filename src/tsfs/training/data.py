@@ -256,6 +256,24 @@ def prep_command(
 # one namespace's rows of one split
 
 
+def _existing(
+    store: Store,
+    kind: str,
+    spec: FeatureSpec | ImageSpec,
+    resolved: FeatureSpec | ImageSpec,
+    hint: str,
+) -> Namespace:
+    """The namespace of ``spec`` or else of ``resolved``, never creating one (reading leaves
+    the store as it was)."""
+    for candidate in (spec, resolved):
+        namespace = Namespace(store, kind, candidate.fingerprint)
+        if namespace.exists():
+            return namespace
+    raise MissingRowsError(
+        f"store {store.url} has no {kind} computed with these settings; compute them with: {hint}"
+    )
+
+
 def _locate(
     namespace: Namespace, keys: npt.NDArray[np.uint8]
 ) -> tuple[tuple[Commit, ...], npt.NDArray[np.int32], I64]:
@@ -458,19 +476,23 @@ class WindowReader:
         self.features: _Columns | None = None
         self.images: _Columns | None = None
         if features is not None:
-            features = resolve_features(dataset, features)
+            # The namespace prep makes is named by the resolved level; one a store holds under
+            # the spec as given (e.g. picked by its fingerprint) is read as it is.
+            resolved = resolve_features(dataset, features)
+            hint = prep_command("features", dataset, resolved, view.store)
             self.features = _Columns(
-                view.store.namespace("features", features.to_dict(), features.fingerprint),
+                _existing(view.store, "features", features, resolved, hint),
                 keys,
                 feature_names,
-                missing_hint=prep_command("features", dataset, features, view.store),
+                missing_hint=hint,
             )
         if images is not None:
+            hint = prep_command("images", dataset, images, view.store)
             self.images = _Columns(
-                view.store.namespace("images", images.to_dict(), images.fingerprint),
+                _existing(view.store, "images", images, images, hint),
                 keys,
                 ["rgb" if images.rgb else "mask"],
-                missing_hint=prep_command("images", dataset, images, view.store),
+                missing_hint=hint,
             )
         self.composer = ImageComposer(
             _colors(colors, int(keys.shape[1])),
@@ -569,6 +591,7 @@ class ImageComposer:
         self._tables: dict[str, npt.NDArray[Any]] = {}
         self._buffers = Recycler(keep=_KEEP_BATCHES)
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0  # the process that made the pool
 
     def __call__(self, images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
         """(B, V, H, W) masks or (B, V, H, W, 3) RGB, uint8 → ``output`` on ``device``.
@@ -626,8 +649,10 @@ class ImageComposer:
         # pairs: two mask bytes are one uint16 index, two output pixels one uint64 item
         src = masks.view(np.uint16) if pairs else masks
         dst = out.view(np.uint64) if pairs else out
-        if self._pool is None:
+        # A pool made before a fork (a DataLoader worker) has no threads in the child.
+        if self._pool is None or self._pool_pid != os.getpid():
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tsfs-compose")
+            self._pool_pid = os.getpid()
         edges = np.linspace(0, b, min(self.threads, b) + 1).astype(int)
         jobs = [
             self._pool.submit(_compose_into, src[lo:hi], table, dst[lo:hi])
