@@ -196,8 +196,15 @@ def test_resume_continues_where_a_straight_run_would_be(ett: Dataset, tmp_path: 
     assert same_weights(state(straight), state(resumed))
     assert resumed.metrics["steps"] == straight.metrics["steps"]
     assert resumed.metrics["test"] == straight.metrics["test"]
-    epochs = [(e["epoch"], e["complete"]) for e in resumed.metrics["epochs"]]
-    assert epochs == [(0, False), (0, True), (1, True)]
+    # The same record: the epoch cut short is scored whole once resumed, its loss interval
+    # carried on across the stop.
+    assert resumed.metrics["epochs"] == straight.metrics["epochs"]
+    assert [(e["epoch"], e["complete"]) for e in resumed.metrics["epochs"]] == [
+        (0, True),
+        (1, True),
+    ]
+    a, b = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in "ab")
+    assert b["losses"] == a["losses"]
 
 
 class Worsening(LinearFamily):
@@ -234,6 +241,25 @@ def test_a_resumed_run_scores_the_test_split_with_the_best_weights(
         ett, tmp_path, TrainSpec(epochs=3, out=tmp_path / "b", resume=True), fam=Worsening()
     )
     assert again.metrics["test"] == straight.metrics["test"]
+
+
+def test_an_epoch_cut_short_never_becomes_the_best(ett: Dataset, tmp_path: Path) -> None:
+    """Worsening scores best after the fewest steps: a score taken where --max-steps cut an
+    epoch short would win, and a resumed run would then keep weights a straight run never
+    had."""
+    straight = run(ett, tmp_path, TrainSpec(epochs=2, out=tmp_path / "a"), fam=Worsening())
+    cut = run(ett, tmp_path, TrainSpec(epochs=2, max_steps=5, out=tmp_path / "b"), fam=Worsening())
+    assert cut.metrics["epochs"][-1]["complete"] is False
+    assert cut.metrics["best"] is None  # no whole epoch yet
+    assert not (tmp_path / "b" / "best.pt").exists()
+    resumed = run(
+        ett, tmp_path, TrainSpec(epochs=2, out=tmp_path / "b", resume=True), fam=Worsening()
+    )
+    assert resumed.metrics["best"] == straight.metrics["best"]
+    assert resumed.metrics["epochs"] == straight.metrics["epochs"]
+    assert resumed.metrics["test"] == straight.metrics["test"]
+    a, b = (torch.load(tmp_path / d / "best.pt", weights_only=True) for d in "ab")
+    assert same_weights(a["model_state"], b["model_state"])
 
 
 def test_resume_refuses_changed_optimisation_settings(ett: Dataset, tmp_path: Path) -> None:

@@ -39,7 +39,8 @@ Models: {", ".join(MODELS)}.
   unet: forecasts by inpainting stored line plots (prep images first)
 
 Model settings: --config KEY=VALUE, repeated; an unknown KEY lists them.
-A run writes metrics.json, last.pt, curves.png and (with a val split) best.pt to --out.
+A run writes metrics.json, last.pt, curves.png and (with a val split, after a whole epoch)
+best.pt to --out.
 Ctrl-C stops after the step in flight and saves last.pt there; --resume goes on.
 
 Examples:

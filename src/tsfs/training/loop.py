@@ -7,8 +7,9 @@ a progress bar per epoch, and the files of a run in ``out``:
 
 * ``last.pt`` after every epoch (and where ``max_steps`` or Ctrl-C stops mid-epoch: a first
   Ctrl-C stops after the step in flight, saves, and raises :class:`TrainingInterrupted`; a
-  second one stops at once), ``best.pt`` when
-  the family's ``monitor`` improves on the validation split — each a ``torch.save`` dict of
+  second one stops at once), ``best.pt`` when the family's ``monitor`` improves on the
+  validation split at the end of a whole epoch (an epoch cut short is scored for the record
+  but never becomes the best: a resumed run scores it whole) — each a ``torch.save`` dict of
   tensors and plain values (model, optimizer, step, config, loader position, RNG state) that
   loads with ``weights_only=True``;
 * ``metrics.json``: settings, per-epoch history, the best epoch, test metrics of the best
@@ -343,6 +344,9 @@ class _Run:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.losses: list[list[float]] = []  # [step, mean loss since the previous entry]
+        # (sum, steps) of the losses since the last entry, when training stopped before the
+        # next one: a resumed run carries on the same interval, as if never stopped
+        self.pending: tuple[float, int] = (0.0, 0)
         self.best: dict[str, Any] | None = None
         self.best_state: dict[str, torch.Tensor] | None = None  # weights of the best epoch
         self.backoffs: list[dict[str, Any]] = []
@@ -452,12 +456,15 @@ class _Run:
             dynamic_ncols=True,
             leave=False,
         ) as bar:
-            total, count = torch.zeros((), device=self.device), 0
+            total = torch.full((), self.pending[0], device=self.device)
+            count, self.pending = self.pending[1], (0.0, 0)
             while True:
                 try:
                     with _batches(self.loader) as batches:
                         for batch in batches:
                             if self._reached():
+                                self.pending = (float(total), count)
+                                total, count = torch.zeros((), device=self.device), 0
                                 return False
                             total += self._train_step(batch)
                             count += 1
@@ -533,6 +540,7 @@ class _Run:
             "cuda_rng": torch.cuda.get_rng_state_all() if cuda else [],
             "history": self.history,
             "losses": self.losses,
+            "pending_loss": list(self.pending),
             "best": self.best,
             "backoffs": self.backoffs,
         }
@@ -568,8 +576,11 @@ class _Run:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
         self.batch_size = int(ckpt["batch_size"])
-        self.history, self.losses = ckpt["history"], ckpt["losses"]
-        self.best, self.backoffs = ckpt["best"], ckpt["backoffs"]
+        # An epoch cut short was scored where it stopped; the resumed run scores it whole.
+        self.history = [r for r in ckpt["history"] if r.get("complete", True)]
+        self.losses, self.best, self.backoffs = ckpt["losses"], ckpt["best"], ckpt["backoffs"]
+        total, count = ckpt.get("pending_loss", (0.0, 0))
+        self.pending = (float(total), int(count))
         self.loader = self._loader()
         self.loader.load_state_dict(ckpt["loader"])
         self.done = mask_from_ranges(ckpt["loader"]["batches"], len(self.loader))
@@ -691,14 +702,18 @@ def fit(
                 _save(run.checkpoint(), checkpoint)
             raise TrainingInterrupted(run.step, checkpoint)
         record: dict[str, Any] = {"epoch": epoch, "step": run.step, "complete": complete}
-        if run.losses:
+        if run.pending[1]:  # cut short within a loss interval
+            record["train_loss"] = run.pending[0] / run.pending[1]
+        elif run.losses:
             record["train_loss"] = run.losses[-1][1]
         if "val" in readers:
             record["val"] = run.evaluate("val")
             value = record["val"].get(monitor)
             if value is None:
                 raise InputError(f"{fam.name} monitors {monitor!r} but its scores lack it")
-            if run.best is None or value < run.best["val"][monitor]:
+            # Only whole epochs compete: one cut short (--max-steps, Ctrl-C) is scored for the
+            # record, and a resumed run would not have scored it at all.
+            if complete and (run.best is None or value < run.best["val"][monitor]):
                 run.best = {"epoch": epoch, "step": run.step, "val": record["val"]}
                 if out is not None:
                     _save(run.checkpoint(), out / "best.pt")
@@ -732,8 +747,11 @@ def fit(
     if out is not None:
         with _writing(out / "metrics.json", "last.pt holds the trained run") as tmp:
             tmp.write_text(strict_json(metrics, indent=2) + "\n")
+        # The steps since the last loss entry, drawn too (last.pt keeps them pending).
+        total, count = run.pending
+        losses = run.losses + ([[run.step, total / count]] if count else [])
         with _writing(out / "curves.png", "last.pt holds the trained run") as tmp:
-            _plot(tmp, run.losses, run.history, monitor, fam.name)
+            _plot(tmp, losses, run.history, monitor, fam.name)
     return FitResult(metrics=metrics, model=run.model, out=out)
 
 
