@@ -180,3 +180,23 @@ def test_diffusion_beats_repeating_the_last_value_on_etth1(
     assert test["mae"] < baseline["mae"]
     assert 0 < test["crps_fair"] < test["crps"] < test["mae"]
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+
+
+def test_features_ms_scores_the_target_alone() -> None:
+    """TSLib's MS (f_dim = -1): every score covers the last variable; inputs stay all three."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    model = FAMILY.build(replace(INFO, target_only=True), SMALL)
+    assert isinstance(model, DiffusionForecaster)
+    b = batch()
+    torch.manual_seed(5)
+    scores = FAMILY.score(model.eval(), b)
+    torch.manual_seed(5)
+    samples, y_det = model.sample(b, n_samples=SMALL.n_samples)
+    y = b["y"][:, -12:, -1:]
+    mse = (samples.median(dim=0).values[..., -1:] - y).square().sum()
+    torch.testing.assert_close(scores["mse"][0], mse)
+    assert scores["mse"][1] == scores["crps"][1] == y.numel() == 5 * 12
+    torch.testing.assert_close(scores["mse_det"][0], (y_det[..., -1:] - y).square().sum())
+    assert scores["crps_quantile"][1] == pytest.approx(float(y.abs().sum()))

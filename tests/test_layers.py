@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import tsfs.training.models.layers as layers
-from tsfs.training.models.layers import in_chunks
+from tsfs.training.models.layers import forecast_loss, forecast_scores, in_chunks
 
 
 def _net() -> nn.Module:
@@ -65,3 +65,16 @@ def test_patches_longer_than_the_rows_are_refused() -> None:
     assert layers.patch_count(96, 96, 8) == 2
     with pytest.raises(InputError, match=r"patch_len \(200\) exceeds the rows' length \(96\)"):
         layers.patch_count(96, 200, 8)
+
+
+def test_target_only_scores_the_last_variable_as_tslibs_ms() -> None:
+    g = torch.Generator().manual_seed(0)
+    forecast, y = torch.randn(4, 6, 3, generator=g), torch.randn(4, 9, 3, generator=g)
+    error = forecast[..., -1] - y[:, -6:, -1]
+    scores = forecast_scores(forecast, y, target_only=True)
+    torch.testing.assert_close(scores["mse"][0], error.square().sum())
+    torch.testing.assert_close(scores["mae"][0], error.abs().sum())
+    assert scores["mse"][1] == 4 * 6
+    torch.testing.assert_close(forecast_loss(forecast, y, target_only=True), error.square().mean())
+    every = forecast_scores(forecast, y)
+    assert every["mse"][1] == 4 * 6 * 3

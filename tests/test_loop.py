@@ -174,6 +174,10 @@ def test_repeat_last_baseline_is_tslib_arithmetic(ett: Dataset) -> None:
     got = repeat_last_scores(ett.splits["test"], 96, chunk=7)
     assert got["mse"] == pytest.approx(float(np.square(errors).mean()), rel=1e-6)
     assert got["mae"] == pytest.approx(float(np.abs(errors).mean()), rel=1e-6)
+    # MS: TSLib's f_dim = -1 scores the last column (OT) alone
+    ot = repeat_last_scores(ett.splits["test"], 96, target_only=True)
+    assert ot["mse"] == pytest.approx(float(np.square(errors[..., -1]).mean()), rel=1e-6)
+    assert ot["mae"] == pytest.approx(float(np.abs(errors[..., -1]).mean()), rel=1e-6)
 
 
 def test_seeded_runs_repeat_exactly(ett: Dataset, tmp_path: Path) -> None:

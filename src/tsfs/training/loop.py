@@ -205,18 +205,22 @@ def reads(fam: Family, config: Any) -> tuple[bool, bool]:
     )
 
 
-def repeat_last_scores(split: Split, pred_len: int, *, chunk: int = 1024) -> dict[str, float]:
+def repeat_last_scores(
+    split: Split, pred_len: int, *, target_only: bool = False, chunk: int = 1024
+) -> dict[str, float]:
     """MSE and MAE of repeating each window's last value over the horizon (scaled values).
 
-    The naive baseline every forecaster must beat; computed ``chunk`` windows at a time.
+    The naive baseline every forecaster must beat; computed ``chunk`` windows at a time, over
+    every variable or (``target_only``, ``--features MS``) the last one.
     """
+    v = slice(-1, None) if target_only else slice(None)
     if split.y is None:
         raise InputError(f"split {split.name!r} has no forecasting targets")
     sq = ab = 0.0
     n = 0
     for start in range(0, len(split), chunk):
-        x = np.asarray(split.x[start : start + chunk, -1:, :], dtype=np.float64)
-        y = np.asarray(split.y[start : start + chunk, -pred_len:, :], dtype=np.float64)
+        x = np.asarray(split.x[start : start + chunk, -1:, v], dtype=np.float64)
+        y = np.asarray(split.y[start : start + chunk, -pred_len:, v], dtype=np.float64)
         error = y - x
         sq += float(np.square(error).sum())
         ab += float(np.abs(error).sum())
@@ -741,7 +745,11 @@ def fit(
         metrics["test"] = run.evaluate("test")
         if info.task == "forecast":
             split = readers["test"].split
-            metrics["baseline"] = {"repeat_last": repeat_last_scores(split, info.pred_len)}
+            metrics["baseline"] = {
+                "repeat_last": repeat_last_scores(
+                    split, info.pred_len, target_only=info.target_only
+                )
+            }
     metrics["seconds"] = time.perf_counter() - t0
     run.model.eval()
     if out is not None:
@@ -915,6 +923,7 @@ def train(
         feature_names=_feature_shapes(readers),
         image_size=ispec.size if ispec is not None else 0,
         image_spec=ispec,
+        target_only=task == "forecast" and w.features == "MS",
     )
     return fit(fam, config, info, readers, spec, notify=notify)
 

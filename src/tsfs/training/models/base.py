@@ -51,6 +51,8 @@ class DataInfo:
         image_size: H = W of the stored images; 0 when not read.
         image_spec: how the stored images were drawn (y limits, margin), for families that
             map pixels back to values; None when images are not read.
+        target_only: ``--features MS``: losses and scores cover only the last variable, the
+            target, as Time-Series-Library's ``f_dim = -1`` does (inputs stay all variables).
     """
 
     task: Task
@@ -63,6 +65,7 @@ class DataInfo:
     feature_names: Mapping[str, tuple[int, ...]]
     image_size: int
     image_spec: ImageSpec | None = None
+    target_only: bool = False
 
 
 class FamilyConfig(Protocol):

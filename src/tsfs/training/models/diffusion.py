@@ -360,7 +360,10 @@ class DiffusionForecaster(nn.Module):
         noisy = a.sqrt() * residual + (1 - a).sqrt() * noise
         inputs = torch.cat([noisy, y_det.detach().flatten(0, 1)[:, None]], dim=1)
         predicted = self.denoiser(inputs, self._embedding(cond.flatten(0, 1), t))
-        det = F.mse_loss(y_det, target)
+        # --features MS: the forecast's loss on the target alone (the denoiser models every
+        # variable's residual, the condition of the target's)
+        v = slice(-1, None) if self.info.target_only else slice(None)
+        det = F.mse_loss(y_det[:, v], target[:, v])
         wanted = residual if self.config.objective == "x0" else noise
         return F.mse_loss(predicted, wanted) + self.config.det_weight * det
 
@@ -492,10 +495,12 @@ class _Diffusion:
     def score(self, model: nn.Module, batch: Batch) -> Scores:
         net = _net(model)
         samples, y_det = net.sample(batch, n_samples=net.config.n_samples)
-        samples = samples.float()
-        y = batch["y"][:, -net.info.pred_len :].float()
-        scores = dict(forecast_scores(samples.median(dim=0).values, batch["y"]))
-        scores["mse_det"] = forecast_scores(y_det, batch["y"])["mse"]
+        only = net.info.target_only
+        v = slice(-1, None) if only else slice(None)  # --features MS: the target alone
+        samples = samples[..., v].float()
+        y = batch["y"][:, -net.info.pred_len :, v].float()
+        scores = dict(forecast_scores(samples.median(dim=0).values, y))
+        scores["mse_det"] = forecast_scores(y_det, batch["y"], target_only=only)["mse"]
         n = y.numel()
         total = y.sum(dim=-1)
         crps = crps_scores(samples, y)  # one sort of the samples for the three forms

@@ -194,22 +194,30 @@ class FlattenHead(nn.Module):
         return out
 
 
-def forecast_loss(forecast: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of a (B, pred_len, V) forecast against the last pred_len steps of y."""
-    return F.mse_loss(forecast.float(), y[:, -forecast.shape[1] :].float())
+def forecast_loss(
+    forecast: torch.Tensor, y: torch.Tensor, *, target_only: bool = False
+) -> torch.Tensor:
+    """Mean squared error of a (B, pred_len, V) forecast against the last pred_len steps of y
+    (of the last variable alone with ``target_only``: ``--features MS``)."""
+    v = slice(-1, None) if target_only else slice(None)
+    return F.mse_loss(forecast[..., v].float(), y[:, -forecast.shape[1] :, v].float())
 
 
-def forecast_scores(forecast: torch.Tensor, y: torch.Tensor) -> Scores:
+def forecast_scores(
+    forecast: torch.Tensor, y: torch.Tensor, *, target_only: bool = False
+) -> Scores:
     """Squared and absolute errors of a point forecast over the target steps, summed.
 
     Args:
         forecast: (B, pred_len, V) point forecast.
         y: (B, label_len + pred_len, V) the batch's targets; the last ``pred_len`` steps count
             (as Time-Series-Library scores them, on the scaled values).
+        target_only: score the last variable alone (``--features MS``, TSLib's f_dim = -1).
 
     Returns:
         ``mse`` and ``mae`` as (sum, element count), so a split's mean is exact.
     """
-    error = forecast.float() - y[:, -forecast.shape[1] :].float()
+    v = slice(-1, None) if target_only else slice(None)
+    error = forecast[..., v].float() - y[:, -forecast.shape[1] :, v].float()
     n = error.numel()
     return {"mse": (error.square().sum(), n), "mae": (error.abs().sum(), n)}

@@ -458,6 +458,7 @@ class TimeLLM(nn.Module):
     def __init__(self, info: DataInfo, config: TimeLLMConfig) -> None:
         super().__init__()
         self.pred_len = info.pred_len
+        self.target_only = info.target_only
         self.n_patches = patch_count(info.seq_len, config.patch_len, config.stride)
         tokenizer: WordTokenizer | _HFTokenizer
         self.backbone: _Backbone
@@ -564,10 +565,12 @@ class TimeLLMFamily:
         return model
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return forecast_loss(cast(TimeLLM, model).forecast(batch), batch["y"])
+        net = cast(TimeLLM, model)
+        return forecast_loss(net.forecast(batch), batch["y"], target_only=net.target_only)
 
     def score(self, model: nn.Module, batch: Batch) -> Scores:
-        return forecast_scores(cast(TimeLLM, model).forecast(batch), batch["y"])
+        net = cast(TimeLLM, model)
+        return forecast_scores(net.forecast(batch), batch["y"], target_only=net.target_only)
 
 
 FAMILY = TimeLLMFamily()

@@ -132,6 +132,7 @@ class TimesCLIP(nn.Module):
     def __init__(self, info: DataInfo, config: TimesCLIPConfig) -> None:
         super().__init__()
         self.task = info.task
+        self.target_only = info.target_only
         self.config = config
         d = config.d_model
         self.image = ImageEncoder(channels=config.channels, d_model=d)
@@ -235,17 +236,18 @@ class TimesCLIPFamily:
         if "labels" in batch:
             task = F.cross_entropy(out.float(), batch["labels"])
         else:
-            task = forecast_loss(out, batch["y"])
+            task = forecast_loss(out, batch["y"], target_only=net.target_only)
         return task + net.config.align_weight * align
 
     def score(self, model: nn.Module, batch: Batch) -> Scores:
-        out, _ = cast(TimesCLIP, model).outputs(batch)
+        net = cast(TimesCLIP, model)
+        out, _ = net.outputs(batch)
         if "labels" in batch:
             labels = batch["labels"]
             right = (out.argmax(dim=-1) == labels).sum()
             loss = F.cross_entropy(out.float(), labels, reduction="sum")
             return {"accuracy": (right, len(labels)), "loss": (loss, len(labels))}
-        scores = dict(forecast_scores(out, batch["y"]))
+        scores = dict(forecast_scores(out, batch["y"], target_only=net.target_only))
         scores["loss"] = scores["mse"]
         return scores
 

@@ -141,6 +141,7 @@ class UNet(nn.Module):
             raise InputError("unet reads images; prep them with `tsfs prep images` first")
         self.spec = info.image_spec
         self.seq_len, self.pred_len = info.seq_len, info.pred_len
+        self.target_only = info.target_only
         size = info.image_size
         # Blank columns for pred_len steps at the plot's own scale: W/(T − 1) columns a step.
         self.columns = max(1, math.ceil(info.pred_len * size / max(info.seq_len - 1, 1)))
@@ -237,10 +238,12 @@ class UNetFamily:
         return UNet(info, config)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return forecast_loss(cast(UNet, model).forecast(batch), batch["y"])
+        net = cast(UNet, model)
+        return forecast_loss(net.forecast(batch), batch["y"], target_only=net.target_only)
 
     def score(self, model: nn.Module, batch: Batch) -> Scores:
-        return forecast_scores(cast(UNet, model).forecast(batch), batch["y"])
+        net = cast(UNet, model)
+        return forecast_scores(net.forecast(batch), batch["y"], target_only=net.target_only)
 
 
 FAMILY = UNetFamily()
