@@ -276,8 +276,16 @@ def test_resume_refuses_changed_optimisation_settings(ett: Dataset, tmp_path: Pa
     ):
         with pytest.raises(InputError, match=re.escape(said)):
             run(ett, tmp_path, TrainSpec(epochs=1, out=out, resume=True, **changed))
-    # what may change: how long, where, with how many workers
+    # what may change: how long, where, with how many workers; --amp on the CPU (float32
+    # either way)
+    run(ett, tmp_path, TrainSpec(epochs=2, max_steps=3, out=out, resume=True, amp=True))
     run(ett, tmp_path, TrainSpec(epochs=2, max_steps=4, out=out, resume=True, num_workers=1))
+
+
+def test_nothing_to_resume_leaves_no_out_behind(ett: Dataset, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="nothing to resume"):
+        run(ett, tmp_path, TrainSpec(epochs=1, out=tmp_path / "new", resume=True))
+    assert not (tmp_path / "new").exists()
 
 
 def test_out_is_checked_before_training(ett: Dataset, tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def _contents(store: Path) -> dict[bytes, tuple[bytes, ...]]:
     """Every visible row: key → the bytes of each of its outputs."""
     # Built directly (not via the store's namespace()), so a run killed before it created the
     # namespace reads as empty rather than as an error.
-    ns = Namespace(Store(store), "features", FeatureSpec().fingerprint)
+    ns = Namespace(Store(store), "features", FeatureSpec(level=3).fingerprint)
     index = ns.index(refresh=True)
     out: dict[bytes, tuple[bytes, ...]] = {}
     for commit in index.segments:
@@ -60,7 +60,9 @@ def _contents(store: Path) -> dict[bytes, tuple[bytes, ...]]:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[bytes, tuple[bytes, ...]]:
     store = tmp_path_factory.mktemp("ref") / "store"
     _run(store)
-    return _contents(store)
+    rows = _contents(store)
+    assert len(rows) > 1000  # the namespace the runs write, not an empty one
+    return rows
 
 
 @pytest.mark.slow

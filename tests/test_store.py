@@ -89,6 +89,8 @@ def test_uncommitted_segment_is_invisible_and_gc_removes_it(tmp_path: Path) -> N
     commit = ns.commits()[0]
     (ns.path / "commits" / f"{commit.segment}.json").unlink()  # as if killed before commit
     assert len(Store(tmp_path / "s").namespace("features", SPEC, FP)) == 0
+    young = store.gc(dry_run=True)  # default grace: too young to tell from a live writer
+    assert (young.uncommitted, young.skipped_recent, young.skipped_active) == ([], 1, 0)
     report = store.gc(grace_s=0, dry_run=True)
     assert len(report.uncommitted) == 1
     assert ns.segment_path(commit.segment).exists()

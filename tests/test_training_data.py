@@ -639,6 +639,18 @@ def test_dict_samples_carry_features_and_images(reader: WindowReader) -> None:
     assert sample["images"].shape == (7, 8, 8)  # masks, as the reader asks
 
 
+def test_bad_loader_arguments_are_refused_when_given(
+    ett: Dataset, filled: Store, reader: WindowReader
+) -> None:
+    with pytest.raises(InputError, match="num_workers"):
+        StoreLoader(reader, num_workers=-1)
+    with pytest.raises(InputError, match="tpu"):
+        StoreLoader(reader, device="tpu")
+    for colors in (np.full((7, 3), 300), np.full((7, 3), -1)):  # uint8 would wrap them
+        with pytest.raises(InputError, match="8-bit RGB"):
+            WindowReader(open_view(ett, filled), "val", images=IMAGES, colors=colors)
+
+
 def test_worker_processes_compose_after_the_parent_did(ett: Dataset, filled: Store) -> None:
     """A batch looked at in the main process starts the composer's threads; DataLoader
     workers forked after that compose with threads of their own (the parent's pool has no

@@ -125,6 +125,7 @@ def gc(
                 "corrupt": [str(p) for p in report.corrupt],
                 "temp_files": [str(p) for p in report.temp_files],
                 "skipped_active": report.skipped_active,
+                "skipped_recent": report.skipped_recent,
                 "bytes_freed": report.bytes_freed,
             }
         )
@@ -140,6 +141,11 @@ def gc(
             typer.echo(f"{verb} {label} {p}")
     if report.skipped_active:
         typer.echo(f"kept {report.skipped_active} segment(s) still being written")
+    if report.skipped_recent:
+        typer.echo(
+            f"kept {report.skipped_recent} uncommitted segment(s) younger than the grace "
+            "period (--grace); run gc again later to remove those a dead writer left"
+        )
     typer.echo(f"{verb} {human_bytes(report.bytes_freed)}")
 
 

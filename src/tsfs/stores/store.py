@@ -852,7 +852,8 @@ class GcReport:
     replaced: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
     temp_files: list[str] = field(default_factory=list)
-    skipped_active: int = 0
+    skipped_active: int = 0  # uncommitted segments a live writer holds
+    skipped_recent: int = 0  # uncommitted segments younger than the grace period
     bytes_freed: int = 0
 
 
@@ -898,6 +899,14 @@ class Store:
         if not files.exists("zarr.json"):
             if mode == "r" and missing_ok and not files.list(""):
                 return
+            others = [n for n in files.list("") if not _TEMP_JSON.match(n)]
+            # (a zarr.json that appeared since the first look is another creator's store)
+            if others and not files.exists("zarr.json"):
+                raise InputError(
+                    f"{self.url} is a non-empty directory that is not a tsfs store; check the "
+                    "store path (a new store needs an empty or new directory)"
+                )
+        if not files.exists("zarr.json"):
             if mode == "r" or not create:
                 raise InputError(
                     f"no tsfs store at {self.url} (no zarr.json); check the store path, or create "
@@ -1191,8 +1200,11 @@ class Store:
                 age = files.age(key, now)
                 if age is None:
                     continue
-                if age < grace or files.is_locked(key):
+                if files.is_locked(key):
                     report.skipped_active += 1
+                    continue
+                if age < grace:
+                    report.skipped_recent += 1
                     continue
                 report.uncommitted.append(files.where(key))
                 to_remove.append((ns, seg, True))

@@ -679,6 +679,10 @@ def _colors(colors: npt.ArrayLike | Sequence[str] | None, n_vars: int) -> npt.ND
         raise InputError(
             f"colors must give one RGB colour per variable: ({n_vars}, 3), got {c.shape}"
         )
+    if c.dtype != np.uint8 and (
+        not np.issubdtype(c.dtype, np.integer) or c.min(initial=0) < 0 or c.max(initial=0) > 255
+    ):
+        raise InputError("colors must be 8-bit RGB: integers from 0 to 255")
     return np.asarray(c, dtype=np.uint8)
 
 
@@ -1043,6 +1047,17 @@ class StoreLoader:
         device: torch.device | str = "cpu",
         pin_memory: bool | None = None,
     ) -> None:
+        if num_workers < 0 or prefetch_factor < 1:
+            raise InputError(
+                f"num_workers must be at least 0 and prefetch_factor at least 1, got "
+                f"{num_workers} and {prefetch_factor}"
+            )
+        try:
+            device = torch.device(device)
+        except RuntimeError as e:
+            raise InputError(f"unknown device {device!r} ({e}); use cpu or cuda") from None
+        if device.type not in ("cpu", "cuda"):
+            raise InputError(f"device {device} is not one tsfs loads onto; use cpu or cuda")
         self.dataset = ChunkedWindows(
             reader,
             batch_size=batch_size,

@@ -37,6 +37,7 @@ family's flag of the same name.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -568,7 +569,9 @@ class _Run:
         # A resumed run must be the run it continues: settings that shape the optimisation
         # may not change under it (epochs, steps, device, workers and bars may).
         was, now = ckpt["train"], self.spec.to_dict()
-        changed = [k for k in _RUN_SETTINGS if was.get(k) != now[k]]
+        # AMP is float32 on the CPU whatever --amp says: a CPU run may resume either way.
+        ignored = {"amp"} if self.device.type != "cuda" else set()
+        changed = [k for k in _RUN_SETTINGS if k not in ignored and was.get(k) != now[k]]
         if changed:
             said = ", ".join(f"{_option(k)} {was.get(k)} (now {now[k]})" for k in changed)
             raise InputError(
@@ -692,9 +695,16 @@ def fit(
     t0 = time.perf_counter()
     run = _Run(fam, config, info, readers, spec, notify)
     if out is not None:
+        fresh = not out.exists()
         _make_out(out)
         if spec.resume:
-            run.restore(out / "last.pt")
+            try:
+                run.restore(out / "last.pt")
+            except InputError:
+                if fresh:  # nothing to resume: leave no empty --out behind
+                    with contextlib.suppress(OSError):
+                        out.rmdir()
+                raise
     monitor = fam.monitor
     while run.loader.epoch < spec.epochs and not run._reached():
         epoch = run.loader.epoch
