@@ -8,6 +8,7 @@ it "fits", the code path a GPU takes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -306,8 +307,11 @@ def test_resume_refuses_what_does_not_fit(ett: Dataset, tmp_path: Path) -> None:
     run(ett, tmp_path, TrainSpec(epochs=1, max_steps=2, out=out))
     with pytest.raises(InputError, match="already holds a run"):
         run(ett, tmp_path, TrainSpec(epochs=1, out=out))
-    with pytest.raises(InputError, match="another config"):
+    with pytest.raises(InputError, match=re.escape("with -c dropout=0.2 (now 0.5). Use")):
         run(ett, tmp_path, TrainSpec(epochs=1, out=out, resume=True), LinearConfig(dropout=0.5))
+    other = load(ETTH1, dataclasses.replace(ett.spec, stride=STRIDE * 2))
+    with pytest.raises(InputError, match=re.escape(f"--stride {STRIDE} (now {STRIDE * 2})")):
+        run(other, tmp_path, TrainSpec(epochs=1, out=out, resume=True))
     with pytest.raises(InputError, match="--resume needs --out"):
         TrainSpec(resume=True)
 

@@ -251,9 +251,28 @@ def test_prep_command_carries_window_and_spec_options(tmp_path: Path) -> None:
     ]  # fmt: skip
     # A mask's colour is applied at read time: it does not change what prep stores.
     assert "(with" not in prep_command("images", ds, ImageSpec(color="#ff0000"), store)
-    odd = prep_command("images", ds, ImageSpec(margin=0.1), store)
-    assert "margin" in odd
+    odd = prep_command("images", ds, ImageSpec(antialiased=False), store)
+    assert "antialiased" in odd
     assert "prep_images" in odd
+
+
+def test_the_prep_command_named_makes_the_namespace_asked_for(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tsfs.cli.main import app
+
+    ds = load(ETTH1, WindowSpec(seq_len=48, label_len=24, stride=97, splits=("test",)))
+    store = Store(tmp_path / "s", mode="a")
+    for spec in (
+        ImageSpec(size=16, ylim="sigma", sigma=3.0),
+        ImageSpec(size=16, margin=0.2),
+        ImageSpec(size=16, rgb=True, color="#ff0000"),
+    ):
+        cmd = prep_command("images", ds, spec, store)
+        assert "(with" not in cmd, cmd
+        result = CliRunner().invoke(app, [*shlex.split(cmd)[1:], "-q"])
+        assert result.exit_code == 0, (cmd, result.output)
+        assert Namespace(store, "images", spec.fingerprint).exists(), cmd
 
 
 def test_corrupt_chunk_is_an_error_naming_its_file(tmp_path: Path, ett: Dataset) -> None:

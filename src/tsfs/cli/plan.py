@@ -12,12 +12,15 @@ from tsfs.cli.prep import (
     BatchOpt,
     CodecOpt,
     CoefficientsOpt,
+    ColorOpt,
     JobsOpt,
     JsonOpt,
     LevelOpt,
     LinewidthOpt,
+    MarginOpt,
     ModeOpt,
     RgbOpt,
+    SigmaOpt,
     SizeOpt,
     WaveletOpt,
     YlimOpt,
@@ -154,7 +157,10 @@ def images(
     size: SizeOpt = 224,
     linewidth: LinewidthOpt = 1.5,
     ylim: YlimOpt = "row",
+    margin: MarginOpt = 0.05,
+    sigma: SigmaOpt = 3.5,
     rgb: RgbOpt = False,
+    color: ColorOpt = "#1f77b4",
     codec: CodecOpt = "lz4",
     budget: BudgetOpt = None,
     jobs: JobsOpt = None,
@@ -169,7 +175,7 @@ def images(
     from tsfs.pipeline.sources import load
     from tsfs.stores.store import Store
 
-    spec = image_spec(size, linewidth, ylim, rgb)
+    spec = image_spec(size, linewidth, ylim, rgb, margin=margin, sigma=sigma, color=color)
     st = Store(store, missing_ok=True)
     dataset = load(data, window)
     n = jobs_or_cores(jobs)

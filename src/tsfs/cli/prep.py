@@ -26,14 +26,17 @@ __all__ = [
     "BatchOpt",
     "CodecOpt",
     "CoefficientsOpt",
+    "ColorOpt",
     "ExecutorOpt",
     "JobsOpt",
     "JsonOpt",
     "LevelOpt",
     "LinewidthOpt",
+    "MarginOpt",
     "ModeOpt",
     "RgbOpt",
     "SchedulerOpt",
+    "SigmaOpt",
     "SizeOpt",
     "WaveletOpt",
     "YlimOpt",
@@ -92,7 +95,18 @@ CoefficientsOpt = Annotated[
 ]
 SizeOpt = Annotated[int, typer.Option(help="Image height and width in pixels.")]
 LinewidthOpt = Annotated[float, typer.Option(help="Line width in points.")]
-YlimOpt = Annotated[str, typer.Option(help="row (row's range + margin) | sigma (±k).")]
+YlimOpt = Annotated[
+    str,
+    typer.Option(
+        help="Y limits: row (the row's range plus --margin each side) | sigma (fixed at "
+        "±--sigma; rows are RevIN-normalised, so amplitudes compare across windows)."
+    ),
+]
+MarginOpt = Annotated[
+    float, typer.Option(help="--ylim row: margin each side, as a fraction of the range.")
+]
+SigmaOpt = Annotated[float, typer.Option(help="--ylim sigma: the limits ±sigma.")]
+ColorOpt = Annotated[str, typer.Option(help="--rgb: the line's colour, #rrggbb.")]
 RgbOpt = Annotated[
     bool, typer.Option("--rgb", help="Store matplotlib's RGB instead of a coverage mask.")
 ]
@@ -147,8 +161,25 @@ def image_codec(codec: str) -> Codec:
     return codec  # type: ignore[return-value]
 
 
-def image_spec(size: int, linewidth: float, ylim: str, rgb: bool) -> ImageSpec:
-    return ImageSpec(size=size, linewidth=linewidth, ylim=ylim, rgb=rgb)  # type: ignore[arg-type]
+def image_spec(
+    size: int,
+    linewidth: float,
+    ylim: str,
+    rgb: bool,
+    *,
+    margin: float = 0.05,
+    sigma: float = 3.5,
+    color: str = "#1f77b4",
+) -> ImageSpec:
+    return ImageSpec(
+        size=size,
+        linewidth=linewidth,
+        ylim=ylim,  # type: ignore[arg-type]  # checked by ImageSpec
+        margin=margin,
+        sigma=sigma,
+        rgb=rgb,
+        color=color,
+    )
 
 
 def _summary(report: PrepReport, json_out: bool) -> None:
@@ -249,7 +280,10 @@ def images(
     size: SizeOpt = 224,
     linewidth: LinewidthOpt = 1.5,
     ylim: YlimOpt = "row",
+    margin: MarginOpt = 0.05,
+    sigma: SigmaOpt = 3.5,
     rgb: RgbOpt = False,
+    color: ColorOpt = "#1f77b4",
     codec: CodecOpt = "lz4",
     jobs: JobsOpt = None,
     batch_rows: BatchOpt = None,
@@ -268,7 +302,7 @@ def images(
     from tsfs.pipeline.sources import load
     from tsfs.stores.store import Store
 
-    spec = image_spec(size, linewidth, ylim, rgb)
+    spec = image_spec(size, linewidth, ylim, rgb, margin=margin, sigma=sigma, color=color)
     run = _run_options(jobs, batch_rows, budget, force, executor, scheduler, quiet or json_out)
     chosen = image_codec(codec)
     dataset = load(data, window)

@@ -189,7 +189,14 @@ def open_view(dataset: Dataset, store: Store, *, persist: bool = True) -> View:
 _FORECAST_OPTIONS = ("seq_len", "label_len", "pred_len", "features", "target", "stride")
 _SPEC_OPTIONS: dict[str, dict[str, str]] = {
     "features": {"wavelet": "--wavelet", "level": "--level", "mode": "--mode"},
-    "images": {"size": "--size", "linewidth": "--linewidth", "ylim": "--ylim"},
+    "images": {
+        "size": "--size",
+        "linewidth": "--linewidth",
+        "ylim": "--ylim",
+        "margin": "--margin",
+        "sigma": "--sigma",
+        "color": "--color",
+    },
 }
 _SPEC_SWITCHES: dict[str, dict[str, str]] = {
     "features": {"store_coefficients": "--coefficients"},

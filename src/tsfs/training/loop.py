@@ -548,7 +548,35 @@ class _Run:
             "pending_loss": list(self.pending),
             "best": self.best,
             "backoffs": self.backoffs,
+            # what the data fingerprint was made from, to name a changed option on resume
+            "window": strict_json(dataclasses.asdict(self.readers["train"].dataset.spec)),
         }
+
+    def _difference(self, key: str, ckpt: dict[str, Any]) -> str:
+        """What differs in ``key`` (model, config, data) between a checkpoint and this run."""
+        was, now = ckpt.get(key), self.identity[key]
+        if key == "config" and isinstance(was, dict) and isinstance(now, dict):
+            return "-c " + ", -c ".join(
+                f"{k}={was.get(k)} (now {now.get(k)})"
+                for k in sorted({*was, *now})
+                if was.get(k) != now.get(k)
+            )
+        if key == "data":
+            dataset = self.readers["train"].dataset
+            try:
+                window = json.loads(ckpt.get("window", "{}"))
+            except (TypeError, ValueError):
+                window = {}
+            current = json.loads(strict_json(dataclasses.asdict(dataset.spec)))
+            options = [
+                f"{_option(k)} {window[k]} (now {current[k]})"
+                for k in sorted(current)
+                if k in window and window[k] != current[k]
+            ]
+            if options:
+                return ", ".join(options)
+            return f"other data in {dataset.path.name} (its contents or columns changed)"
+        return f"{key} {was} (now {now})"
 
     def restore(self, path: Path) -> None:
         if not path.is_file():
@@ -561,10 +589,10 @@ class _Run:
             raise InputError(f"{path} is not a tsfs checkpoint this version reads")
         differ = [k for k in self.identity if ckpt.get(k) != self.identity[k]]
         if differ:
-            theirs = "; ".join(f"{k}: {ckpt.get(k)} (now {self.identity[k]})" for k in differ)
+            said = "; ".join(self._difference(k, ckpt) for k in differ)
             raise InputError(
-                f"cannot resume {path}: it was trained with another {', '.join(differ)} — "
-                f"{theirs}. Use the same model, --config and data, or another --out"
+                f"cannot resume {path}: it was trained with {said}. Use the same model, "
+                "--config and data options, or another --out"
             )
         # A resumed run must be the run it continues: settings that shape the optimisation
         # may not change under it (epochs, steps, device, workers and bars may).
