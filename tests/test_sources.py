@@ -558,6 +558,18 @@ def test_array_nan_is_named(tmp_path: Path) -> None:
     np.testing.assert_array_equal(filled.splits["train"].x[2, :, 0], 1.0)
 
 
+def test_values_scaling_or_float32_cannot_hold_are_named(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).normal(size=(6, 8, 2))
+    x[4, 3, 1] = 1e39  # finite in float64, beyond float32
+    np.save(tmp_path / "big.npy", x)
+    with pytest.raises(DataError, match=r"big\.npy: train sample 4, step 3, variable 1: 1e\+39"):
+        load(tmp_path / "big.npy", WindowSpec(scale=False))
+    x[:, :, 1] *= 1e200  # the scaler's sums overflow float64
+    np.save(tmp_path / "huge.npy", x)
+    with pytest.raises(DataError, match=r"huge\.npy: variable 1 has values too large to stand"):
+        load(tmp_path / "huge.npy")
+
+
 def test_not_an_array_file(tmp_path: Path) -> None:
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
     with pytest.raises(DataError, match=r"junk\.npy: not a \.npy/\.npz array file") as info:

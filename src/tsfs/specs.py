@@ -125,11 +125,8 @@ class WindowSpec:
         for name in ("label_len", "pred_len"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} must not be negative")
-        if self.label_len > self.seq_len:
-            raise InputError(
-                f"--label-len {self.label_len} exceeds --seq-len {self.seq_len}; "
-                "the decoder's known part is taken from the end of the input window"
-            )
+        # (--label-len beyond --seq-len is refused where windows are cut: sample data ignores
+        # both, see tsfs.pipeline.windows.forecast_splits)
         if self.features not in ("M", "S", "MS"):
             raise InputError(f"unknown --features {self.features!r}; choose M, S or MS")
         if self.nan not in ("error", "interpolate", "zero"):

@@ -59,6 +59,12 @@ def prompt(
     dataset = load(data, window)
     ns = pick_namespace(Store(store), "features", namespace, holding=(dataset, split, index))
     per_var, dwt = window_prompts(dataset, ns, split, index, description=description)
+    if dataset.kind != "forecast":
+        typer.echo(
+            f"tsfs: note: Time-LLM's task sentence forecasts; {dataset.path.name} has no "
+            f"horizon, so it says --pred-len {dataset.spec.pred_len}",
+            err=True,
+        )
     for name, text in zip(dataset.variables, per_var, strict=False):
         typer.echo(f"# Time-LLM prompt, {name}\n{text}\n")
     typer.echo(f"# DWT prompt (window)\n{dwt}")

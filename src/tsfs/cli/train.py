@@ -151,7 +151,8 @@ def _summary(metrics: dict[str, Any], out: Path) -> None:
 
     best = metrics.get("best")
     if best:
-        typer.echo(f"best: epoch {best['epoch'] + 1} (step {best['step']:,}): {line(best['val'])}")
+        # numbered as metrics.json numbers epochs, from 0
+        typer.echo(f"best: epoch {best['epoch']} (step {best['step']:,}): {line(best['val'])}")
     if "test" in metrics:
         typer.echo(f"test: {line(metrics['test'])}")
     baseline = metrics.get("baseline", {}).get("repeat_last")

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from tsfs.errors import DataError
+from tsfs.errors import DataError, InputError
 from tsfs.specs import SPLITS, Preset, WindowSpec
 
 __all__ = [
@@ -176,7 +176,41 @@ def fit_standard_scaler(rows: npt.ArrayLike) -> tuple[F64, F64]:
 
 def _standardise(values: F64, mean: F64, scale: F64) -> F32:
     """Scale in float64 (sklearn's ``transform``), round once to float32 (torch ``.float()``)."""
-    return ((values - mean) / scale).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported by _check_float32
+        return ((values - mean) / scale).astype(np.float32)
+
+
+def _as_float32(values: npt.NDArray[np.floating[Any]]) -> F32:
+    with np.errstate(over="ignore"):  # reported by _check_float32
+        return values.astype(np.float32, copy=False)
+
+
+def _check_scaler(mean: F64, scale: F64, source: str) -> None:
+    """Refuse a column whose training values overflow the scaler's float64 sums."""
+    bad = ~(np.isfinite(mean) & np.isfinite(scale))
+    if bad.any():
+        raise DataError(
+            f"{source}: variable {int(np.flatnonzero(bad)[0])} has values too large to "
+            "standardise (their sum of squares overflows float64); rescale the data or pass "
+            "--no-scale"
+        )
+
+
+def _check_float32(data: F32, raw: npt.ArrayLike, source: str, what: str, axes: str) -> None:
+    """Refuse finite values that scaling or float32 (the stored type) cannot hold.
+
+    ``axes`` names the positions of ``data``'s dimensions for the message, e.g.
+    ``"row {0}, variable {1}"``.
+    """
+    bad = ~np.isfinite(data)
+    if not bad.any():
+        return
+    where = tuple(int(i) for i in np.argwhere(bad)[0])
+    value = float(np.asarray(raw)[where])
+    raise DataError(
+        f"{source}: {axes.format(*where)}: {value:g} {what}; rescale the data (float32, "
+        "in which tsfs keeps rows, holds up to ±3.4e38)"
+    )
 
 
 def _windows(rows: npt.NDArray[np.float32], length: int, count: int, stride: int) -> F32:
@@ -209,6 +243,11 @@ def forecast_splits(
     Raises:
         DataError: the file has too few rows for the borders or for one window of a split.
     """
+    if spec.label_len > spec.seq_len:
+        raise InputError(
+            f"--label-len {spec.label_len} exceeds --seq-len {spec.seq_len}; "
+            "the decoder's known part is taken from the end of the input window"
+        )
     raw = np.asarray(values, dtype=np.float64)
     n_rows, n_vars = raw.shape
     seq_len, pred_len, stride = spec.seq_len, spec.pred_len, spec.stride
@@ -236,11 +275,16 @@ def forecast_splits(
                 "longer file"
             )
     if spec.scale:
-        mean, scale = fit_standard_scaler(raw[border1s[0] : border2s[0]])
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, scale = fit_standard_scaler(raw[border1s[0] : border2s[0]])
+        _check_scaler(mean, scale, source)
         data = _standardise(raw, mean, scale)
+        what = "cannot be standardised in float64 or float32"
     else:
         mean, scale = np.zeros(n_vars), np.ones(n_vars)
-        data = raw.astype(np.float32)
+        data = _as_float32(raw)
+        what = "does not fit float32"
+    _check_float32(data, raw, source, what, "data row {0}, variable {1}")
     data.flags.writeable = False
     marks = _read_only(np.asarray(marks, dtype=np.float32).view())  # the caller's array stays
 
@@ -312,17 +356,22 @@ def sample_splits(
             )
         train = samples["train"]
         real = np.arange(train.shape[1])[:, None] < lengths["train"][:, None, :]  # (N, T, V)
-        fits = [fit_standard_scaler(train[..., v][real[..., v], None]) for v in range(n_vars)]
+        with np.errstate(over="ignore", invalid="ignore"):
+            fits = [fit_standard_scaler(train[..., v][real[..., v], None]) for v in range(n_vars)]
         mean = np.concatenate([m for m, _ in fits])
         scale = np.concatenate([s for _, s in fits])
+        _check_scaler(mean, scale, source)
     else:
         mean, scale = np.zeros(n_vars), np.ones(n_vars)
     splits = {}
     for name in names:
-        x = _standardise(samples[name], mean, scale) if spec.scale else samples[name]
+        raw = samples[name]
+        x = _standardise(raw, mean, scale) if spec.scale else _as_float32(raw)
+        what = "cannot be standardised" if spec.scale else "does not fit float32"
+        _check_float32(x, raw, source, what, f"{name} sample {{0}}, step {{1}}, variable {{2}}")
         splits[name] = Split(
             name=name,
-            x=_read_only(x.astype(np.float32, copy=False)),
+            x=_read_only(x),
             starts=_read_only(np.arange(x.shape[0], dtype=np.int64)),
             lengths=_read_only(lengths[name].max(axis=1).astype(np.int64)),
             labels=None if labels is None else _read_only(labels[name].astype(np.int64)),
