@@ -389,3 +389,71 @@ def test_segment_files_are_synced_together_and_failures_surface(tmp_path: Path) 
     paths = [str(tmp_path / "seg" / "a" / "c" / str(i)) for i in range(40)]
     with pytest.raises(FileNotFoundError):  # a failed fsync is never lost in a thread
         files._fsync_all([*paths, str(tmp_path / "vanished")])
+
+
+def _damaged_store(tmp_path: Path) -> tuple[Store, np.ndarray]:
+    """Two segments; the first one's `mean` chunk file deleted."""
+    store = Store(tmp_path / "s", mode="a")
+    rows = _rows(60)
+    _write(store, rows[:30])
+    _write(store, rows[30:])
+    ns = store.namespace("features", SPEC, FP)
+    first = ns.commits()[0]
+    (store.path / ns.chunk_key(first, "mean", 0)).unlink()
+    return store, rows
+
+
+def test_a_missing_chunk_is_an_error_not_zeros(tmp_path: Path) -> None:
+    """Zarr reads an absent chunk as its fill value; a reader must fail instead."""
+    store, rows = _damaged_store(tmp_path)
+    ns = store.namespace("features", SPEC, FP)
+    with pytest.raises(StoreCorruptError, match=r"mean/c/0 \(file missing\)"):
+        ns.read_keys(row_keys(rows[:5]), ["mean"])
+    np.testing.assert_array_equal(  # the intact segment still reads
+        ns.read_keys(row_keys(rows[30:35]), ["mean"])["mean"], rows[30:35].mean(axis=1)
+    )
+
+
+def test_compact_refuses_a_damaged_segment_and_keeps_the_store(tmp_path: Path) -> None:
+    store, _rows_written = _damaged_store(tmp_path)
+    before = sorted(p.relative_to(store.path) for p in store.path.rglob("*"))
+    with pytest.raises(StoreCorruptError, match=r"cannot compact .*gc --drop-corrupt"):
+        store.compact()
+    assert sorted(p.relative_to(store.path) for p in store.path.rglob("*")) == before
+
+
+def test_metadata_pointing_zarr_elsewhere_is_corrupt(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    rows = _rows(20)
+    _write(store, rows)
+    ns = store.namespace("features", SPEC, FP)
+    meta = store.path / ns.segment_key(ns.commits()[0].segment) / "mean" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["chunk_key_encoding"]["configuration"]["separator"] = "."
+    meta.write_text(json.dumps(doc))
+    with pytest.raises(StoreCorruptError, match="chunk keys differ"):
+        ns.read_keys(row_keys(rows[:3]), ["mean"])
+    assert any("chunk keys differ" in p.message for p in store.verify())
+
+
+def test_drop_corrupt_after_a_cut_short_compaction_keeps_the_originals(tmp_path: Path) -> None:
+    """A compaction killed after committing its merged segment, before removing the ones it
+    replaces: when the merged one is corrupt, gc drops it alone and the originals show again."""
+    store = Store(tmp_path / "s", mode="a")
+    rows = _rows(60)
+    _write(store, rows[:30])
+    _write(store, rows[30:])
+    ns = store.namespace("features", SPEC, FP)
+    originals = [c.segment for c in ns.commits()]
+    merged = ns.write_segment(row_keys(rows), _outputs(rows), replaces=originals)
+    chunk = store.path / ns.chunk_key(merged, "band", 0)
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    report = store.gc(drop_corrupt=True)
+    assert report.corrupt == [str(ns.segment_path(merged.segment))]
+    assert report.replaced == []
+    assert sorted(c.segment for c in ns.commits()) == sorted(originals)
+    got = ns.read_keys(row_keys(rows), ["band"])["band"]
+    np.testing.assert_array_equal(got, _outputs(rows)["band"])
+    assert store.verify() == []

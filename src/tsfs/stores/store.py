@@ -549,6 +549,19 @@ class Namespace:
             raise StoreCorruptError(
                 f"{where}: shape/dtype {arr.shape}/{arr.dtype} differ from the commit record"
             )
+        # Chunks are where the writer put them, rows per chunk as recorded: metadata that
+        # points zarr elsewhere would read absent chunks as fill values, not fail.
+        chunks = tuple(getattr(arr.metadata.chunk_grid, "chunk_shape", ()))
+        try:
+            first = arr.metadata.encode_chunk_key((0,) * arr.ndim)
+        except Exception:  # untrusted metadata, as above
+            first = None
+        if chunks != (rec.chunk_rows, *rec.shape[1:]) or first != self.chunk_key(
+            commit, name, 0
+        ).removeprefix(f"{akey}/"):
+            raise StoreCorruptError(
+                f"{where}: its chunk grid or chunk keys differ from the chunks written"
+            )
         return arr
 
     def chunk_key(self, commit: Commit, name: str, chunk: int) -> str:
@@ -596,14 +609,21 @@ class Namespace:
     def read_array(
         self, commit: Commit, name: str, start: int = 0, stop: int | None = None
     ) -> npt.NDArray[Any]:
-        """Rows ``[start:stop]`` of one array of a committed segment, through zarr; a bad
-        chunk raises naming its file."""
+        """Rows ``[start:stop]`` of one array of a committed segment, through zarr; a bad or
+        missing chunk raises naming its file."""
         arr = self.array(commit, name)
         stop = commit.rows if stop is None else stop
+        rec = commit.arrays[name]
+        # Zarr reads an absent chunk as its fill value: a lost file must be an error, not zeros.
+        for c in range(start // rec.chunk_rows, -(-stop // rec.chunk_rows)):
+            key = self.chunk_key(commit, name, c)
+            if not self.files.is_file(key):
+                raise self._gone(commit) or self.corrupt_chunk(
+                    self.files.where(key), "file missing"
+                )
         try:
             return np.asarray(arr[start:stop])
         except Exception as e:
-            rec = commit.arrays[name]
             # Find the chunk(s) at fault so the message names a file a person can look at.
             bad = []
             for c in range(start // rec.chunk_rows, -(-stop // rec.chunk_rows)):
@@ -1221,17 +1241,8 @@ class Store:
                     report.uncommitted.append(files.where(key))
                     if not dry_run:
                         files.remove_tree(key)
-            all_commits = []
-            for k in ns._commit_keys():
-                with contextlib.suppress(StoreError):
-                    all_commits.append(Commit.parse(files, k))
-            for seg in sorted({r for c in all_commits for r in c.replaces}):
-                key = ns.segment_key(seg)
-                if files.exists(key) or files.exists(f"{ns.key}/commits/{seg}.json"):
-                    report.replaced.append(files.where(key))
-                    to_remove.append((ns, seg, False))
+            bad_segments: set[str] = set()
             if drop_corrupt:
-                bad_segments = set()
                 prefix = files.where(ns.key) + "/"
                 for prob in ns.verify():
                     rel = prob.path.removeprefix(prefix).split("/")
@@ -1241,6 +1252,18 @@ class Store:
                     if _SEGMENT_ID.match(seg):
                         report.corrupt.append(files.where(ns.segment_key(seg)))
                         to_remove.append((ns, seg, False))
+            all_commits = []
+            for k in ns._commit_keys():
+                with contextlib.suppress(StoreError):
+                    all_commits.append(Commit.parse(files, k))
+            # What a dropped corrupt segment replaced (a compaction cut short before removing
+            # its originals) is visible again once it goes: keep it.
+            replacing = [c for c in all_commits if c.segment not in bad_segments]
+            for seg in sorted({r for c in replacing for r in c.replaces} - bad_segments):
+                key = ns.segment_key(seg)
+                if files.exists(key) or files.exists(f"{ns.key}/commits/{seg}.json"):
+                    report.replaced.append(files.where(key))
+                    to_remove.append((ns, seg, False))
             # `.<segment>.json.<token>.tmp` (local disks only): a commit being written; keep
             # it while its writer (who holds the segment's lock) lives.
             cdir = f"{ns.key}/commits"
@@ -1301,6 +1324,16 @@ class Store:
                 ],
                 axis=1,
             )
+            # Merging a damaged segment would give its damage a fresh checksum: refuse.
+            for commit in commits:
+                problems = ns._verify_segment(commit)
+                if problems:
+                    raise StoreCorruptError(
+                        f"cannot compact {ns.url}: {problems[0].path}: {problems[0].message}"
+                        f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
+                        f"run `tsfs store gc --drop-corrupt {self.url}`, re-run the prep "
+                        "command to recompute those rows, then compact"
+                    )
             names = [n for n in commits[0].arrays if n != "keys"]
             codecs = {n: commits[0].arrays[n].codec for n in names}
             starts = list(range(0, len(seg), max_rows_per_segment)) or [0]

@@ -245,14 +245,11 @@ class ChunkReader:
         if plan is None:
             commit = self.commits[segment]
             # Opening the array validates its metadata against the commit record.
+            # (and checks the chunk grid is the row-chunked one the writer used)
             arr = self.namespace.array(commit, name)
             rec = commit.arrays[name]
-            chunk_shape = tuple(arr.metadata.chunk_grid.chunk_shape)
-            layout = _layout(arr.metadata.codecs)
-            if chunk_shape != (rec.chunk_rows, *rec.shape[1:]):
-                layout = "zarr"  # not the row-chunked layout tsfs writes; let Zarr read it
             plan = _Plan(
-                layout=layout,
+                layout=_layout(arr.metadata.codecs),
                 chunk_rows=rec.chunk_rows,
                 row_shape=tuple(rec.shape[1:]),
                 dtype=np.dtype(rec.dtype).newbyteorder("<"),
