@@ -220,3 +220,22 @@ def test_bytes_written_are_what_the_store_gained(tmp_path: Path) -> None:
     info = json.loads(runner.invoke(app, ["store", "info", st, "--json"]).output)
     (namespace,) = info["namespaces"]
     assert report["bytes_written"] == namespace["bytes"]
+
+
+def test_a_lost_namespace_document_is_found_and_prep_rewrites_it(tmp_path: Path) -> None:
+    st = str(tmp_path / "s")
+    args = ["prep", "features", str(ETTH1), "--splits", "test", "--stride", "32", "--store", st]
+    assert runner.invoke(app, [*args, "-q"]).exit_code == 0
+    (doc,) = (tmp_path / "s" / "features").glob("*/zarr.json")
+    doc.unlink()
+    bad = runner.invoke(app, ["store", "verify", st])
+    assert bad.exit_code == 1
+    assert f"{doc}: missing" in bad.output
+    again = runner.invoke(app, [*args, "--json"])
+    assert json.loads(again.output)["rows_computed"] == 0
+    assert doc.is_file()
+    assert runner.invoke(app, ["store", "verify", st]).exit_code == 0
+    shown = runner.invoke(
+        app, ["show", "prompt", st, str(ETTH1), "--splits", "test", "--stride", "32"]
+    )
+    assert shown.exit_code == 0, shown.output

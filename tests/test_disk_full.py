@@ -87,3 +87,23 @@ def test_training_on_a_full_disk_ends_with_one_line_and_no_half_written_file(
     assert "No space left on device" in line
     assert line.endswith("Free space (or choose another --out) and continue with --resume")
     assert sorted(p.name for p in out.iterdir()) == []  # nothing half-written left behind
+
+
+def test_a_view_that_does_not_fit_on_the_disk_is_not_kept_and_reading_goes_on(
+    small_disk: Path,
+) -> None:
+    """A view is a cache: a store on a full disk is read with freshly hashed keys."""
+    from tsfs.pipeline.sources import load
+    from tsfs.specs import WindowSpec
+    from tsfs.training.data import open_view
+
+    store = Store(small_disk / "store", mode="a")
+    stat = os.statvfs(small_disk)
+    (small_disk / "filler").write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 4096))
+    dataset = load(ETTH1, WindowSpec(seq_len=96))
+    view = open_view(dataset, store)
+    assert sum(k.shape[0] for k in view.keys.values()) == sum(
+        len(s) for s in dataset.splits.values()
+    )
+    assert store.load_view(view.fingerprint) is None
+    assert [p.name for p in (small_disk / "store" / "views").iterdir()] in ([], ["zarr.json"])

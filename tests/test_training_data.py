@@ -151,12 +151,35 @@ def test_read_only_store_hashes_without_persisting(tmp_path: Path, ett: Dataset)
     assert set(view.keys) == {"train", "val", "test"}
 
 
-def test_a_view_that_does_not_fit_its_data_set_is_an_error(tmp_path: Path, ett: Dataset) -> None:
+@pytest.mark.parametrize("damage", ["misfit", "bit flip", "missing chunk"])
+def test_a_damaged_view_is_rebuilt_from_the_data(
+    tmp_path: Path, ett: Dataset, damage: str
+) -> None:
+    """A view is a cache of keys: one that does not fit its data set or does not read is
+    hashed again and saved over, never read as (zero) keys."""
     store = Store(tmp_path / "s", mode="a")
-    fp = open_view(ett, store, persist=False).fingerprint
-    store.save_view(fp, {"train": np.zeros((3, 7, 16), np.uint8)}, {})
-    with pytest.raises(StoreCorruptError, match="does not match"):
-        open_view(ett, store)
+    truth = open_view(ett, store, persist=False).keys
+    fp = open_view(ett, store).fingerprint
+    view = store.path / "views" / fp
+    if damage == "misfit":
+        store.drop_view(fp)
+        store.save_view(fp, {"train": np.zeros((3, 7, 16), np.uint8)}, {})
+    else:
+        chunk = next(p for p in (view / "train").rglob("*") if p.is_file() and "c" in p.parts)
+        if damage == "missing chunk":
+            chunk.unlink()
+        else:
+            data = bytearray(chunk.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            chunk.write_bytes(bytes(data))
+    for mode in ("r", "a"):  # read-only: rehashed each time; writable: saved over
+        got = open_view(ett, Store(tmp_path / "s", mode=mode)).keys
+        assert got.keys() == truth.keys()
+        for name in truth:
+            np.testing.assert_array_equal(got[name], truth[name])
+    loaded = store.load_view(fp)
+    assert loaded is not None
+    np.testing.assert_array_equal(loaded[0]["train"], truth["train"])
 
 
 def test_reader_returns_each_windows_own_rows(reader: WindowReader) -> None:

@@ -398,7 +398,9 @@ def _run(
     if plan.batches and not force:
         _check_disk(job, plan, jobs=jobs, budget_bytes=budget_bytes)
     created = 0
-    if plan.batches:  # created only now: a run refused for its size leaves no trace
+    # Created only now (a run refused for its size leaves no trace), or rewritten where its
+    # document was lost beside committed rows.
+    if plan.batches or (not namespace.exists() and plan.rows_present):
         existed = namespace.exists()
         namespace = job.namespace(create=True)
         if not existed:

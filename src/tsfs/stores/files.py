@@ -226,11 +226,16 @@ class LocalFiles(Files):
     def write_atomic(self, key: str, data: bytes) -> None:
         path = self.path(key)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # a full disk or an interrupt: leave no temp
+                tmp.unlink()
+            raise
         _fsync_dir(path.parent)
 
     def list(self, key: str) -> list[str]:

@@ -1091,9 +1091,26 @@ class Store:
         }
 
     def verify(self) -> list[Problem]:
+        """Every namespace's problems (:meth:`Namespace.verify`), and namespaces holding
+        commits whose own document is missing or unreadable (``tsfs prep`` rewrites it)."""
         problems: list[Problem] = []
         for ns in self.namespaces():
             problems.extend(ns.verify())
+        for kind in NAMESPACE_KINDS:
+            for fp in sorted(self.files.list(kind)):
+                if not _FINGERPRINT.match(fp):
+                    continue
+                ns = Namespace(self, kind, fp)
+                if not ns._commit_keys():
+                    continue
+                where = self.files.where(f"{ns.key}/zarr.json")
+                try:
+                    _read_json(self.files, f"{ns.key}/zarr.json")
+                except FileNotFoundError:
+                    problems.append(Problem(where, "missing; the prep command rewrites it"))
+                    problems.extend(ns.verify())  # its segments, which namespaces() skipped
+                except StoreError as e:
+                    problems.append(Problem(where, str(e).removeprefix(f"{where}: ")))
         return problems
 
     # ---- views -----------------------------------------------------------------------------
@@ -1141,6 +1158,13 @@ class Store:
             if local:
                 files.remove_tree(target)
 
+    def drop_view(self, fingerprint: str) -> None:
+        """Remove a persisted view (a cache of keys: a reader hashes the rows again)."""
+        self._require_writable()
+        if not _FINGERPRINT.match(fingerprint):
+            raise ValueError(f"invalid view fingerprint {fingerprint!r}")
+        self.files.remove_tree(f"views/{fingerprint}")
+
     def load_view(
         self, fingerprint: str
     ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]] | None:
@@ -1158,16 +1182,20 @@ class Store:
         arrays: dict[str, npt.NDArray[Any]] = {}
         for name in sorted(self.files.list(key)):
             if _ARRAY_NAME.match(name) and self.files.is_file(f"{key}/{name}/zarr.json"):
+                where = self.files.where(f"{key}/{name}")
                 try:
-                    arrays[name] = np.asarray(
-                        zarr.open_array(self.files.zarr_store(), path=f"{key}/{name}", mode="r")[
-                            ...
-                        ]
-                    )
+                    arr = zarr.open_array(self.files.zarr_store(), path=f"{key}/{name}", mode="r")
+                    rows = arr.shape[0] if arr.ndim else 0
+                    grid = getattr(arr.metadata.chunk_grid, "chunk_shape", None) or (1,)
+                    per_chunk = max(1, int(grid[0]))
+                    # zarr reads an absent chunk as zeros: a lost file is damage, not keys
+                    for c in range(-(-rows // per_chunk)):
+                        chunk = arr.metadata.encode_chunk_key((c,) + (0,) * (arr.ndim - 1))
+                        if not self.files.is_file(f"{key}/{name}/{chunk}"):
+                            raise StoreCorruptError(f"chunk {chunk} missing")
+                    arrays[name] = np.asarray(arr[...])
                 except Exception as e:
-                    raise StoreCorruptError(
-                        f"view array {self.files.where(f'{key}/{name}')}: unreadable ({e})"
-                    ) from e
+                    raise StoreCorruptError(f"view array {where}: unreadable ({e})") from e
         return arrays, tsfs_attrs if isinstance(tsfs_attrs, dict) else {}
 
     def gc(

@@ -51,6 +51,7 @@ batch is copied between processes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -71,7 +72,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tsfs._buffers import Recycler
-from tsfs.errors import InputError, MissingRowsError, StoreCorruptError
+from tsfs.errors import InputError, MissingRowsError, StoreCorruptError, StoreError
 from tsfs.pipeline.compose import Output, clip_normalize, compose_torch, palette, parse_color
 from tsfs.pipeline.prep import dataset_blocks, resolve_features
 from tsfs.pipeline.windows import Dataset, Split
@@ -155,32 +156,41 @@ def open_view(dataset: Dataset, store: Store, *, persist: bool = True) -> View:
         store: where rows are looked up; the view is saved there when ``persist`` is set and
             the store was opened for writing (a read-only store just costs a rehash per run).
 
-    Raises:
-        StoreCorruptError: the persisted view does not fit the data set it is named after.
+    A view is a cache of the rows' keys: one that is damaged or does not fit the data set is
+    replaced by a fresh hash (and re-saved where the store is writable), and one that cannot
+    be saved (a full disk) is simply not kept.
     """
     fp = view_fingerprint(dataset, store.key)
     shapes = {name: (len(s), s.x.shape[2]) for name, s in dataset.splits.items()}
-    loaded = store.load_view(fp)
+    try:
+        loaded = store.load_view(fp)
+    except StoreCorruptError:
+        loaded, damaged = None, True
+    else:
+        damaged = False
     if loaded is not None:
         arrays, _attrs = loaded
-        for name, (n, v) in shapes.items():
-            k = arrays.get(name)
-            if k is None or k.shape != (n, v, 16) or k.dtype != np.uint8:
-                raise StoreCorruptError(
-                    f"view {store.url}/views/{fp} does not match the data set "
-                    f"{dataset.path.name} (split {name!r}); delete that directory to rebuild it"
-                )
-        keys = {name: arrays[name] for name in shapes}
-    else:
-        keys = {b.name: b.keys(store.key) for b in dataset_blocks(dataset)}
-        if persist and store.mode == "a":
-            attrs = {
-                "kind": "view",
-                "version": _VIEW_VERSION,
-                "dataset": dataset.fingerprint,
-                "key": store.key,
-                "windows": {name: n for name, (n, _v) in shapes.items()},
-            }
+        if all(
+            (k := arrays.get(name)) is not None and k.shape == (n, v, 16) and k.dtype == np.uint8
+            for name, (n, v) in shapes.items()
+        ):
+            return View(
+                dataset=dataset, store=store, keys={n: arrays[n] for n in shapes}, fingerprint=fp
+            )
+        damaged = True
+    keys = {b.name: b.keys(store.key) for b in dataset_blocks(dataset)}
+    if persist and store.mode == "a":
+        attrs = {
+            "kind": "view",
+            "version": _VIEW_VERSION,
+            "dataset": dataset.fingerprint,
+            "key": store.key,
+            "windows": {name: n for name, (n, _v) in shapes.items()},
+        }
+        # Only a cache: reading goes on with the fresh keys whatever happens to saving them.
+        with contextlib.suppress(OSError, StoreError):
+            if damaged:
+                store.drop_view(fp)
             store.save_view(fp, keys, attrs)
     return View(dataset=dataset, store=store, keys=keys, fingerprint=fp)
 
