@@ -239,3 +239,21 @@ def test_a_lost_namespace_document_is_found_and_prep_rewrites_it(tmp_path: Path)
         app, ["show", "prompt", st, str(ETTH1), "--splits", "test", "--stride", "32"]
     )
     assert shown.exit_code == 0, shown.output
+
+
+def test_a_read_only_store_serves_a_run_with_nothing_to_compute(tmp_path: Path) -> None:
+    st = tmp_path / "s"
+    args = ["prep", "features", str(ETTH1), "--splits", "test", "--stride", "32"]
+    assert runner.invoke(app, [*args, "--store", str(st), "-q"]).exit_code == 0
+    for path in [st, *st.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        done = runner.invoke(app, [*args, "--store", str(st), "--json"])
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.output)["rows_computed"] == 0
+        more = runner.invoke(app, [*args[:-1], "16", "--store", str(st)])
+        assert more.exit_code == 2
+        assert "is read-only and lacks" in more.output
+    finally:
+        for path in [st, *st.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)

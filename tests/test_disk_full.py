@@ -107,3 +107,24 @@ def test_a_view_that_does_not_fit_on_the_disk_is_not_kept_and_reading_goes_on(
     )
     assert store.load_view(view.fingerprint) is None
     assert [p.name for p in (small_disk / "store" / "views").iterdir()] in ([], ["zarr.json"])
+
+
+def test_compaction_on_a_full_disk_stops_with_one_line_and_loses_nothing(
+    small_disk: Path,
+) -> None:
+    store = small_disk / "store"
+    proc = _prep(store, "--splits", "test", "--stride", "8", "--batch-rows", "600")
+    assert proc.returncode == 0, proc.stderr
+    before = Store(store).info()["namespaces"][0]["rows"]
+    stat = os.statvfs(small_disk)
+    (small_disk / "filler").write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 8192))
+    compact = subprocess.run(
+        [sys.executable, "-m", "tsfs", "store", "compact", str(store)],
+        capture_output=True,
+        text=True,
+    )
+    assert compact.returncode == 2, compact.stderr
+    (line,) = compact.stderr.strip().splitlines()
+    assert "compaction stopped and every row is still readable" in line
+    assert Store(store).verify() == []
+    assert Store(store).info()["namespaces"][0]["rows"] == before

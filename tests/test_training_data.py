@@ -152,9 +152,7 @@ def test_read_only_store_hashes_without_persisting(tmp_path: Path, ett: Dataset)
 
 
 @pytest.mark.parametrize("damage", ["misfit", "bit flip", "missing chunk"])
-def test_a_damaged_view_is_rebuilt_from_the_data(
-    tmp_path: Path, ett: Dataset, damage: str
-) -> None:
+def test_a_damaged_view_is_rebuilt_from_the_data(tmp_path: Path, ett: Dataset, damage: str) -> None:
     """A view is a cache of keys: one that does not fit its data set or does not read is
     hashed again and saved over, never read as (zero) keys."""
     store = Store(tmp_path / "s", mode="a")

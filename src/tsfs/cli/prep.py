@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -21,6 +22,9 @@ from tsfs.pipeline.execute import EXECUTORS, Executor, PrepReport
 from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec
 from tsfs.stores.store import Codec
 from tsfs.units import human_bytes, parse_size
+
+if TYPE_CHECKING:
+    from tsfs.stores.store import Store
 
 __all__ = [
     "BatchOpt",
@@ -257,7 +261,6 @@ def features(
     """
     from tsfs.pipeline.prep import check_rows, prep_features
     from tsfs.pipeline.sources import load
-    from tsfs.stores.store import Store
 
     spec = feature_spec(wavelet, level, mode, coefficients)
     run = _run_options(jobs, batch_rows, budget, force, executor, scheduler, quiet or json_out)
@@ -265,8 +268,7 @@ def features(
     dataset = load(data, window)
     check_rows(dataset, spec)
     with interrupted_note(_RESUMES):
-        st = Store(store, mode="a", create="on_write")  # made once there is something to write
-        report = prep_features(dataset, spec, st, device=dev, **run)
+        report = prep_features(dataset, spec, _open(store), device=dev, **run)
     _summary(report, json_out)
 
 
@@ -300,7 +302,6 @@ def images(
     """
     from tsfs.pipeline.prep import check_rows, prep_images
     from tsfs.pipeline.sources import load
-    from tsfs.stores.store import Store
 
     spec = image_spec(size, linewidth, ylim, rgb, margin=margin, sigma=sigma, color=color)
     run = _run_options(jobs, batch_rows, budget, force, executor, scheduler, quiet or json_out)
@@ -308,9 +309,22 @@ def images(
     dataset = load(data, window)
     check_rows(dataset, spec)
     with interrupted_note(_RESUMES):
-        st = Store(store, mode="a", create="on_write")
-        report = prep_images(dataset, spec, st, codec=chosen, **run)
+        report = prep_images(dataset, spec, _open(store), codec=chosen, **run)
     _summary(report, json_out)
+
+
+def _open(store: str) -> Store:
+    """The store for a prep run: made once there is something to write; one that may not be
+    written is opened to read (a run with nothing to compute needs no more)."""
+    from tsfs.errors import StoreReadOnlyError
+    from tsfs.stores.store import Store
+
+    try:
+        return Store(store, mode="a", create="on_write")
+    except StoreReadOnlyError:
+        if not Path(store).is_dir():
+            raise
+        return Store(store)
 
 
 def _device(device: str) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tsfs._buffers import Recycler
-from tsfs.errors import InputError
+from tsfs.errors import InputError, StoreReadOnlyError
 from tsfs.pipeline.execute import (
     Batch,
     Block,
@@ -393,6 +393,11 @@ def _run(
     t0 = time.perf_counter()
     namespace = job.namespace(create=False)
     plan = _plan_rows(job, dataset, namespace, jobs=jobs, batch_rows=batch_rows, executor=executor)
+    if plan.batches and job.store.mode != "a":
+        raise StoreReadOnlyError(
+            f"store {job.store.url} is read-only and lacks {plan.rows_missing:,} rows of this "
+            "run; make it writable (chmod u+w) or give another store path"
+        )
     if plan.batches:
         _check_row_shapes(job, namespace, dataset)
     if plan.batches and not force:

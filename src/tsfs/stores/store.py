@@ -1370,12 +1370,22 @@ class Store:
                 loc = Locations(segment=seg[a:b], row=row[a:b])
                 data = ns.read(loc, names, index=index)
                 last = i == len(starts) - 1
-                ns.write_segment(
-                    keys[a:b],
-                    data,
-                    codecs=codecs,
-                    replaces=[c.segment for c in commits] if last else (),
-                )
+                try:
+                    ns.write_segment(
+                        keys[a:b],
+                        data,
+                        codecs=codecs,
+                        replaces=[c.segment for c in commits] if last else (),
+                    )
+                except StoreError as e:
+                    cause = e.__cause__
+                    if not (isinstance(cause, OSError) and cause.errno == errno.ENOSPC):
+                        raise
+                    raise StoreError(
+                        f"the disk holding {self.url} is full; compaction stopped and every row "
+                        f"is still readable as before. Free space, run `tsfs store gc "
+                        f"{self.url}` to remove the unfinished segments, then compact again"
+                    ) from cause
             for c in commits:
                 ns.drop_segment(c.segment)
             kept[ns.url] = len(seg)
