@@ -540,6 +540,11 @@ def test_npz_per_split_arrays(tmp_path: Path) -> None:
             {"train_x": np.zeros((2, 3, 1)), "train_labels": [0, 1], "test_x": np.zeros((2, 3, 1))},
             r"labels for train but not for test",
         ),
+        (
+            {"x": np.zeros((2, 3, 1)), "train_x": np.zeros((2, 3, 1))},
+            r"holds both 'x' and train_x; keep one layout",
+        ),
+        ({"test_x": np.ones((2, 3, 1))}, r"give arrays 'x' or 'train_x'"),
     ],
 )
 def test_bad_arrays(tmp_path: Path, arrays: dict, match: str) -> None:

@@ -655,6 +655,12 @@ def _load_array(path: Path, spec: WindowSpec) -> Dataset:
             arrays = {"x": loaded}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npy/.npz array file ({error})") from None
+    split_keys = sorted(k for k in arrays if k.endswith("_x"))
+    if "x" in arrays and split_keys:
+        raise DataError(
+            f"{path}: holds both 'x' and {', '.join(split_keys)}; keep one layout (one 'x' as "
+            "the train split, or per-split arrays)"
+        )
     if "x" in arrays:
         keys = {"train": ("x", ("labels", "y"))}
     else:

@@ -351,8 +351,9 @@ def sample_splits(
     if spec.scale:
         if "train" not in samples:
             raise DataError(
-                f"{source}: no training samples to fit the scaler on; load the _TRAIN file "
-                "(its _TEST sibling comes along) or turn scaling off (scale=False, --no-scale)"
+                f"{source}: no training samples to fit the scaler on; load the UEA _TRAIN file "
+                "(its _TEST sibling comes along), give arrays 'x' or 'train_x', or turn scaling "
+                "off (scale=False, --no-scale)"
             )
         train = samples["train"]
         real = np.arange(train.shape[1])[:, None] < lengths["train"][:, None, :]  # (N, T, V)
