@@ -142,7 +142,7 @@ def features(
         st,
         jobs=n,
         budget_bytes=parse_size(budget) if budget else None,
-        **({"batch_rows": batch_rows} if batch_rows else {}),
+        batch_rows=batch_rows,
     )
     _run(est, spec, dataset, st, n, json_out, batch_rows=batch_rows)
 
@@ -186,6 +186,6 @@ def images(
         jobs=n,
         codec=image_codec(codec),
         budget_bytes=parse_size(budget) if budget else None,
-        **({"batch_rows": batch_rows} if batch_rows else {}),
+        batch_rows=batch_rows,
     )
     _run(est, spec, dataset, st, n, json_out, batch_rows=batch_rows, codec=image_codec(codec))

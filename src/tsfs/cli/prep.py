@@ -171,9 +171,9 @@ def image_spec(
     ylim: str,
     rgb: bool,
     *,
-    margin: float = 0.05,
-    sigma: float = 3.5,
-    color: str = "#1f77b4",
+    margin: float,
+    sigma: float,
+    color: str,
 ) -> ImageSpec:
     return ImageSpec(
         size=size,
@@ -221,17 +221,15 @@ def _run_options(
     quiet: bool,
 ) -> dict[str, Any]:
     """The keyword arguments both prep commands pass on: how and where the run goes."""
-    options: dict[str, Any] = {
+    return {
         "jobs": jobs_or_cores(jobs),
+        "batch_rows": batch_rows,
         "budget_bytes": parse_size(budget) if budget else None,
         "force": force,
         "executor": executor_choice(executor, scheduler),
         "scheduler": scheduler,
         "progress": not quiet and sys.stderr.isatty(),
     }
-    if batch_rows:
-        options["batch_rows"] = batch_rows
-    return options
 
 
 @app.command()

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
-from threadpoolctl import ThreadpoolController
 
+from tsfs._threads import one_blas_thread
 from tsfs.errors import InputError
 from tsfs.pipeline.dwt import (
     BandPrimitives,
@@ -71,8 +71,6 @@ _F64 = np.dtype(np.float64)
 # Positions per product of the explicit rows: the copied windows of one product stay in cache
 # (measured ~25% faster than 4096 at T=512).
 _EXPLICIT_BLOCK = 512
-# Entering a limit through a controller made once costs ~10 µs instead of ~0.6 ms.
-_ONE_BLAS_THREAD = ThreadpoolController()
 # Rows per batch of the per-row work: bounds memory and keeps a batch in cache.
 _ROW_BATCH = 4096
 # A shared-transform sum is trusted when it is at least 1e9 times its float64 rounding bound
@@ -242,7 +240,7 @@ def _explicit(
             sides.append((first, np.ascontiguousarray(w[used].T), used))
     out = np.zeros((starts.size, V, plan.explicit.shape[0]))
     blocks = starts // block
-    with _ONE_BLAS_THREAD.limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         for b in np.unique(blocks):
             lo, hi = int(b) * block, min(int(b + 1) * block, positions)
             sel = np.flatnonzero(blocks == b)

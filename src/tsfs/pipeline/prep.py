@@ -158,6 +158,8 @@ class _Job:
     codecs: dict[str, Codec]
     # Computes one batch; picklable, so joblib workers can run it.
     compute: ComputeFn
+    # Rows per batch (one segment each) when the caller gives none.
+    batch_rows: int
     # row length → bytes per row of each output, uncompressed
     # row length → (trailing shape, dtype) of each output row
     rows: Callable[[int], dict[str, _RowType]]
@@ -207,6 +209,7 @@ def _features_job(store: Store, spec: FeatureSpec, device: str) -> _Job:
         fingerprint=spec.fingerprint,
         codecs={},
         compute=functools.partial(_feature_batch, spec, device),
+        batch_rows=_FEATURE_BATCH_ROWS,
         rows=functools.partial(_feature_rows, spec),
         # Worker processes start and import the feature code before their first batch, and one
         # process computes ~150k rows/s: a second one pays off from about a million rows
@@ -238,7 +241,6 @@ def _image_rows(spec: ImageSpec, length: int) -> dict[str, _RowType]:
             f"a line plot needs at least 2 values per row, and these rows have {length}; "
             "use a longer --seq-len"
         )
-
     return {"rgb" if spec.rgb else "mask": (image_shape(spec), np.dtype(np.uint8))}
 
 
@@ -268,6 +270,7 @@ def _images_job(store: Store, spec: ImageSpec, codec: Codec) -> _Job:
         # Each worker renders, compresses and commits its own segments: both cores draw and
         # nothing but a row count travels back.
         compute=functools.partial(_image_batch, spec),
+        batch_rows=_IMAGE_BATCH_ROWS,
         rows=functools.partial(_image_rows, spec),
         parallel_min_rows=2_000,
         serial_startup_s=0.45,  # matplotlib's import and the first canvas
@@ -331,15 +334,16 @@ def _plan_rows(
     namespace: Namespace,
     *,
     jobs: int,
-    batch_rows: int,
+    batch_rows: int | None,
     executor: Executor = "local",
 ) -> RowPlan:
-    """The batches prep runs (and plan predicts): the same cut for both."""
+    """The batches prep runs (and plan predicts): the same cut for both (``batch_rows``
+    None: the kind's own)."""
     return plan_rows(
         dataset_blocks(dataset),
         namespace,
         key_algorithm=job.store.key,
-        batch_rows=batch_rows,
+        batch_rows=batch_rows or job.batch_rows,
         # Several batches per worker, so the last ones do not leave a core idle.
         min_batches=lambda rows: 4 * w if (w := _workers(job, rows, jobs, executor)) > 1 else 1,
     )
@@ -383,7 +387,7 @@ def _run(
     dataset: Dataset,
     *,
     jobs: int,
-    batch_rows: int,
+    batch_rows: int | None,
     progress: bool,
     budget_bytes: int | None,
     force: bool,
@@ -392,7 +396,14 @@ def _run(
 ) -> PrepReport:
     t0 = time.perf_counter()
     namespace = job.namespace(create=False)
-    plan = _plan_rows(job, dataset, namespace, jobs=jobs, batch_rows=batch_rows, executor=executor)
+    plan = _plan_rows(
+        job,
+        dataset,
+        namespace,
+        jobs=jobs,
+        batch_rows=batch_rows,
+        executor=executor,
+    )
     if plan.batches and job.store.mode != "a":
         raise StoreReadOnlyError(
             f"store {job.store.url} is read-only and lacks {plan.rows_missing:,} rows of this "
@@ -436,10 +447,16 @@ def _run(
 
 
 def _plan(
-    job: _Job, dataset: Dataset, *, jobs: int, batch_rows: int, budget_bytes: int | None
+    job: _Job, dataset: Dataset, *, jobs: int, batch_rows: int | None, budget_bytes: int | None
 ) -> Estimate:
     t0 = time.perf_counter()
-    plan = _plan_rows(job, dataset, job.namespace(create=False), jobs=jobs, batch_rows=batch_rows)
+    plan = _plan_rows(
+        job,
+        dataset,
+        job.namespace(create=False),
+        jobs=jobs,
+        batch_rows=batch_rows,
+    )
     return _estimate(
         job, plan, jobs=jobs, hash_seconds=time.perf_counter() - t0, budget_bytes=budget_bytes
     )
@@ -456,7 +473,7 @@ def prep_features(
     *,
     jobs: int = 1,
     device: str = "cpu",
-    batch_rows: int = _FEATURE_BATCH_ROWS,
+    batch_rows: int | None = None,
     progress: bool = False,
     budget_bytes: int | None = None,
     force: bool = False,
@@ -467,7 +484,8 @@ def prep_features(
 
     Refuses (``BudgetError``) when the predicted size exceeds ``budget_bytes`` or the free
     space, unless ``force``. ``executor``, ``scheduler``: where batches run (see
-    :func:`~tsfs.pipeline.execute.run_batches`).
+    :func:`~tsfs.pipeline.execute.run_batches`). ``batch_rows``: rows per segment (default
+    65,536).
     """
     check_rows(dataset, spec)
     return _run(
@@ -489,7 +507,7 @@ def prep_images(
     store: Store,
     *,
     jobs: int = 1,
-    batch_rows: int = _IMAGE_BATCH_ROWS,
+    batch_rows: int | None = None,
     codec: Codec = "lz4",
     progress: bool = False,
     budget_bytes: int | None = None,
@@ -502,7 +520,7 @@ def prep_images(
     Batches run in ``jobs`` worker processes (or on a Dask cluster: ``executor``,
     ``scheduler``), each with one long-lived renderer, each rendering, compressing and
     committing its own segments. ``codec``: ``lz4`` (default; decodes ~5x faster for training
-    reads) or ``zstd`` (~30% smaller).
+    reads) or ``zstd`` (~30% smaller). ``batch_rows``: rows per segment (default 2,048).
     """
     check_rows(dataset, spec)
     return _run(
@@ -524,7 +542,7 @@ def plan_features(
     store: Store,
     *,
     jobs: int = 1,
-    batch_rows: int = _FEATURE_BATCH_ROWS,
+    batch_rows: int | None = None,
     budget_bytes: int | None = None,
 ) -> Estimate:
     """Predict what :func:`prep_features` would write and how long it would take."""
@@ -543,7 +561,7 @@ def plan_images(
     store: Store,
     *,
     jobs: int = 1,
-    batch_rows: int = _IMAGE_BATCH_ROWS,
+    batch_rows: int | None = None,
     codec: Codec = "lz4",
     budget_bytes: int | None = None,
 ) -> Estimate:
@@ -627,7 +645,7 @@ def _plan_variant(
             store,
             jobs=jobs,
             budget_bytes=budget_bytes,
-            batch_rows=batch_rows or _IMAGE_BATCH_ROWS,
+            batch_rows=batch_rows,
             codec=codec,
         )
     return plan_features(
@@ -636,5 +654,5 @@ def _plan_variant(
         store,
         jobs=jobs,
         budget_bytes=budget_bytes,
-        batch_rows=batch_rows or _FEATURE_BATCH_ROWS,
+        batch_rows=batch_rows,
     )

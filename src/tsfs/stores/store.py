@@ -166,6 +166,23 @@ def chunk_rows_for(rows: int, row_bytes: int, group: int = 1) -> int:
 # small helpers
 
 
+def _absent_chunk(
+    files: Files, key: str, arr: Any, start: int = 0, stop: int | None = None
+) -> str | None:
+    """The key of the first chunk file of zarr array ``arr`` (at ``key``) that rows
+    ``[start:stop]`` need and that is absent, or None. Zarr reads an absent chunk as its fill
+    value: a lost file must be an error, not zeros."""
+    if not arr.ndim:
+        return None
+    per_chunk = max(1, int(arr.metadata.chunk_grid.chunk_shape[0]))
+    stop = arr.shape[0] if stop is None else stop
+    for c in range(start // per_chunk, -(-stop // per_chunk)):
+        chunk = f"{key}/{arr.metadata.encode_chunk_key((c,) + (0,) * (arr.ndim - 1))}"
+        if not files.is_file(chunk):
+            return chunk
+    return None
+
+
 def _read_json(files: Files, key: str) -> dict[str, Any]:
     """Read a small JSON object from an untrusted store, bounding its size."""
     where = files.where(key)
@@ -614,13 +631,11 @@ class Namespace:
         arr = self.array(commit, name)
         stop = commit.rows if stop is None else stop
         rec = commit.arrays[name]
-        # Zarr reads an absent chunk as its fill value: a lost file must be an error, not zeros.
-        for c in range(start // rec.chunk_rows, -(-stop // rec.chunk_rows)):
-            key = self.chunk_key(commit, name, c)
-            if not self.files.is_file(key):
-                raise self._gone(commit) or self.corrupt_chunk(
-                    self.files.where(key), "file missing"
-                )
+        absent = _absent_chunk(
+            self.files, f"{self.segment_key(commit.segment)}/{name}", arr, start, stop
+        )
+        if absent is not None:
+            raise self._gone(commit) or self.corrupt_chunk(self.files.where(absent), "file missing")
         try:
             return np.asarray(arr[start:stop])
         except Exception as e:
@@ -956,14 +971,10 @@ class Store:
             self._require_writable()
 
     def _check_creatable(self, key: str) -> None:
-        """Refuse, before any work, a store that :meth:`_create` could not make here."""
+        """Refuse, before any work, a store that :meth:`_create` could not make here (a
+        non-empty directory was refused already)."""
         if key not in KEY_ALGORITHMS:
             raise InputError(f"unknown key algorithm {key!r}")
-        if [n for n in self.files.list("") if not _TEMP_JSON.match(n)]:
-            raise InputError(
-                f"{self.url} is a non-empty directory that is not a tsfs store; "
-                "give an empty or new directory for the store"
-            )
         if isinstance(self.files, LocalFiles):
             parent = self.files.root
             while not parent.exists() and parent != parent.parent:
@@ -1185,14 +1196,9 @@ class Store:
                 where = self.files.where(f"{key}/{name}")
                 try:
                     arr = zarr.open_array(self.files.zarr_store(), path=f"{key}/{name}", mode="r")
-                    rows = arr.shape[0] if arr.ndim else 0
-                    grid = getattr(arr.metadata.chunk_grid, "chunk_shape", None) or (1,)
-                    per_chunk = max(1, int(grid[0]))
-                    # zarr reads an absent chunk as zeros: a lost file is damage, not keys
-                    for c in range(-(-rows // per_chunk)):
-                        chunk = arr.metadata.encode_chunk_key((c,) + (0,) * (arr.ndim - 1))
-                        if not self.files.is_file(f"{key}/{name}/{chunk}"):
-                            raise StoreCorruptError(f"chunk {chunk} missing")
+                    absent = _absent_chunk(self.files, f"{key}/{name}", arr)
+                    if absent is not None:
+                        raise StoreCorruptError(f"chunk {absent} missing")
                     arrays[name] = np.asarray(arr[...])
                 except Exception as e:
                     raise StoreCorruptError(f"view array {where}: unreadable ({e})") from e

@@ -29,14 +29,14 @@ CSDI computes on the concatenated test set). Values are on whatever scale the in
 
 from __future__ import annotations
 
-import functools
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from threadpoolctl import ThreadpoolController
+
+from tsfs._threads import one_blas_thread
 
 __all__ = [
     "QUANTILES",
@@ -59,12 +59,6 @@ QUANTILES: tuple[float, ...] = tuple(i / 20 for i in range(1, 20))
 _BLOCK = 1024
 
 Array = npt.NDArray[np.floating]
-
-
-@functools.cache
-def _blas() -> ThreadpoolController:
-    """Made once (it scans the loaded libraries); limits BLAS to one thread per block worker."""
-    return ThreadpoolController()
 
 
 def _check(samples: torch.Tensor, target: torch.Tensor | None) -> None:
@@ -182,7 +176,7 @@ class _Sorted:
             return loss
 
         first, *rest = itertools.pairwise(_cuts(n, torch.get_num_threads()))
-        with _blas().limit(limits=1, user_api="blas"):
+        with one_blas_thread():  # one per block thread
             if not rest:
                 level_loss = part(*first)
             else:
