@@ -33,7 +33,14 @@ from tsfs.pipeline.windows import Dataset
 from tsfs.specs import FeatureSpec, WindowSpec
 from tsfs.stores.store import Store
 from tsfs.training.data import Batch, WindowReader, open_view
-from tsfs.training.loop import FitResult, TrainSpec, fit, repeat_last_scores, train
+from tsfs.training.loop import (
+    FitResult,
+    TrainSpec,
+    fit,
+    majority_class_accuracy,
+    repeat_last_scores,
+    train,
+)
 from tsfs.training.models import DataInfo
 from tsfs.training.models.base import Scores
 from tsfs.training.models.diffusion import DiffusionConfig
@@ -179,6 +186,25 @@ def test_repeat_last_baseline_is_tslib_arithmetic(ett: Dataset) -> None:
     ot = repeat_last_scores(ett.splits["test"], 96, target_only=True)
     assert ot["mse"] == pytest.approx(float(np.square(errors[..., -1]).mean()), rel=1e-6)
     assert ot["mae"] == pytest.approx(float(np.abs(errors[..., -1]).mean()), rel=1e-6)
+
+
+def test_majority_class_baseline_answers_the_most_frequent_training_label(
+    tmp_path: Path,
+) -> None:
+    head = "@problemName Toy\n@univariate true\n@classLabel true up down flat\n@data\n"
+    # train: "down" 3 times, "up" twice; test: "down" once in four
+    (tmp_path / "Toy_TRAIN.ts").write_text(
+        head + "1,2,3:up\n3,2,1:down\n4,3,2:down\n2,3,4:up\n5,4,3:down\n"
+    )
+    (tmp_path / "Toy_TEST.ts").write_text(head + "1,2,3:up\n3,2,1:down\n1,1,1:flat\n2,3,4:up\n")
+    ds = load(tmp_path / "Toy_TRAIN.ts")
+    assert majority_class_accuracy(ds.splits["train"], ds.splits["test"]) == 0.25
+    with pytest.raises(InputError, match="labelled train and test"):
+        majority_class_accuracy(ett_like_split(), ds.splits["test"])
+
+
+def ett_like_split() -> Any:
+    return load(ETTH1, WindowSpec(seq_len=96, stride=512, splits=("train",))).splits["train"]
 
 
 def test_seeded_runs_repeat_exactly(ett: Dataset, tmp_path: Path) -> None:

@@ -155,9 +155,10 @@ def _summary(metrics: dict[str, Any], out: Path) -> None:
         typer.echo(f"best: epoch {best['epoch']} (step {best['step']:,}): {line(best['val'])}")
     if "test" in metrics:
         typer.echo(f"test: {line(metrics['test'])}")
-    baseline = metrics.get("baseline", {}).get("repeat_last")
-    if baseline:
-        typer.echo(f"repeat-last baseline, test: {line(baseline)}")
+    for key, label in (("repeat_last", "repeat-last"), ("majority_class", "majority-class")):
+        baseline = metrics.get("baseline", {}).get(key)
+        if baseline:
+            typer.echo(f"{label} baseline, test: {line(baseline)}")
     names = ("metrics.json", "last.pt", "best.pt", "curves.png")
     typer.echo(f"wrote {out}/: {', '.join(n for n in names if (out / n).exists())}")
 

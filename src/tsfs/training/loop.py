@@ -13,7 +13,8 @@ a progress bar per epoch, and the files of a run in ``out``:
   tensors and plain values (model, optimizer, step, config, loader position, RNG state) that
   loads with ``weights_only=True``;
 * ``metrics.json``: settings, per-epoch history, the best epoch, test metrics of the best
-  weights and, for forecasting, the repeat-last-value baseline's test scores;
+  weights and a naive baseline's test scores (repeat-last-value for forecasting, the
+  majority class for classification);
 * ``curves.png``: training loss and the monitored metric against the step.
 
 **Determinism.** The model is built and the loader ordered from ``seed``; evaluation runs
@@ -87,6 +88,7 @@ __all__ = [
     "TrainSpec",
     "TrainingInterrupted",
     "fit",
+    "majority_class_accuracy",
     "reads",
     "repeat_last_scores",
     "resolve_device",
@@ -227,6 +229,18 @@ def repeat_last_scores(
         ab += float(np.abs(error).sum())
         n += error.size
     return {"mse": sq / n, "mae": ab / n}
+
+
+def majority_class_accuracy(train: Split, test: Split) -> float:
+    """Test accuracy of always answering the training split's most frequent class.
+
+    The naive baseline every classifier must beat (ties go to the lowest class code, as
+    :func:`numpy.argmax` breaks them).
+    """
+    if train.labels is None or test.labels is None or not len(train.labels):
+        raise InputError("the majority-class baseline needs labelled train and test splits")
+    majority = int(np.argmax(np.bincount(train.labels)))
+    return float(np.mean(test.labels == majority)) if len(test.labels) else float("nan")
 
 
 # --------------------------------------------------------------------------------------------
@@ -787,6 +801,14 @@ def fit(
                 "repeat_last": repeat_last_scores(
                     split, info.pred_len, target_only=info.target_only
                 )
+            }
+        elif "train" in readers:
+            metrics["baseline"] = {
+                "majority_class": {
+                    "accuracy": majority_class_accuracy(
+                        readers["train"].split, readers["test"].split
+                    )
+                }
             }
     metrics["seconds"] = time.perf_counter() - t0
     run.model.eval()
