@@ -107,6 +107,28 @@ def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
     assert "nope.csv" in proc.stderr
 
 
+def test_ctrl_c_while_the_commands_load_is_one_line(tmp_path: Path) -> None:
+    """A real SIGINT that lands while the commands import (numpy, here) — as a quick Ctrl-C
+    after Enter does — ends like any interrupted command, not in import machinery."""
+    interrupt_in_imports = (
+        "import builtins, os, signal\n"
+        "real = builtins.__import__\n"
+        "def imports(name, *args, **kwargs):\n"
+        "    if name == 'numpy':\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = imports\n"
+        "import runpy\n"
+        "runpy.run_module('tsfs', run_name='__main__')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", interrupt_in_imports, "store", "info", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert (proc.returncode, proc.stderr) == (130, "tsfs: interrupted\n")
+
+
 def test_refused_run_leaves_the_store_as_it_was(tmp_path: Path) -> None:
     """Settings refused for these rows change nothing: no store made, no namespace added."""
     st = tmp_path / "s"

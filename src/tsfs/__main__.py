@@ -1,5 +1,5 @@
 """`python -m tsfs` runs the command-line interface."""
 
-from tsfs.cli.main import app
+from tsfs.cli import main
 
-app(prog_name="tsfs")
+main()
