@@ -318,6 +318,65 @@ def test_segments_are_plain_zarr_arrays(
     assert theirs.shape == read_back.shape
 
 
+def test_direct_reads_equal_zarrs_own_and_foreign_metadata_reads_through_zarr(
+    tmp_path: Path,
+) -> None:
+    """Arrays tsfs wrote are decoded without zarr-python: every row range must equal what zarr
+    reads from the same files. An array whose metadata tsfs did not write (another codec
+    chain, as another Zarr v3 writer may use) is read through zarr and reads right too."""
+    import zarr
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+    from zarr.storage import LocalStore
+
+    rng = np.random.default_rng(11)
+    n = 9_000  # 9,000 rows of 1 KiB: three chunks, the last one short
+    data = {
+        "raw": rng.standard_normal((n, 128)),
+        "lz4": (rng.random((n, 32, 32)) * 40).astype(np.uint8),
+        "zstd": rng.standard_normal((n, 256)).astype(np.float32),
+    }
+    store = Store(tmp_path / "s", mode="a")
+    ns = store.namespace("images", SPEC, FP)
+    commit = ns.write_segment(
+        row_keys(rng.standard_normal((n, 2))),
+        data,
+        codecs={c: c for c in data},  # type: ignore[misc]
+    )
+    segment = LocalStore(ns.segment_path(commit.segment))
+    ranges = [(0, None), (5, 17), (4000, 8200), (-30, None), (8990, 20_000), (7, 7), (100, 50)]
+    for name in data:
+        assert commit.arrays[name].chunk_rows < n / 2
+        theirs = zarr.open_array(segment, path=name, mode="r")
+        assert ns.chunk_plan(commit, name).layout == ("raw" if name == "raw" else "blosc")
+        for start, stop in ranges:
+            np.testing.assert_array_equal(
+                ns.read_array(commit, name, start, stop), theirs[start:stop]
+            )
+
+    # another Zarr writer's codec chain for "zstd" at the same place: same shape and chunks
+    rows = commit.arrays["zstd"].chunk_rows
+    other = zarr.create_array(
+        segment,
+        name="zstd",
+        shape=(n, 256),
+        chunks=(rows, 256),
+        dtype="float32",
+        compressors=[ZstdCodec(level=3), Crc32cCodec()],
+        fill_value=0,
+        overwrite=True,
+    )
+    other[:] = data["zstd"][::-1]
+    fresh = Store(tmp_path / "s").namespace("images", SPEC, FP)
+    assert fresh.chunk_plan(commit, "zstd").layout == "zarr"
+    for start, stop in ranges:
+        np.testing.assert_array_equal(
+            fresh.read_array(commit, "zstd", start, stop), data["zstd"][::-1][start:stop]
+        )
+    np.testing.assert_array_equal(
+        fresh.read_chunk_rows(commit, "zstd", 2), data["zstd"][::-1][2 * rows :]
+    )
+
+
 def test_a_store_creation_in_flight_or_killed_is_not_a_foreign_directory(
     tmp_path: Path,
 ) -> None:

@@ -9,18 +9,12 @@ about once per epoch. :meth:`ChunkCache.get_many` decodes the chunks a batch lac
 thread per core while the caller copies rows out of those already decoded: the reading thread
 alone was one core, ~45% of it in lz4.
 
-The two chunk layouts tsfs writes are decoded directly, without Zarr's per-call machinery:
-
-* ``raw`` (bytes codec + crc32c): the file is the rows' little-endian bytes followed by a 4-byte
-  crc32c. One ``readinto`` into a numpy buffer, one checksum, then a zero-copy view.
-* ``zstd`` (bytes, blosc-zstd, crc32c): the crc32c covers the compressed bytes; after checking it,
-  blosc decompresses straight into the chunk's buffer.
-
-Chunk files are read rather than memory-mapped: the checksum touches every byte anyway, and a
-mapping per cached chunk would hold a file descriptor per chunk. A store at a URL (s3://…) is
-read the same way, one GET per chunk, and the cache is then the local copy of what was fetched.
-Any other codec chain (a store written by a future tsfs, say) falls back to Zarr's own reader,
-which is slower but correct.
+Chunks are decoded by :meth:`~tsfs.stores.store.Namespace.read_chunk_rows`, directly for the
+layouts tsfs writes (raw bytes, or blosc; crc32c checked over the file's payload), without
+Zarr's per-call machinery. Chunk files are read rather than memory-mapped: the checksum touches
+every byte anyway, and a mapping per cached chunk would hold a file descriptor per chunk. A store
+at a URL (s3://…) is read the same way, one GET per chunk, and the cache is then the local copy
+of what was fetched.
 A wrong checksum is a :class:`~tsfs.errors.StoreCorruptError` naming the chunk file.
 """
 
@@ -37,7 +31,6 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from tsfs.errors import StoreError
 from tsfs.stores.store import Commit, Namespace
 
 __all__ = ["DEFAULT_CACHE_BYTES", "CacheStats", "ChunkCache", "ChunkKey", "ChunkReader"]
@@ -205,7 +198,6 @@ class ChunkReader:
     def __init__(self, namespace: Namespace, commits: Sequence[Commit]) -> None:
         self.namespace = namespace
         self.commits = tuple(commits)
-        self._plans: dict[tuple[int, str], _Plan] = {}
 
     def chunk_rows(self, name: str) -> npt.NDArray[np.int64]:
         """(S,) rows per chunk of array ``name`` in each segment (0 where a segment lacks it)."""
@@ -219,63 +211,4 @@ class ChunkReader:
 
     def chunk(self, segment: int, name: str, chunk: int) -> npt.NDArray[Any]:
         """(n, ...) rows of chunk ``chunk`` of array ``name`` of ``commits[segment]``."""
-        commit = self.commits[segment]
-        plan = self._plan(segment, name)
-        start = chunk * plan.chunk_rows
-        stop = min(start + plan.chunk_rows, commit.rows)
-        if not 0 <= start < stop:
-            raise StoreError(f"chunk {chunk} of {name!r} is outside segment {commit.segment}")
-        ns = self.namespace
-        if plan.layout == "zarr":
-            return ns.read_array(commit, name, start, stop)
-        data = ns.read_chunk(commit, name, chunk)
-        try:
-            if plan.layout == "raw":
-                if len(data) != plan.chunk_nbytes:
-                    raise _Undecodable(f"{len(data)} bytes, expected {plan.chunk_nbytes}")
-                rows = data.view(plan.dtype).reshape(plan.chunk_rows, *plan.row_shape)
-            else:
-                rows = _blosc_decode(data, plan)
-        except _Undecodable as e:
-            raise ns.corrupt_chunk(ns.files.where(ns.chunk_key(commit, name, chunk)), str(e)) from e
-        return rows[: stop - start]
-
-    def _plan(self, segment: int, name: str) -> _Plan:
-        plan = self._plans.get((segment, name))
-        if plan is None:
-            commit = self.commits[segment]
-            # Opening the array validates its metadata against the commit record.
-            # (and checks the chunk grid is the row-chunked one the writer used)
-            arr = self.namespace.array(commit, name)
-            rec = commit.arrays[name]
-            plan = _Plan(
-                layout=_layout(arr.metadata.codecs),
-                chunk_rows=rec.chunk_rows,
-                row_shape=tuple(rec.shape[1:]),
-                dtype=np.dtype(rec.dtype).newbyteorder("<"),
-            )
-            self._plans[segment, name] = plan
-        return plan
-
-
-class _Undecodable(Exception):
-    """A chunk whose checksum holds but whose contents do not decode as its array's."""
-
-
-def _blosc_decode(payload: npt.NDArray[np.uint8], plan: _Plan) -> npt.NDArray[Any]:
-    from numcodecs import blosc
-
-    # Blosc's 16-byte header: version, codec version, flags, typesize, then little-endian
-    # uint32 decoded bytes, block size and compressed bytes.
-    header = payload[:_BLOSC_HEADER].tobytes()
-    if len(header) < _BLOSC_HEADER or int.from_bytes(header[12:16], "little") != len(payload):
-        raise _Undecodable("not a blosc frame")
-    nbytes = int.from_bytes(header[4:8], "little")
-    if nbytes != plan.chunk_nbytes:
-        raise _Undecodable(f"decodes to {nbytes} bytes, expected {plan.chunk_nbytes}")
-    out = np.empty(plan.chunk_nbytes, dtype=np.uint8)
-    try:
-        blosc.decompress(payload, out)
-    except Exception as e:
-        raise _Undecodable(f"blosc: {e}") from e
-    return out.view(plan.dtype).reshape(plan.chunk_rows, *plan.row_shape)
+        return self.namespace.read_chunk_rows(self.commits[segment], name, chunk)
