@@ -72,11 +72,21 @@ def ref_features(x: np.ndarray, wavelet: str, mode: str, level: int) -> dict[str
     safe = np.maximum(ratio, 1e-10)
     entropy = max(0.0, float(-(safe * np.log(safe)).sum()))
     trend = np.array([float(np.mean(np.diff(c))) for c in coeffs])
-    # a trend within float32 rounding of 0 has no sign (documented in tsfs.pipeline.dwt)
-    tol = [4 * np.finfo(np.float32).eps * np.sqrt(np.mean(c**2)) / (c.size - 1) for c in coeffs]
+    # Documented in tsfs.pipeline.dwt: a band's float32 rounding scales with its rms or the
+    # row's, whichever is larger; a trend within 4 float32 ulps of that (per step) has no
+    # sign, and a std within 16 is zero.
+    eps32 = float(np.finfo(np.float32).eps)
+    row_rms = math.sqrt(sum(float(np.sum(c**2)) for c in coeffs) / sum(c.size for c in coeffs))
+    scale = [max(math.sqrt(float(np.mean(c**2))), row_rms) for c in coeffs]
+    tol = [4 * eps32 * m / (c.size - 1) for m, c in zip(scale, coeffs, strict=True)]
     sign = [0 if abs(t) <= e else 1 if t > 0 else -1 for t, e in zip(trend, tol, strict=True)]
     consistency = sum(s == sign[0] for s in sign) / nb if sign[0] != 0 else 0.5
-    std_b = np.array([float(np.std(c, ddof=1)) for c in coeffs])
+    std_b = np.array(
+        [
+            0.0 if np.std(c, ddof=1) <= 16 * eps32 * m else float(np.std(c, ddof=1))
+            for m, c in zip(scale, coeffs, strict=True)
+        ]
+    )
     sa, sd = std_b[0], std_b[-1]
     if sa == 0 and sd == 0:
         snr = 0.0
@@ -252,6 +262,27 @@ def test_features_of_edge_rows() -> None:
         assert out["snr_db"][r] == 0
         assert out["trend"][r] == 0
         assert out["consistency"][r] == 0.5
+
+
+def test_a_pattern_gets_the_same_features_at_every_amplitude() -> None:
+    """A ±a toggle is the same row after RevIN whatever a: its finest band is constant and
+    every other band zero, so both stds are zero (SNR 0 dB, "both zero") — not rounding
+    noise that read −60 dB at some amplitudes and +60 dB at others."""
+    T, spec = 64, FeatureSpec()
+    toggle = np.where(np.arange(T) % 2 == 0, 1.0, -1.0)
+    amplitudes = [0.5, 1, 2, 3, 10, 100, 1e6]
+    rows = np.stack([a * toggle for a in amplitudes]).astype(np.float32)
+    out = compute_rows(rows, spec)
+    check_against_reference(rows, out, spec)
+    np.testing.assert_array_equal(out["snr_db"], 0.0)
+    np.testing.assert_array_equal(out["band_std"], 0.0)
+    for name in ("difficulty", "consistency", "dominant"):
+        assert len(np.unique(out[name])) == 1, name
+    # the shared transform of overlapping windows of one long toggle: every window alike
+    series = (3 * np.where(np.arange(700) % 2 == 0, 1.0, -1.0))[:, None]
+    windows = compute_windows(series, seq_len=T, starts=np.arange(600), spec=spec)
+    for name in ("snr_db", "difficulty", "consistency"):
+        np.testing.assert_array_equal(windows[name], out[name][0], err_msg=name)
 
 
 # ------------------------------------------------------------------ Time-LLM's own statistics

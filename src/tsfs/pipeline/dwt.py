@@ -14,9 +14,12 @@ Formulas (SWT-Time ``layers/DWTPromptGenerator.py``, restated; ``nb = J + 1`` ba
 - dominant band ``argmax_j r_j`` (first on ties)
 - band trend ``mean(diff(c_j)) = (c_j[-1] − c_j[0]) / (len_j − 1)``; consistency
   ``#{sign_j = sign_0} / nb``, or 0.5 when ``sign_0 = 0``. A trend within float32 rounding of 0
-  (``|trend| <= 4·eps32·rms_j / (len_j − 1)``, rms over the band's coefficients) has sign 0:
-  its sign is rounding noise (boundary detail bands that vanish identically, for instance)
-- band std (ddof=1); SNR ``clip(10 log10(max(σ_A² / max(σ_D1, 1e-10)², 1e-10)), −60, 60)``,
+  (``|trend| <= 4·eps32·m_j / (len_j − 1)``, with ``m_j`` the larger of the band's rms and
+  the row's rms over every band) has sign 0: its sign is rounding noise (boundary detail bands
+  that vanish identically, for instance)
+- band std (ddof=1), 0 when within float32 rounding (``σ_j <= 16·eps32·m_j``: a band of equal
+  coefficients, whose moments cancel to noise); SNR
+  ``clip(10 log10(max(σ_A² / max(σ_D1, 1e-10)², 1e-10)), −60, 60)``,
   0 when both stds are 0 and 60 when only ``σ_D1`` is; volatility ``σ_D1 / (σ_A + 1e-10)``
 - difficulty ``clip(40 (1 − consistency), 0, 40) + 35 clip(H / ln nb, 0, 1)
   + 25 / (1 + exp((SNR − 10) / 5))``, clipped to [0, 100]
@@ -54,8 +57,10 @@ I64 = npt.NDArray[np.int64]
 # Constants of the public generator (kept as written there).
 _RATIO_FLOOR = 1e-10
 _SNR_CLIP = 60.0
-# Ours: a band trend within this many float32 ulps of the band's rms per step has no sign.
+# Ours: a band trend within this many float32 ulps of the band's scale per step has no sign,
+# and a band std within _STD_ULPS of it is zero (see _scale, _std).
 _SIGN_ULPS = 4
+_STD_ULPS = 16
 
 
 @dataclass(frozen=True)
@@ -179,21 +184,39 @@ def _entropy(ratio: F64) -> F64:
     return entropy
 
 
+def _scale(count: I64, energy: F64) -> F64:
+    """(R, nb) the magnitude a band's float32 rounding scales with: its own rms, or the
+    row's (over every band) where that is larger — a band of the row's rounding noise has
+    noise for its own rms."""
+    energy = np.maximum(energy, 0.0)
+    row = np.sqrt(energy.sum(axis=1, keepdims=True) / count.sum(axis=1, keepdims=True))
+    scale: F64 = np.maximum(np.sqrt(energy / count), row)
+    return scale
+
+
 def _sign_consistency(trend: F64, count: I64, energy: F64) -> tuple[npt.NDArray[np.int8], F64]:
     # A band trend within float32 rounding of zero has no sign: the generator's float32 diffs
     # give either sign there, and so would any two float64 evaluations of it.
-    rms = np.sqrt(np.maximum(energy, 0.0) / count)
-    tol = _SIGN_ULPS * np.finfo(np.float32).eps * rms / (count - 1)
+    tol = _SIGN_ULPS * np.finfo(np.float32).eps * _scale(count, energy) / (count - 1)
     sign = np.where(np.abs(trend) <= tol, 0, np.sign(trend)).astype(np.int8)
     agree = (sign == sign[:, :1]).mean(axis=1)
     return sign, np.where(sign[:, 0] != 0, agree, 0.5)
 
 
 def _std(count: I64, total: F64, energy: F64) -> F64:
-    # Sample variance from moments; float64 moments of O(1) z-values lose nothing that matters,
-    # and the clamp keeps rounding from producing a negative variance of a constant band.
+    """(R, nb) sample stds (ddof=1) from band moments.
+
+    Float64 moments of O(1) z-values lose nothing that matters to a real band, but a band of
+    equal nonzero coefficients (a ±1 toggle's finest details) cancels to rounding noise, and
+    its SNR would then flip between −60 and +60 dB with the amplitude of the same pattern. A
+    std within float32 rounding of the band's scale (:func:`_scale`) is therefore zero, as it
+    is exactly: no float32 transform (the generator's) resolves it either.
+    """
     var = np.maximum(energy - total * total / count, 0.0) / (count - 1)
-    return np.sqrt(var)
+    std = np.sqrt(var)
+    tol = _STD_ULPS * np.finfo(np.float32).eps * _scale(count, energy)
+    zero: F64 = np.where(std <= tol, 0.0, std)
+    return zero
 
 
 def _quality(std: F64, entropy: F64, consistency: F64) -> tuple[F64, F64, F64]:
