@@ -109,3 +109,39 @@ def test_uea_prompt_states_the_sample_length(tmp_path: Path) -> None:
         code, text = tsfs("show", "prompt", st, str(data), "--split", "train", *extra)
         assert code == 0, text
         assert text.count("given the previous 40 steps") == 3  # two variables and the window
+
+
+def test_sheet_of_many_variables_shows_the_first_16_or_those_picked(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    rng = np.random.default_rng(2)
+    stamps = np.datetime64("2020-01-01T00:00") + np.arange(400) * np.timedelta64(1, "h")
+    names = [f"c{i}" for i in range(19)] + ["OT"]
+    lines = [
+        f"{str(t).replace('T', ' ')}:00," + ",".join(f"{v:.4f}" for v in rng.normal(size=20))
+        for t in stamps
+    ]
+    data = tmp_path / "wide.csv"
+    data.write_text("date," + ",".join(names) + "\n" + "\n".join(lines) + "\n")
+    st = str(tmp_path / "s")
+    code, text = tsfs("prep", "images", str(data), *SMALL, "--size", "16", "--store", st, "-q")
+    assert code == 0, text
+
+    def panels(*args: str) -> tuple[int, str]:
+        out = tmp_path / "w.png"
+        code, text = tsfs("show", "images", st, str(data), *SMALL, "--out", str(out), *args)
+        assert code == 0, text
+        return matplotlib.image.imread(out).shape[0] // 260, text  # 2.6 in at 100 dpi each
+
+    count, text = panels()
+    assert count == 16
+    assert "showing the first 16 of 20 variables; pick others with --variables" in text
+    count, text = panels("--variables", "OT, 3,c0")
+    assert count == 3
+    assert "showing" not in text
+    code, text = tsfs(
+        "show", "images", st, str(data), *SMALL, "--out", "x.png", "--variables", "c7,HUFL"
+    )
+    assert code == 2
+    assert "--variables: 'HUFL' is neither a variable of wide.csv (c0, c1," in text
+    assert "nor an index below 20" in text

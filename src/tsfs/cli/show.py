@@ -90,17 +90,33 @@ def images(
             "store holds several."
         ),
     ] = None,
+    variables: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Variables to show, comma-separated names or 0-based indices "
+            "(default: the first 16)."
+        ),
+    ] = None,
 ) -> None:
     """A contact sheet of a window's stored images in colour, with its features beside them.
 
     Example: tsfs show images tsfs-store data/ETTh1.csv --seq-len 96 --window 10 --out w.png
+
+    Example: tsfs show images tsfs-store data/ETTh1.csv --variables HUFL,OT --out w.png
     """
     from tsfs.errors import InputError, MissingRowsError
-    from tsfs.pipeline.show import pick_namespace, window_rows, write_contact_sheet
+    from tsfs.pipeline.show import (
+        SHEET_VARIABLES,
+        pick_namespace,
+        pick_variables,
+        window_rows,
+        write_contact_sheet,
+    )
     from tsfs.pipeline.sources import load
     from tsfs.stores.store import Store
 
     dataset = load(data, window)
+    shown = pick_variables(dataset, variables)
     st = Store(store)
     ns = pick_namespace(st, "images", namespace, holding=(dataset, split, index))
     try:
@@ -126,5 +142,11 @@ def images(
         except MissingRowsError as e:
             typer.echo(f"tsfs: note: the features are left out: {e}", err=True)
             feats = None
-    write_contact_sheet(dataset, ns, feats, split, index, out)
+    write_contact_sheet(dataset, ns, feats, split, index, out, variables=shown)
+    if variables is None and len(dataset.variables) > SHEET_VARIABLES:
+        typer.echo(
+            f"tsfs: note: showing the first {SHEET_VARIABLES} of {len(dataset.variables)} "
+            "variables; pick others with --variables",
+            err=True,
+        )
     typer.echo(f"wrote {out}")

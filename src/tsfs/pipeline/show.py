@@ -6,6 +6,7 @@ the prep command that fills it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from tsfs.pipeline.windows import Dataset
 from tsfs.stores.store import Namespace, Store
 
 __all__ = [
+    "SHEET_VARIABLES",
     "pick_namespace",
+    "pick_variables",
     "window_keys",
     "window_prompts",
     "window_rows",
@@ -143,6 +146,34 @@ def window_prompts(
     return per_variable, window_text
 
 
+#: Panels a contact sheet shows unless told which: a sheet is 2.6 inches tall per variable,
+#: so a 1,000-variable data set would make a picture no viewer opens.
+SHEET_VARIABLES = 16
+
+
+def pick_variables(dataset: Dataset, chosen: str | None) -> list[int]:
+    """0-based variable indices from ``--variables`` (comma-separated names or indices; a
+    name wins over an index that reads the same), or the first :data:`SHEET_VARIABLES`."""
+    names = list(dataset.variables)
+    if chosen is None:
+        return list(range(min(len(names), SHEET_VARIABLES)))
+    picked: list[int] = []
+    for item in (part.strip() for part in chosen.split(",")):
+        if item in names:
+            picked.append(names.index(item))
+        elif item.isdigit() and int(item) < len(names):
+            picked.append(int(item))
+        else:
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise InputError(
+                f"--variables: {item!r} is neither a variable of {dataset.path.name} ({shown}) "
+                f"nor an index below {len(names)}"
+            )
+    if not picked:
+        raise InputError("--variables names no variable; give names or indices, e.g. 0,3,OT")
+    return list(dict.fromkeys(picked))  # in the order given, each once
+
+
 def write_contact_sheet(
     dataset: Dataset,
     images: Namespace,
@@ -150,12 +181,16 @@ def write_contact_sheet(
     split: str,
     window: int,
     out: Path,
+    *,
+    variables: Sequence[int] | None = None,
 ) -> None:
     """An image file of one window's stored images in colour (one panel per variable), with
     its stored statistics beside each when a features namespace is given.
 
-    The format follows ``out``'s suffix (``.png``; any other that matplotlib writes, such as
-    ``.svg`` or ``.pdf``, works too).
+    ``variables``: the 0-based variables to show, in order (default: every one). Colours stay
+    each variable's own palette colour, whichever are shown. The format follows ``out``'s
+    suffix (``.png``; any other that matplotlib writes, such as ``.svg`` or ``.pdf``, works
+    too).
     """
     import matplotlib
 
@@ -176,14 +211,14 @@ def write_contact_sheet(
 
     name = "rgb" if images.spec.get("rgb") else "mask"
     pix = window_rows(dataset, images, split, window, [name])[name]
-    v = len(pix)
-    rgb = pix if name == "rgb" else compose(pix, palette(v))
+    shown = list(range(len(pix))) if variables is None else list(variables)
+    rgb = pix if name == "rgb" else compose(pix, palette(len(pix)))
     stats = window_rows(dataset, features, split, window, None) if features else None
     fig, axes = plt.subplots(
-        v, 2 if stats else 1, figsize=(8 if stats else 3, 2.6 * v), squeeze=False
+        len(shown), 2 if stats else 1, figsize=(8 if stats else 3, 2.6 * len(shown)), squeeze=False
     )
-    for i in range(v):
-        ax = axes[i, 0]
+    for row, i in enumerate(shown):
+        ax = axes[row, 0]
         ax.imshow(rgb[i])
         ax.set_axis_off()
         # Column names are text, not mathtext: "price $/kWh" must not be parsed as a formula.
@@ -200,8 +235,8 @@ def write_contact_sheet(
                     f"difficulty {stats['difficulty'][i]:.1f}",
                 ]
             )
-            axes[i, 1].text(0, 0.5, text, va="center", family="monospace", fontsize=8)
-            axes[i, 1].set_axis_off()
+            axes[row, 1].text(0, 0.5, text, va="center", family="monospace", fontsize=8)
+            axes[row, 1].set_axis_off()
     fig.suptitle(f"{dataset.path.name}  {split} window {window}", fontsize=10, parse_math=False)
     fig.tight_layout()
     try:
