@@ -244,15 +244,26 @@ def test_bytes_written_are_what_the_store_gained(tmp_path: Path) -> None:
     assert report["bytes_written"] == namespace["bytes"]
 
 
-def test_a_lost_namespace_document_is_found_and_prep_rewrites_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["lost", "garbled"])
+def test_a_lost_or_garbled_namespace_document_is_found_and_prep_rewrites_it(
+    tmp_path: Path, damage: str
+) -> None:
     st = str(tmp_path / "s")
     args = ["prep", "features", str(ETTH1), "--splits", "test", "--stride", "32", "--store", st]
     assert runner.invoke(app, [*args, "-q"]).exit_code == 0
     (doc,) = (tmp_path / "s" / "features").glob("*/zarr.json")
-    doc.unlink()
+    if damage == "lost":
+        doc.unlink()
+    else:
+        doc.write_text("garbage\n")
+        info = runner.invoke(app, ["store", "info", st])
+        assert info.exit_code == 0, info.output
+        assert "spec: unreadable (`tsfs store verify` says why; prep rewrites it)" in info.output
     bad = runner.invoke(app, ["store", "verify", st])
     assert bad.exit_code == 1
-    assert f"{doc}: missing" in bad.output
+    assert f"{doc}: {'missing' if damage == 'lost' else 'not valid JSON'}" in bad.output
+    assert "the prep command rewrites it" in bad.output
+    assert "Re-running the prep command that made the store repairs them." in bad.output
     again = runner.invoke(app, [*args, "--json"])
     assert json.loads(again.output)["rows_computed"] == 0
     assert doc.is_file()

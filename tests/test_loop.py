@@ -403,6 +403,31 @@ def test_missing_namespace_names_the_prep_command(tmp_path: Path) -> None:
         train("diffusion", ds, store, spec, config)
 
 
+def test_namespaces_of_another_tsfs_version_are_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store filled by a tsfs whose features spec was version 1 (values computed otherwise):
+    that namespace is neither read nor a rival to the one prep makes now."""
+    ds = load(ETTH1, WindowSpec(stride=64, seq_len=96))
+    store = Store(tmp_path / "s", mode="a")
+    with monkeypatch.context() as old:
+        old.setattr(FeatureSpec, "version", 1)
+        prep_features(ds, FeatureSpec(), store)
+    config = DiffusionConfig(reads_features=True)
+    spec = TrainSpec(epochs=1, max_steps=1)
+    with pytest.raises(
+        MissingRowsError, match=r"tsfs prep features \S*ETTh1\.csv --stride 64 --store"
+    ):
+        train("diffusion", ds, store, spec, config)
+    prep_features(ds, FeatureSpec(), store)
+    # the training split alone, and a tiny model: nothing to score, so one step is quick
+    few = dataclasses.replace(ds, splits={"train": ds.splits["train"]})
+    fast = dataclasses.replace(config, d_model=8, n_heads=1, e_layers=1, d_ff=8, channels=(4,))
+    assert train("diffusion", few, store, spec, fast).metrics["steps"] == 1
+    versions = {ns["spec"]["version"]: ns["current"] for ns in store.info()["namespaces"]}
+    assert versions == {1: False, FeatureSpec.version: True}
+
+
 def test_a_family_that_does_not_fit_the_data_is_refused(tmp_path: Path) -> None:
     samples = np.random.default_rng(0).standard_normal((20, 16, 2)).astype(np.float32)
     np.save(tmp_path / "x.npy", samples)

@@ -296,6 +296,37 @@ def test_the_prep_command_named_makes_the_namespace_asked_for(tmp_path: Path) ->
         assert Namespace(store, "images", spec.fingerprint).exists(), cmd
 
 
+def test_the_prep_command_named_fills_what_an_unscaled_or_truncated_run_reads(
+    tmp_path: Path,
+) -> None:
+    """Data options that change the rows (--no-scale, --unequal truncate) are spelled out, and
+    a features spec whose level is left to prep is not written as "--level None"."""
+    from typer.testing import CliRunner
+
+    from tsfs.cli.main import app
+
+    toy = tmp_path / "Toy_TRAIN.ts"
+    toy.write_text(
+        "@problemName Toy\n@univariate true\n@equalLength false\n@classLabel true a b\n@data\n"
+        + "".join(f"{','.join(str(v) for v in range(n))}:{'ab'[n % 2]}\n" for n in (40, 41, 44))
+    )
+    cases = [
+        (load(ETTH1, WindowSpec(seq_len=48, label_len=24, stride=97, scale=False)), "--no-scale"),
+        (load(toy, WindowSpec(unequal="truncate")), "--unequal truncate"),
+    ]
+    for ds, option in cases:
+        store = Store(tmp_path / f"s{len(option)}", mode="a")
+        cmd = prep_command("features", ds, FeatureSpec(), store)
+        assert option in cmd, cmd
+        assert "--level" not in cmd, cmd
+        assert "(with" not in cmd, cmd
+        result = CliRunner().invoke(app, [*shlex.split(cmd)[1:], "-q"])
+        assert result.exit_code == 0, (cmd, result.output)
+        split = next(iter(ds.splits))
+        reader = WindowReader(open_view(ds, store), split, features=FeatureSpec())
+        assert len(reader.read([0]).features["min"]) == 1
+
+
 def test_corrupt_chunk_is_an_error_naming_its_file(tmp_path: Path, ett: Dataset) -> None:
     store = Store(tmp_path / "s", mode="a")
     fill(store, ett)

@@ -30,6 +30,7 @@ __all__ = [
     "WindowSpec",
     "canonical_json",
     "fingerprint",
+    "spec_version",
     "strict_json",
 ]
 
@@ -229,3 +230,12 @@ class ImageSpec(_Spec):
             del d["color"]
         del d["sigma" if self.ylim == "row" else "margin"]
         return d
+
+
+def spec_version(kind: str) -> int:
+    """The version of the ``kind`` namespace spec (``features`` or ``images``) this tsfs
+    writes and reads; a namespace of another version holds values computed otherwise."""
+    specs: dict[str, type[_Spec]] = {FeatureSpec.kind: FeatureSpec, ImageSpec.kind: ImageSpec}
+    if kind not in specs:
+        raise InputError(f"unknown namespace kind {kind!r}; choose features or images")
+    return specs[kind].version

@@ -50,13 +50,20 @@ def info(store: StoreArg, json_out: JsonOpt = False) -> None:
     if not summary["namespaces"]:
         typer.echo("  (empty: run `tsfs prep features DATA` or `tsfs prep images DATA`)")
     for ns in summary["namespaces"]:
-        spec = {k: v for k, v in ns["spec"].items() if k not in ("kind", "version")}
-        spec_s = " ".join(f"{k}={v}" for k, v in sorted(spec.items()))
         typer.echo(
             f"  {ns['kind']}/{ns['fingerprint']}  {ns['rows']:,} rows  {ns['segments']} segments"
             f"  {human_bytes(ns['bytes'])}  {ns['files']} files"
         )
-        typer.echo(f"      spec: {spec_s}")
+        if ns["spec"] is None:
+            typer.echo("      spec: unreadable (`tsfs store verify` says why; prep rewrites it)")
+            continue
+        spec = {k: v for k, v in ns["spec"].items() if k not in ("kind", "version")}
+        typer.echo(f"      spec: {' '.join(f'{k}={v}' for k, v in sorted(spec.items()))}")
+        if not ns["current"]:
+            typer.echo(
+                f"      written by another tsfs version (spec version "
+                f"{ns['spec'].get('version')}): not read; its rows are recomputed by prep"
+            )
         if ns["uncommitted_segments"]:
             typer.echo(
                 f"      {ns['uncommitted_segments']} uncommitted segment(s): "
@@ -77,9 +84,15 @@ def verify(store: StoreArg, json_out: JsonOpt = False) -> None:
     elif problems:
         for p in problems:
             typer.echo(f"BAD {p}", err=True)
+        docs_only = all(p.message.endswith("the prep command rewrites it") for p in problems)
         typer.echo(
-            f"{len(problems)} problem(s). `tsfs store gc --drop-corrupt {store}` drops the bad "
-            "segments; re-running the prep command then recomputes their rows.",
+            f"{len(problems)} problem(s). "
+            + (
+                "Re-running the prep command that made the store repairs them."
+                if docs_only
+                else f"`tsfs store gc --drop-corrupt {store}` drops the bad segments; "
+                "re-running the prep command then recomputes their rows."
+            ),
             err=True,
         )
     else:

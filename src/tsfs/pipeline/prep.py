@@ -415,8 +415,8 @@ def _run(
         _check_disk(job, plan, jobs=jobs, budget_bytes=budget_bytes)
     created = 0
     # Created only now (a run refused for its size leaves no trace), or rewritten where its
-    # document was lost beside committed rows.
-    if plan.batches or (not namespace.exists() and plan.rows_present):
+    # document was lost or damaged beside committed rows.
+    if plan.batches or (plan.rows_present and not namespace.document_readable()):
         existed = namespace.exists()
         namespace = job.namespace(create=True)
         if not existed:

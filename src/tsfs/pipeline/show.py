@@ -43,7 +43,7 @@ def pick_namespace(
     """The store's namespace of ``kind``: its only one, the one whose fingerprint starts with
     ``fingerprint`` (given with ``option``, which messages name), or among several the only one
     holding the rows of window ``holding = (dataset, split, window)``."""
-    spaces = [ns for ns in store.namespaces() if ns.kind == kind]
+    spaces = [ns for ns in store.namespaces(current=True) if ns.kind == kind]
     if fingerprint:
         spaces = [ns for ns in spaces if ns.fingerprint.startswith(fingerprint)]
     if len(spaces) > 1 and holding is not None:

@@ -50,6 +50,7 @@ from tsfs.errors import (
     StoreReadOnlyError,
 )
 from tsfs.pipeline.hashing import KEY_ALGORITHMS, KEY_BYTES
+from tsfs.specs import spec_version
 from tsfs.stores.files import Files, LocalFiles, open_files
 
 __all__ = [
@@ -551,6 +552,24 @@ class Namespace:
     def spec(self) -> dict[str, Any]:
         spec = self.attributes.get("spec", {})
         return spec if isinstance(spec, dict) else {}
+
+    def document_readable(self) -> bool:
+        """Whether the namespace's own document (zarr.json) parses."""
+        try:
+            _read_json(self.files, f"{self.key}/zarr.json")
+        except (FileNotFoundError, StoreCorruptError):
+            return False
+        return True
+
+    @property
+    def current(self) -> bool:
+        """Whether this tsfs reads the namespace: its document parses and names the version
+        of its spec that this tsfs computes (an older tsfs's rows are values computed
+        otherwise, never mixed in)."""
+        try:
+            return self.spec.get("version") == spec_version(self.kind)
+        except StoreCorruptError:
+            return False
 
     # ---- commits ---------------------------------------------------------------------------
 
@@ -1179,7 +1198,9 @@ class Store:
     def namespace(self, kind: str, spec: Mapping[str, Any], fingerprint: str) -> Namespace:
         """The namespace for ``spec`` (created, in write mode, when missing)."""
         ns = Namespace(self, kind, fingerprint)
-        if not ns.exists():
+        if not ns.exists() or (self.mode == "a" and not ns.document_readable()):
+            # Missing or damaged, the document is rewritten from the spec it names: the
+            # segments and commits beside it are the data, and stay as they are.
             if self.mode != "a":
                 raise MissingRowsError(
                     f"store {self.url} has no {kind} for this spec ({fingerprint}); "
@@ -1202,12 +1223,16 @@ class Store:
             self.files.write_atomic(f"{ns.key}/zarr.json", _group_json(attrs))
         return ns
 
-    def namespaces(self) -> list[Namespace]:
+    def namespaces(self, *, current: bool = False) -> list[Namespace]:
+        """The store's namespaces; ``current``: only those this tsfs reads
+        (:attr:`Namespace.current`)."""
         out = []
         for kind in NAMESPACE_KINDS:
             for fp in sorted(self.files.list(kind)):
                 if _FINGERPRINT.match(fp) and self.files.is_file(f"{kind}/{fp}/zarr.json"):
-                    out.append(Namespace(self, kind, fp))
+                    ns = Namespace(self, kind, fp)
+                    if not current or ns.current:
+                        out.append(ns)
         return out
 
     # ---- maintenance -----------------------------------------------------------------------
@@ -1219,11 +1244,16 @@ class Store:
         for ns in self.namespaces():
             commits = ns.commits()
             nbytes, nfiles = self.files.usage(ns.key)
+            try:
+                spec: dict[str, Any] | None = ns.spec
+            except StoreCorruptError:
+                spec = None  # `verify` names the damage; the rows are still counted
             spaces.append(
                 {
                     "kind": ns.kind,
                     "fingerprint": ns.fingerprint,
-                    "spec": ns.spec,
+                    "spec": spec,
+                    "current": ns.current,
                     "rows": len(ns.index()),
                     "segments": len(commits),
                     "uncommitted_segments": len(ns.uncommitted()),
@@ -1260,7 +1290,8 @@ class Store:
                     problems.append(Problem(where, "missing; the prep command rewrites it"))
                     problems.extend(ns.verify())  # its segments, which namespaces() skipped
                 except StoreError as e:
-                    problems.append(Problem(where, str(e).removeprefix(f"{where}: ")))
+                    why = str(e).removeprefix(f"{where}: ")
+                    problems.append(Problem(where, f"{why}; the prep command rewrites it"))
         return problems
 
     # ---- views -----------------------------------------------------------------------------

@@ -242,13 +242,19 @@ def prep_command(
         if value != getattr(default_window, name):
             shown = ",".join(value) if name == "splits" else str(value)
             args += [f"--{name.replace('_', '-')}", shown]
-    unflagged = [
-        f for f in ("scale", "unequal") if getattr(window, f) != getattr(default_window, f)
-    ]
+    if not window.scale:
+        args.append("--no-scale")
+    if window.unequal != default_window.unequal:
+        args += ["--unequal", window.unequal]
+    unflagged: list[str] = []
     # The spec's identity: fields that cannot change stored values are not in it.
     default_spec = type(spec)()
-    if isinstance(default_spec, FeatureSpec):  # a level the default resolves to goes unsaid
-        default_spec = resolve_features(dataset, default_spec)
+    if isinstance(spec, FeatureSpec) and isinstance(default_spec, FeatureSpec):
+        # levels as prep resolves them: the default's goes unsaid, an unresolved one too
+        spec, default_spec = (
+            resolve_features(dataset, spec),
+            resolve_features(dataset, default_spec),
+        )
     identity, default = spec.to_dict(), default_spec.to_dict()
     for name, value in identity.items():
         if value == default.get(name):

@@ -880,7 +880,7 @@ def _namespace_spec(view: View, requested: S | str | None, cls: type[S]) -> S:
         return requested  # the reader names the prep command if rows are missing
     kind: Literal["features", "images"] = "features" if cls is FeatureSpec else "images"
     store, dataset = view.store, view.dataset
-    candidates = [ns for ns in store.namespaces() if ns.kind == kind]
+    candidates = [ns for ns in store.namespaces(current=True) if ns.kind == kind]
     if requested is not None:
         candidates = [ns for ns in candidates if ns.fingerprint.startswith(requested)]
         if not candidates:
