@@ -223,3 +223,61 @@ def test_an_interrupt_stops_prep_images_cleanly_and_a_rerun_resumes(
     data = load(ETTH1, WindowSpec(seq_len=96, splits=("val",)))
     unique = plan_rows(dataset_blocks(data), None, key_algorithm="xxh3-128", batch_rows=700)
     assert sum(c.rows for c in ns.commits()) == unique.rows_unique  # each row once
+
+
+def _images_run(store: Path, **popen: object) -> tuple[list[str], subprocess.Popen[bytes]]:
+    cmd = [
+        sys.executable, "-m", "tsfs", "prep", "images", str(ETTH1), "--store", str(store),
+        "--seq-len", "96", "--splits", "val", "--size", "96", "--jobs", "2",
+        "--batch-rows", "700", "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)  # type: ignore[call-overload]
+    return cmd, proc
+
+
+def _wait_for_workers(proc: subprocess.Popen[bytes]) -> set[int]:
+    """The pool's processes (workers and their trackers), as soon as a worker exists."""
+
+    def is_worker(pid: int) -> bool:
+        try:
+            return b"LokyProcess" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 120
+    while not any(map(is_worker, children := _children(proc.pid))):
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    return children
+
+
+def test_workers_of_a_killed_prep_exit_too(tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) on the main process alone: nothing can stop its workers
+    then, so they notice on their own that their parent is gone, rather than idling forever."""
+    _cmd, proc = _images_run(tmp_path / "store")
+    workers = _wait_for_workers(proc)
+    assert workers
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [w for w in workers if _alive(w)]
+
+
+def test_ctrl_c_while_workers_start_is_one_line(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole process group, workers included, and may land
+    while they are still importing: the user still sees only the one line."""
+    _cmd, proc = _images_run(
+        tmp_path / "store",
+        start_new_session=True,  # its own group, as a shell's foreground job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    _wait_for_workers(proc)
+    time.sleep(0.3)  # the workers are importing (joblib, numpy, tsfs) for about a second
+    os.killpg(proc.pid, signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode()
+    assert err.decode().strip().splitlines()[-1].startswith("tsfs: interrupted")

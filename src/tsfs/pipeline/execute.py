@@ -11,6 +11,10 @@ in joblib worker processes on this machine's cores, or as tasks on a Dask cluste
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -318,6 +322,51 @@ def _on_dask(
 _CONNECT_TIMEOUT_S = 10
 
 
+@contextlib.contextmanager
+def _ctrl_c_for_this_process_only() -> Iterator[None]:
+    """Start worker processes with SIGINT blocked: the mask passes through fork and exec.
+
+    A Ctrl-C goes to the terminal's whole process group; workers still importing would each
+    print a KeyboardInterrupt traceback. This process alone handles it (joblib then stops the
+    workers). A Ctrl-C while the pool starts waits for the mask to lift, then arrives.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # The resource trackers' start-up unblocks SIGINT in this thread once it has spawned them
+    # (they shield only themselves), so they are started first.
+    from multiprocessing import resource_tracker
+
+    from joblib.externals.loky.backend import resource_tracker as loky_tracker
+
+    resource_tracker.ensure_running()
+    loky_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _watch_parent(parent: int) -> None:
+    """In each worker process: exit once ``parent``, the process that started it, is gone.
+
+    A parent killed outright (SIGKILL, the OOM killer) cannot stop its workers, and loky's
+    idle workers would otherwise wait on for good, re-parented to init. The pid comes from
+    the parent: one killed while this worker was still starting is gone already.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="tsfs-parent-watch", daemon=True).start()
+
+
+_PARENT_POLL_S = 0.5
+
+
 def run_batches(
     plan: RowPlan,
     namespace: Namespace,
@@ -351,11 +400,15 @@ def run_batches(
     elif jobs <= 1 or len(plan.batches) <= 1:
         results = (_compute_and_commit(*args, b, compute, codecs) for b in plan.batches)
     else:
-        from joblib import Parallel, delayed
+        from joblib import Parallel, delayed, parallel_config
 
-        results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
-            delayed(_compute_and_commit)(*args, b, compute, codecs) for b in plan.batches
-        )
+        with (
+            _ctrl_c_for_this_process_only(),
+            parallel_config(backend="loky", initializer=_watch_parent, initargs=(os.getpid(),)),
+        ):
+            results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+                delayed(_compute_and_commit)(*args, b, compute, codecs) for b in plan.batches
+            )
     segments = written = 0
     for rows, nbytes in results:
         segments += 1
