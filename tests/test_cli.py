@@ -225,10 +225,11 @@ def test_stored_coefficients_of_another_length_are_refused(tmp_path: Path) -> No
     assert first.exit_code == 0, first.output
     before = sorted(p.relative_to(st) for p in st.rglob("*"))
     args = [*base, "--seq-len", "48", "--label-len", "24", "--store", str(st)]
-    other = runner.invoke(app, ["prep", "features", *args])
-    assert other.exit_code == 2, other.output
-    assert "'coefficients' rows of shape (102,)" in other.output
-    assert "another --store" in other.output
+    for command in ("plan", "prep"):  # a plan foresees the refusal
+        other = runner.invoke(app, [command, "features", *args])
+        assert other.exit_code == 2, other.output
+        assert "'coefficients' rows of shape (102,)" in other.output
+        assert "another --store" in other.output
     assert sorted(p.relative_to(st) for p in st.rglob("*")) == before
 
 

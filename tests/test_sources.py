@@ -452,6 +452,18 @@ def test_unlabelled_ts(tmp_path: Path) -> None:
         (["1,,2:3,4,5:a"], None, r"line 10, dimension dim_0, value index 1: '' is not a number"),
         ([], "@problemName X\n@classLabel true a\n", r"no @data line"),
         (["1:a"], "@timeStamps true\n@classLabel true a\n@data\n", r"line 1: time-stamped"),
+        (
+            ["1,2,3:4,5,6:a", "1,2,3:4,5:b"],
+            "@equalLength true\n@classLabel true a b\n@data\n",
+            r"line 5, dimension dim_1: 2 values, but the header says @equalLength true and other "
+            r"series have 3; complete the line, or declare @equalLength false",
+        ),
+        (
+            ["1,2:4,5:a"],
+            "@equalLength true\n@seriesLength 3\n@classLabel true a\n@data\n",
+            r"line 5, dimension dim_0: 2 values, but the header says @equalLength true and "
+            r"@seriesLength 3",
+        ),
         (["1:2.5"], "@targetLabel true\n@data\n", r"line 1: regression"),
         (["1:a"], "1,2,3\n@data\n", r"line 1: data before the @data line"),
         ([], None, r"no samples after the @data line"),

@@ -457,6 +457,8 @@ def _plan(
         jobs=jobs,
         batch_rows=batch_rows,
     )
+    if plan.batches:
+        _check_row_shapes(job, job.namespace(create=False), dataset)  # as prep would refuse
     return _estimate(
         job, plan, jobs=jobs, hash_seconds=time.perf_counter() - t0, budget_bytes=budget_bytes
     )

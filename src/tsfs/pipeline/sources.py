@@ -473,10 +473,21 @@ def _uea_files(path: Path) -> dict[str, Path]:
     return {split: pair[split] for split in ("train", "test") if split in pair}
 
 
-def _ts_header(path: Path, lines: list[str]) -> tuple[int, int | None, tuple[str, ...] | None]:
-    """Index of the first data line, ``@dimensions`` (or None) and the ``@classLabel`` list."""
+@dataclasses.dataclass(frozen=True)
+class _TsHeader:
+    first: int  # index of the first data line
+    dims: int | None  # @dimensions
+    classes: tuple[str, ...] | None  # @classLabel's names
+    length: int | None  # what every series holds when @equalLength is true (@seriesLength)
+    equal: bool  # @equalLength true
+
+
+def _ts_header(path: Path, lines: list[str]) -> _TsHeader:
+    """What a ``.ts`` header declares (see :class:`_TsHeader`)."""
     dims: int | None = None
     classes: tuple[str, ...] | None = None
+    length: int | None = None
+    equal = False
     for index, raw in enumerate(lines):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -487,7 +498,13 @@ def _ts_header(path: Path, lines: list[str]) -> tuple[int, int | None, tuple[str
             words[0] = words[0].lower()  # in any case, as sktime reads it; names keep theirs
         where = f"{path} line {index + 1}"
         if tag == "@data":
-            return index + 1, dims, classes
+            return _TsHeader(
+                first=index + 1, dims=dims, classes=classes, length=length, equal=equal
+            )
+        if tag == "@equallength":
+            equal = words[:1] == ["true"]
+        if tag == "@serieslength" and len(words) == 1 and words[0].isdigit():
+            length = int(words[0])
         if not tag.startswith("@"):
             raise DataError(f"{where}: data before the @data line; header lines start with '@'")
         if tag == "@timestamps" and words[:1] == ["true"]:
@@ -525,7 +542,9 @@ def _read_ts(path: Path) -> _TsFile:
         raise _read_error(path, error) from None
     if not any(line.strip() for line in lines):
         raise DataError(f"{path}: the file is empty; expected an sktime/UEA .ts file")
-    first, dims, classes = _ts_header(path, lines)
+    header = _ts_header(path, lines)
+    first, dims, classes = header.first, header.dims, header.classes
+    equal_to = header.length if header.equal else None  # the first series' length otherwise
     samples: list[list[F64]] = []
     sample_lines: list[int] = []
     labels: list[str] | None = None if classes is None else []
@@ -551,7 +570,20 @@ def _read_ts(path: Path) -> _TsFile:
                 f"{where}: {len(fields)} dimension(s), expected {dims}; a line is "
                 "dim_0:dim_1:…" + (":label" if classes is not None else "")
             )
-        samples.append([_ts_series(f, f"{where}, dimension dim_{d}") for d, f in enumerate(fields)])
+        sample = [_ts_series(f, f"{where}, dimension dim_{d}") for d, f in enumerate(fields)]
+        if header.equal:
+            equal_to = equal_to or len(sample[0])
+            for d, series in enumerate(sample):
+                if len(series) != equal_to:
+                    said = "@equalLength true" + (
+                        f" and @seriesLength {header.length}" if header.length else ""
+                    )
+                    raise DataError(
+                        f"{where}, dimension dim_{d}: {len(series)} values, but the header says "
+                        f"{said} and other series have {equal_to}; complete the line, or "
+                        "declare @equalLength false to pad or truncate (--unequal)"
+                    )
+        samples.append(sample)
         sample_lines.append(index + 1)
     if not samples:
         raise DataError(f"{path}: no samples after the @data line")
