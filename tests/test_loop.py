@@ -219,9 +219,13 @@ def test_seeded_runs_repeat_exactly(ett: Dataset, tmp_path: Path) -> None:
 def test_resume_continues_where_a_straight_run_would_be(ett: Dataset, tmp_path: Path) -> None:
     straight = run(ett, tmp_path, TrainSpec(epochs=2, out=tmp_path / "a"))
     # Stop mid-epoch, then again after one epoch, then finish.
-    run(ett, tmp_path, TrainSpec(epochs=2, max_steps=5, out=tmp_path / "b"))
+    cut = run(ett, tmp_path, TrainSpec(epochs=2, max_steps=5, out=tmp_path / "b"))
     saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["loader"]
     assert saved["samples"] == 5 * 32  # trained windows, not the batch fetched after step 5
+    # Resumed with the limit it already reached: nothing trains, and nothing is forgotten.
+    again = run(ett, tmp_path, TrainSpec(epochs=2, max_steps=5, out=tmp_path / "b", resume=True))
+    assert again.metrics["epochs"] == cut.metrics["epochs"]
+    assert [e["complete"] for e in again.metrics["epochs"]] == [False]
     run(ett, tmp_path, TrainSpec(epochs=1, out=tmp_path / "b", resume=True))
     resumed = run(ett, tmp_path, TrainSpec(epochs=2, out=tmp_path / "b", resume=True))
     assert same_weights(state(straight), state(resumed))
@@ -326,6 +330,16 @@ def test_out_is_checked_before_training(ett: Dataset, tmp_path: Path) -> None:
     assert fam.seen == []  # not one step was trained
 
 
+@dataclass(frozen=True, kw_only=True)
+class OtherConfig(LinearConfig):
+    width: int = 4
+
+
+class Other(LinearFamily):
+    name = "other"
+    config_type = OtherConfig
+
+
 def test_resume_refuses_what_does_not_fit(ett: Dataset, tmp_path: Path) -> None:
     out = tmp_path / "run"
     with pytest.raises(InputError, match="nothing to resume"):
@@ -335,6 +349,9 @@ def test_resume_refuses_what_does_not_fit(ett: Dataset, tmp_path: Path) -> None:
         run(ett, tmp_path, TrainSpec(epochs=1, out=out))
     with pytest.raises(InputError, match=re.escape("with -c dropout=0.2 (now 0.5). Use")):
         run(ett, tmp_path, TrainSpec(epochs=1, out=out, resume=True), LinearConfig(dropout=0.5))
+    # another family: its model named, not each of its settings that differ
+    with pytest.raises(InputError, match=r"with model linear \(now other\)\. Use"):
+        run(ett, tmp_path, TrainSpec(epochs=1, out=out, resume=True), OtherConfig(), Other())
     other = load(ETTH1, dataclasses.replace(ett.spec, stride=STRIDE * 2))
     with pytest.raises(InputError, match=re.escape(f"--stride {STRIDE} (now {STRIDE * 2})")):
         run(other, tmp_path, TrainSpec(epochs=1, out=out, resume=True))

@@ -602,6 +602,8 @@ class _Run:
         if ckpt.get("format") != _CHECKPOINT_FORMAT:
             raise InputError(f"{path} is not a tsfs checkpoint this version reads")
         differ = [k for k in self.identity if ckpt.get(k) != self.identity[k]]
+        if "model" in differ:  # another family's settings are all different: say the model
+            differ = [k for k in differ if k != "config"]
         if differ:
             said = "; ".join(self._difference(k, ckpt) for k in differ)
             raise InputError(
@@ -625,8 +627,9 @@ class _Run:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
         self.batch_size = int(ckpt["batch_size"])
-        # An epoch cut short was scored where it stopped; the resumed run scores it whole.
-        self.history = [r for r in ckpt["history"] if r.get("complete", True)]
+        # An epoch cut short was scored where it stopped; its record stays until the resumed
+        # run scores that epoch again (whole, or cut short elsewhere) and replaces it.
+        self.history = list(ckpt["history"])
         self.losses, self.best, self.backoffs = ckpt["losses"], ckpt["best"], ckpt["backoffs"]
         total, count = ckpt.get("pending_loss", (0.0, 0))
         self.pending = (float(total), int(count))
@@ -757,6 +760,7 @@ def fit(
             if checkpoint is not None:
                 _save(run.checkpoint(), checkpoint)
             raise TrainingInterrupted(run.step, checkpoint)
+        run.history = [r for r in run.history if r["epoch"] != epoch]  # one record per epoch
         record: dict[str, Any] = {"epoch": epoch, "step": run.step, "complete": complete}
         if run.pending[1]:  # cut short within a loss interval
             record["train_loss"] = run.pending[0] / run.pending[1]
