@@ -5,7 +5,11 @@ Prints, each beside its baseline in the same run (medians of several runs):
   tsfs's xxh3-128 straight from the series vs. the common way (copy each window, then
   hashlib.blake2b of its bytes) and our BLAKE2b-128 option;
 * seconds to look up 1,000,000 keys in a 1,000,000-row index vs. a Python dict of bytes keys;
-* files (and bytes) a 100,000-row features namespace produces.
+* files (and bytes) a 100,000-row features namespace produces;
+* maintenance of a features namespace of ~190 segments (ETTh1 T=96, ``--batch-rows 512``):
+  reading every array for ``verify``/``compact`` directly vs. through zarr-python's
+  ``open_array`` and slicing (what tsfs did before), and removing the replaced segment trees
+  on 8 threads vs. one ``shutil.rmtree`` after another; then ``store compact`` end to end.
 
     python benchmarks/bench_store.py
 """
@@ -13,6 +17,7 @@ Prints, each beside its baseline in the same run (medians of several runs):
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import statistics
 import tempfile
@@ -112,7 +117,71 @@ def files_per_namespace() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def maintenance() -> None:
+    import zarr
+
+    from tsfs.stores.store import _concurrently
+
+    data = load(ETTH1, WindowSpec(seq_len=96, pred_len=96, features="M"))
+    tmp = Path(tempfile.mkdtemp(prefix="tsfs-bench-store-"))
+    try:
+        made = Store(tmp / "s", mode="a")
+        prep_features(data, FeatureSpec(), made, jobs=1, batch_rows=512)
+        (ns,) = made.namespaces()
+        commits = ns.commits()
+        arrays = [(c, name) for c in commits for name in c.arrays]
+
+        def direct() -> None:
+            fresh = Store(tmp / "s").namespaces()[0]  # nothing learnt beforehand
+            for c, name in arrays:
+                fresh.read_array(c, name)
+
+        def through_zarr() -> None:
+            zstore = ns.files.zarr_store()
+            for c, name in arrays:
+                path = f"{ns.segment_key(c.segment)}/{name}"
+                np.asarray(zarr.open_array(zstore, path=path, mode="r")[:])
+
+        fast, slow = median_time(direct, 3), median_time(through_zarr, 3)
+        print(
+            f"reading all {len(arrays):,} arrays of {len(commits)} segments: direct "
+            f"{fast:.2f} s, through zarr-python {slow:.2f} s ({slow / fast:.1f}x)"
+        )
+
+        def copy(name: str) -> Path:
+            shutil.copytree(tmp / "s", tmp / name)
+            return tmp / name
+
+        def segment_trees(root: Path) -> list[Path]:
+            return sorted(root.glob("features/*/segments/[0-9a-f]*"))
+
+        threaded, serial = [], []
+        for run in range(3):  # fresh copies each time, written out before the clock starts
+            trees_a, trees_b = segment_trees(copy(f"a{run}")), segment_trees(copy(f"b{run}"))
+            os.sync()
+            t0 = time.perf_counter()
+            _concurrently(shutil.rmtree, trees_a)
+            threaded.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for tree in trees_b:
+                shutil.rmtree(tree)
+            serial.append(time.perf_counter() - t0)
+        a, b = statistics.median(threaded), statistics.median(serial)
+        print(
+            f"removing {len(commits)} segment trees: 8 threads {a:.2f} s, one after another "
+            f"{b:.2f} s ({b / a:.1f}x)"
+        )
+        compacted = copy("compact")
+        os.sync()
+        t0 = time.perf_counter()
+        Store(compacted, mode="a").compact()
+        print(f"store compact of those {len(commits)} segments: {time.perf_counter() - t0:.2f} s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     hashing()
     lookups()
     files_per_namespace()
+    maintenance()
