@@ -56,6 +56,7 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
         ([str(ETTH1), "--preset", "ett_year", *st], "--preset"),
         ([str(ETTH1), "--features", "S", "--target", "nope", "--store", str(tmp / "s2")], "nope"),
         ([str(ETTH1), "--store", str(a_file)], "is a file"),
+        ([str(ETTH1), "--store", " "], "the store path is empty"),
         ([str(ETTH1), "--seq-len", "0", *st], "--seq-len"),
         ([str(ETTH1), "--splits", "train,dev", *st], "dev"),
     ]
@@ -264,7 +265,11 @@ def test_a_lost_or_garbled_namespace_document_is_found_and_prep_rewrites_it(
     assert bad.exit_code == 1
     assert f"{doc}: {'missing' if damage == 'lost' else 'not valid JSON'}" in bad.output
     assert "the prep command rewrites it" in bad.output
-    assert "Re-running the prep command that made the store repairs them." in bad.output
+    assert "1 problem. Re-running the prep command that made the store repairs it" in bad.output
+    as_json = json.loads(runner.invoke(app, ["store", "verify", st, "--json"]).output)
+    assert as_json["ok"] is False
+    assert [p["path"] for p in as_json["problems"]] == [str(doc)]
+    assert as_json["problems"][0]["message"].endswith("the prep command rewrites it")
     again = runner.invoke(app, [*args, "--json"])
     assert json.loads(again.output)["rows_computed"] == 0
     assert doc.is_file()

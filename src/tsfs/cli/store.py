@@ -51,7 +51,8 @@ def info(store: StoreArg, json_out: JsonOpt = False) -> None:
         typer.echo("  (empty: run `tsfs prep features DATA` or `tsfs prep images DATA`)")
     for ns in summary["namespaces"]:
         typer.echo(
-            f"  {ns['kind']}/{ns['fingerprint']}  {ns['rows']:,} rows  {ns['segments']} segments"
+            f"  {ns['kind']}/{ns['fingerprint']}  {ns['rows']:,} rows  "
+            f"{_count(ns['segments'], 'segment')}"
             f"  {human_bytes(ns['bytes'])}  {ns['files']} files"
         )
         if ns["spec"] is None:
@@ -80,15 +81,21 @@ def verify(store: StoreArg, json_out: JsonOpt = False) -> None:
     """
     problems = Store(store).verify()
     if json_out:
-        echo_json({"ok": not problems, "problems": [str(p) for p in problems]})
+        echo_json(
+            {
+                "ok": not problems,
+                "problems": [{"path": p.path, "message": p.message} for p in problems],
+            }
+        )
     elif problems:
         for p in problems:
             typer.echo(f"BAD {p}", err=True)
         docs_only = all(p.message.endswith("the prep command rewrites it") for p in problems)
         typer.echo(
-            f"{len(problems)} problem(s). "
+            f"{len(problems)} problem{'s' if len(problems) != 1 else ''}. "
             + (
-                "Re-running the prep command that made the store repairs them."
+                "Re-running the prep command that made the store repairs "
+                + ("it." if len(problems) == 1 else "them.")
                 if docs_only
                 else f"`tsfs store gc --drop-corrupt {store}` drops the bad segments; "
                 "re-running the prep command then recomputes their rows."
@@ -172,3 +179,8 @@ def compact(store: StoreArg) -> None:
     kept = Store(store, mode="a", create=False).compact()
     for path, rows in kept.items():
         typer.echo(f"{path}: {rows:,} rows")
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 segment``, ``2 segments``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

@@ -1077,6 +1077,8 @@ class Store:
         missing_ok: bool = False,
         create: bool | Literal["on_write"] = True,
     ) -> None:
+        if not os.fspath(location).strip():
+            raise InputError("the store path is empty; give a directory or URL, e.g. tsfs-store")
         self.files = open_files(location)
         self.url = self.files.url
         self.mode = mode
