@@ -26,7 +26,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,8 +41,6 @@ DEFAULT_CACHE_BYTES = 256 << 20
 #: (namespace fingerprint, segment id, array name, chunk number).
 ChunkKey = tuple[str, str, str, int]
 
-_Layout = Literal["raw", "blosc", "zarr"]
-_BLOSC_HEADER = 16
 
 # Chunks missing from a cache are decoded on this many threads at once (blosc and the file
 # reads run without the GIL): the reading thread alone uses one core, spending ~45% of it
@@ -155,32 +153,6 @@ class ChunkCache:
         """Drop every chunk (the counters stay)."""
         self._chunks.clear()
         self.stats.bytes = 0
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Plan:
-    """How to decode the chunks of one array of one segment."""
-
-    layout: _Layout
-    chunk_rows: int
-    row_shape: tuple[int, ...]
-    dtype: np.dtype[Any]
-
-    @property
-    def chunk_nbytes(self) -> int:
-        return self.chunk_rows * int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
-
-
-def _layout(codecs: Sequence[Any]) -> _Layout:
-    """The fast decoder for a Zarr v3 codec chain, or ``zarr`` when there is none."""
-    names = [type(c).__name__ for c in codecs]
-    endian = getattr(codecs[0], "endian", None) if codecs else "big"
-    little = getattr(endian, "value", endian) in (None, "little")  # an Enum in zarr 3
-    if names == ["BytesCodec", "Crc32cCodec"] and little:
-        return "raw"
-    if names == ["BytesCodec", "BloscCodec", "Crc32cCodec"] and little:
-        return "blosc"
-    return "zarr"
 
 
 class ChunkReader:
