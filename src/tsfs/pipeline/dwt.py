@@ -194,16 +194,16 @@ def _scale(count: I64, energy: F64) -> F64:
     return scale
 
 
-def _sign_consistency(trend: F64, count: I64, energy: F64) -> tuple[npt.NDArray[np.int8], F64]:
+def _sign_consistency(trend: F64, count: I64, scale: F64) -> tuple[npt.NDArray[np.int8], F64]:
     # A band trend within float32 rounding of zero has no sign: the generator's float32 diffs
     # give either sign there, and so would any two float64 evaluations of it.
-    tol = _SIGN_ULPS * np.finfo(np.float32).eps * _scale(count, energy) / (count - 1)
+    tol = _SIGN_ULPS * np.finfo(np.float32).eps * scale / (count - 1)
     sign = np.where(np.abs(trend) <= tol, 0, np.sign(trend)).astype(np.int8)
     agree = (sign == sign[:, :1]).mean(axis=1)
     return sign, np.where(sign[:, 0] != 0, agree, 0.5)
 
 
-def _std(count: I64, total: F64, energy: F64) -> F64:
+def _std(count: I64, total: F64, energy: F64, scale: F64) -> F64:
     """(R, nb) sample stds (ddof=1) from band moments.
 
     Float64 moments of O(1) z-values lose nothing that matters to a real band, but a band of
@@ -214,7 +214,7 @@ def _std(count: I64, total: F64, energy: F64) -> F64:
     """
     var = np.maximum(energy - total * total / count, 0.0) / (count - 1)
     std = np.sqrt(var)
-    tol = _STD_ULPS * np.finfo(np.float32).eps * _scale(count, energy)
+    tol = _STD_ULPS * np.finfo(np.float32).eps * scale
     zero: F64 = np.where(std <= tol, 0.0, std)
     return zero
 
@@ -246,8 +246,9 @@ def derive_features(p: BandPrimitives) -> dict[str, npt.NDArray[np.generic]]:
     ratio = _energy_ratio(p.energy)
     entropy = _entropy(ratio)
     trend = (p.last - p.first) / (p.count - 1)
-    _, consistency = _sign_consistency(trend, p.count, p.energy)
-    std = _std(p.count, p.total, p.energy)
+    scale = _scale(p.count, p.energy)
+    _, consistency = _sign_consistency(trend, p.count, scale)
+    std = _std(p.count, p.total, p.energy, scale)
     snr, volatility, difficulty = _quality(std, entropy, consistency)
     return {
         "energy_ratio": ratio,
@@ -292,8 +293,10 @@ def pool_primitives(
     dominant_energy = np.take_along_axis(ratio, dominant[:, None, None], axis=2)[..., 0]
     trend = band_trend.mean(axis=1)
     pooled_count, pooled_energy = count.sum(axis=1), energy.sum(axis=1)
-    sign, consistency = _sign_consistency(trend, count[:, 0], pooled_energy / V)
-    std = _std(pooled_count, total.sum(axis=1), pooled_energy)
+    # the pooled bands' scale: the same per coefficient as the mean variable's
+    scale = _scale(pooled_count, pooled_energy)
+    sign, consistency = _sign_consistency(trend, count[:, 0], scale)
+    std = _std(pooled_count, total.sum(axis=1), pooled_energy, scale)
     snr, volatility, difficulty = _quality(std, entropy, consistency)
     return {
         "energy_ratio": ratio.mean(axis=1),
