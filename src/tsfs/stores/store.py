@@ -215,6 +215,11 @@ class _BadChunk(Exception):
     (the message says which)."""
 
 
+class _MissingChunk(_BadChunk):
+    def __init__(self) -> None:
+        super().__init__("file missing")
+
+
 def _zarr_layout(codecs: Sequence[Any]) -> Layout:
     """The direct decoder for a codec chain zarr-python parsed, or ``zarr`` when none fits."""
     names = [type(c).__name__ for c in codecs]
@@ -715,7 +720,7 @@ class Namespace:
             return self._decoded_chunk(commit, name, chunk, plan)[: stop - start]
         except _BadChunk as e:
             where = self.files.where(self.chunk_key(commit, name, chunk))
-            gone = self._gone(commit) if str(e) == "file missing" else None
+            gone = self._gone(commit) if isinstance(e, _MissingChunk) else None
             raise gone or self.corrupt_chunk(where, str(e)) from None
 
     def _decoded_chunk(
@@ -726,7 +731,7 @@ class Namespace:
         try:
             buf = self.files.read_array(key)
         except FileNotFoundError:
-            raise _BadChunk("file missing") from None
+            raise _MissingChunk from None
         if len(buf) < _CRC_BYTES:
             raise _BadChunk("truncated")
         # tsfs's codec chains end in crc32c: a 4-byte little-endian trailer over the rest.
@@ -962,13 +967,13 @@ class Namespace:
                     if arr is None:
                         block = self._decoded_chunk(commit, name, c, plan)[: hi - lo]
                     elif not self.files.is_file(f):  # zarr would read fill values
-                        raise _BadChunk("file missing")
+                        raise _MissingChunk
                     else:
                         block = arr[lo:hi]
                 except Exception as e:  # _BadChunk, or zarr's errors for a bad chunk
                     why = (
                         "chunk file missing"
-                        if str(e) == "file missing"
+                        if isinstance(e, _MissingChunk)
                         else f"unreadable chunk ({e})"
                     )
                     problems.append(Problem(self.files.where(f), why))
