@@ -8,10 +8,13 @@ the subclass's ``exit_code`` — never a traceback.
 
 from __future__ import annotations
 
+import signal
+
 __all__ = [
     "BudgetError",
     "DataError",
     "InputError",
+    "Interrupted",
     "MissingRowsError",
     "OutputError",
     "StoreCorruptError",
@@ -72,3 +75,18 @@ class OutputError(TsfsError, OSError):
     the file and says what was kept."""
 
     exit_code = 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop asked for by a signal: Ctrl-C (SIGINT) or ``kill`` (SIGTERM, which the CLI turns
+    into an interrupt so that every Ctrl-C path handles it too). A ``KeyboardInterrupt``, so
+    code that cleans up after Ctrl-C cleans up after either.
+
+    Attributes:
+        signum: the signal; the CLI exits with ``128 + signum`` (130, or 143 for SIGTERM), as
+            a shell reports a process the signal stopped.
+    """
+
+    def __init__(self, *args: object, signum: int = signal.SIGINT) -> None:
+        super().__init__(*args)
+        self.signum = int(signum)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
-from tsfs.errors import TsfsError
+from tsfs.errors import Interrupted, TsfsError
 from tsfs.specs import strict_json
 from tsfs.units import human_bytes
 
@@ -25,6 +25,7 @@ __all__ = [
     "echo_json",
     "fail",
     "human_bytes",
+    "interrupt_exit_code",
     "interrupted_note",
     "reports_errors",
 ]
@@ -55,7 +56,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn deliberate tsfs errors into one line on stderr and their exit code; Ctrl-C into
-    one line and exit 130 (:func:`interrupted_note` says more where there is more to say)."""
+    one line and exit 130 (143 for SIGTERM; :func:`interrupted_note` says more where there is
+    more to say)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -86,15 +88,21 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
             if os.environ.get("TSFS_DEBUG"):
                 raise
             raise _internal(e) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             typer.echo("tsfs: interrupted", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(interrupt_exit_code(e)) from None
 
     return wrapper
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise Interrupted(signum=signum)
+
+
+def interrupt_exit_code(e: KeyboardInterrupt) -> int:
+    """The shell's code for a command stopped by a signal: 128 + its number (130 for Ctrl-C,
+    143 for SIGTERM), so that a scheduler or script can tell the two apart."""
+    return 128 + (e.signum if isinstance(e, Interrupted) else int(signal.SIGINT))
 
 
 @contextlib.contextmanager
@@ -126,12 +134,13 @@ def _internal(e: BaseException) -> typer.Exit:
 
 @contextlib.contextmanager
 def interrupted_note(note: str) -> Iterator[None]:
-    """Ctrl-C inside: ``tsfs: interrupted; <note>`` (what is kept, how to go on), exit 130."""
+    """Ctrl-C inside: ``tsfs: interrupted; <note>`` (what is kept, how to go on), exit 130
+    (143 for SIGTERM)."""
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         typer.echo(f"tsfs: interrupted; {note}", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupt_exit_code(e)) from None
 
 
 def echo_json(obj: Any) -> None:

@@ -13,7 +13,13 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 
-from tsfs.cli._common import DEFAULT_STORE, StoreOpt, echo_json, reports_errors
+from tsfs.cli._common import (
+    DEFAULT_STORE,
+    StoreOpt,
+    echo_json,
+    interrupt_exit_code,
+    reports_errors,
+)
 from tsfs.cli._data import DataArg, data_options
 from tsfs.cli.prep import JsonOpt
 from tsfs.errors import InputError
@@ -214,8 +220,8 @@ def main(
     except TrainingInterrupted as e:
         where = f"; {e.checkpoint} holds it: add --resume to continue" if e.checkpoint else ""
         typer.echo(f"tsfs: interrupted after step {e.step}{where}", err=True)
-        raise typer.Exit(130) from None
-    except KeyboardInterrupt:
+        raise typer.Exit(interrupt_exit_code(e)) from None
+    except KeyboardInterrupt as e:
         # A second Ctrl-C, or one outside a training epoch, stops at once: what is on disk
         # is the last epoch's checkpoint, if one was written.
         if (run_dir / "last.pt").exists():
@@ -223,7 +229,7 @@ def main(
         else:
             note = f"no checkpoint was written to {run_dir} yet; run the command again"
         typer.echo(f"tsfs: interrupted; {note}", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupt_exit_code(e)) from None
     if json_out:
         echo_json(result.metrics)
     else:

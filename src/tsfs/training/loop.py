@@ -61,6 +61,7 @@ from tqdm import tqdm
 
 from tsfs.errors import (
     InputError,
+    Interrupted,
     MissingRowsError,
     OutputError,
     StoreCorruptError,
@@ -378,6 +379,7 @@ class _Run:
         self.done = np.zeros(len(self.loader), dtype=bool)  # batches trained on this epoch
         self.samples_done = 0  # windows trained on this epoch (the loader counts fetched ones)
         self.stop_requested = False  # Ctrl-C: stop after the step in flight
+        self.stop_signal = int(signal.SIGINT)  # the signal that asked for it
 
     # ---- loaders and out-of-memory back-off --------------------------------------------
 
@@ -653,17 +655,18 @@ class _Run:
             self.best_state = saved["model_state"]
 
 
-class TrainingInterrupted(KeyboardInterrupt):
+class TrainingInterrupted(Interrupted):
     """Ctrl-C stopped training between two steps.
 
     Attributes:
         step: the optimizer steps taken.
         checkpoint: the ``last.pt`` saved at that step (None without an ``out`` directory),
             from which ``resume`` continues mid-epoch as if never stopped.
+        signum: the signal that asked to stop (SIGINT for Ctrl-C, SIGTERM for ``kill``).
     """
 
-    def __init__(self, step: int, checkpoint: Path | None) -> None:
-        super().__init__(step, checkpoint)
+    def __init__(self, step: int, checkpoint: Path | None, *, signum: int = signal.SIGINT) -> None:
+        super().__init__(step, checkpoint, signum=signum)
         self.step = step
         self.checkpoint = checkpoint
 
@@ -682,8 +685,9 @@ def _stop_on_interrupt(run: _Run) -> Iterator[None]:
 
     def request_stop(signum: int, frame: object) -> None:
         if run.stop_requested:
-            raise KeyboardInterrupt
+            raise Interrupted(signum=signum)
         run.stop_requested = True
+        run.stop_signal = signum
 
     # SIGINT where Python's own handler has it; SIGTERM where the process handles it in
     # Python (the CLI makes it an interrupt). A default action (end the process), an ignored
@@ -759,7 +763,7 @@ def fit(
             checkpoint = None if out is None else out / "last.pt"
             if checkpoint is not None:
                 _save(run.checkpoint(), checkpoint)
-            raise TrainingInterrupted(run.step, checkpoint)
+            raise TrainingInterrupted(run.step, checkpoint, signum=run.stop_signal)
         run.history = [r for r in run.history if r["epoch"] != epoch]  # one record per epoch
         record: dict[str, Any] = {"epoch": epoch, "step": run.step, "complete": complete}
         if run.pending[1]:  # cut short within a loss interval
