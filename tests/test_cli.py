@@ -73,6 +73,31 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         assert needle in lines[0], (needle, lines[0])
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command", ["prep", "plan"])
+def test_a_store_path_where_nothing_can_be_made_is_named_before_any_work(
+    tmp_path: Path, command: str
+) -> None:
+    """/proc accepts no new directories whatever the user's rights (root's too): both prep and
+    plan say so, rather than a budget refusal over "0 B free"."""
+    result = runner.invoke(
+        app, [command, "features", str(ETTH1), "--store", "/proc/tsfs-store", "--splits", "val"]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        "tsfs: error: cannot create store /proc/tsfs-store: /proc takes no new directories "
+        "(No such file or directory); give another store path"
+    ]
+
+
+def test_prep_summary_counts_in_words(tmp_path: Path) -> None:
+    args = [str(ETTH1), "--seq-len", "96", "--splits", "val", "--stride", "512"]
+    result = runner.invoke(app, ["prep", "features", *args, "--store", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    (summary,) = [ln for ln in result.output.splitlines() if ln.startswith("computed")]
+    assert summary.startswith("computed 42 rows, reused 0 (0 duplicates skipped); wrote 1 segment,")
+
+
 def test_newer_store_format_and_read_only_store(tmp_path: Path) -> None:
     from tsfs.stores.store import Store
 

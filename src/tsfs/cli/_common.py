@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_STORE",
     "StoreArg",
     "StoreOpt",
+    "count_of",
     "echo_json",
     "fail",
     "human_bytes",
@@ -141,6 +142,11 @@ def interrupted_note(note: str) -> Iterator[None]:
     except KeyboardInterrupt as e:
         typer.echo(f"tsfs: interrupted; {note}", err=True)
         raise typer.Exit(interrupt_exit_code(e)) from None
+
+
+def count_of(n: int, noun: str) -> str:
+    """``1 segment``, ``2 segments``, ``1,024 rows``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def echo_json(obj: Any) -> None:

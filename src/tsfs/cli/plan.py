@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tsfs.cli._common import DEFAULT_STORE, StoreOpt, echo_json, reports_errors
+from tsfs.cli._common import DEFAULT_STORE, StoreOpt, count_of, echo_json, reports_errors
 from tsfs.cli._data import DataArg, data_options
 from tsfs.cli.prep import (
     BatchOpt,
@@ -70,10 +70,10 @@ def _show(est: Estimate, alternatives: list[tuple[str, Estimate]], json_out: boo
         f"  windows          {windows}",
         f"  rows             {est.rows_total:,} ({est.rows_unique:,} distinct, {dup:,} duplicates)",
         f"  already stored   {est.rows_present:,}",
-        f"  to compute       {est.rows_missing:,} in {est.segments} segments",
+        f"  to compute       {est.rows_missing:,} in {count_of(est.segments, 'segment')}",
         f"  uncompressed     {human_bytes(est.bytes_uncompressed)}",
         f"  on disk          {human_bytes(est.bytes_on_disk)} in {est.files:,} files"
-        f"  (from a {est.sample_rows}-row sample)",
+        f"  (from a {est.sample_rows:,}-row sample)",
         f"  time             {est.seconds:,.1f} s with --jobs {est.jobs}",
         f"  free space       {free}"
         + (f", budget {human_bytes(est.budget_bytes)}" if est.budget_bytes is not None else ""),
@@ -134,6 +134,7 @@ def features(
 
     spec = feature_spec(wavelet, level, mode, coefficients)
     st = Store(store, missing_ok=True)
+    st.check_creatable()
     dataset = load(data, window)
     n = jobs_or_cores(jobs)
     est = plan_features(
@@ -177,6 +178,7 @@ def images(
 
     spec = image_spec(size, linewidth, ylim, rgb, margin=margin, sigma=sigma, color=color)
     st = Store(store, missing_ok=True)
+    st.check_creatable()
     dataset = load(data, window)
     n = jobs_or_cores(jobs)
     est = plan_images(

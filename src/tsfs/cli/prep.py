@@ -12,6 +12,7 @@ import typer
 from tsfs.cli._common import (
     DEFAULT_STORE,
     StoreOpt,
+    count_of,
     echo_json,
     interrupted_note,
     reports_errors,
@@ -200,9 +201,10 @@ def _summary(report: PrepReport, json_out: bool) -> None:
         return
     rate = report.rows_computed / report.seconds if report.seconds else float("inf")
     typer.echo(
-        f"computed {report.rows_computed:,} rows, reused {report.rows_reused:,} "
-        f"({report.rows_total - report.rows_unique:,} duplicates skipped); "
-        f"wrote {report.segments_written} segments, {human_bytes(report.bytes_written)} "
+        f"computed {count_of(report.rows_computed, 'row')}, reused {report.rows_reused:,} "
+        f"({count_of(report.rows_total - report.rows_unique, 'duplicate')} skipped); "
+        f"wrote {count_of(report.segments_written, 'segment')}, "
+        f"{human_bytes(report.bytes_written)} "
         f"in {report.seconds:.2f} s ({rate:,.0f} rows/s)"
     )
 

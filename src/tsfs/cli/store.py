@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tsfs.cli._common import StoreArg, echo_json, human_bytes, reports_errors
+from tsfs.cli._common import StoreArg, count_of, echo_json, human_bytes, reports_errors
 from tsfs.stores.store import Store
 
 __all__ = ["app"]
@@ -52,7 +52,7 @@ def info(store: StoreArg, json_out: JsonOpt = False) -> None:
     for ns in summary["namespaces"]:
         typer.echo(
             f"  {ns['kind']}/{ns['fingerprint']}  {ns['rows']:,} rows  "
-            f"{_count(ns['segments'], 'segment')}"
+            f"{count_of(ns['segments'], 'segment')}"
             f"  {human_bytes(ns['bytes'])}  {ns['files']} files"
         )
         if ns["spec"] is None:
@@ -179,8 +179,3 @@ def compact(store: StoreArg) -> None:
     kept = Store(store, mode="a", create=False).compact()
     for path, rows in kept.items():
         typer.echo(f"{path}: {rows:,} rows")
-
-
-def _count(n: int, noun: str) -> str:
-    """``1 segment``, ``2 segments``."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"

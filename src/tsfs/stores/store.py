@@ -30,6 +30,7 @@ import json
 import os
 import re
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -1135,6 +1136,12 @@ class Store:
         if mode == "a":
             self._require_writable()
 
+    def check_creatable(self) -> None:
+        """Where no store exists yet, refuse a path where none could be made, as a prep run
+        would (``tsfs plan`` checks this before estimating anything)."""
+        if not self.files.exists("zarr.json"):
+            self._check_creatable(self.key)
+
     def _check_creatable(self, key: str) -> None:
         """Refuse, before any work, a store that :meth:`_create` could not make here (a
         non-empty directory was refused already)."""
@@ -1144,11 +1151,15 @@ class Store:
             parent = self.files.root
             while not parent.exists() and parent != parent.parent:
                 parent = parent.parent
-            if not os.access(parent, os.W_OK):
+            # A directory made and removed at once: permission bits alone do not tell (root
+            # may write anywhere, yet not into /proc or onto a read-only mount).
+            try:
+                os.rmdir(tempfile.mkdtemp(prefix=".tsfs-probe-", dir=parent))
+            except OSError as e:
                 raise StoreReadOnlyError(
-                    f"cannot create store {self.url}: {parent} is not writable; give another "
-                    "store path"
-                )
+                    f"cannot create store {self.url}: {parent} takes no new directories "
+                    f"({e.strerror}); give another store path"
+                ) from None
 
     def _create(self, key: str) -> None:
         """Make a new store here, or join the one another process is making right now.
