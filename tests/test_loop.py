@@ -28,6 +28,7 @@ from torch import nn
 
 from tsfs.errors import InputError, MissingRowsError, OutputError
 from tsfs.pipeline.prep import prep_features
+from tsfs.pipeline.show import pick_namespace
 from tsfs.pipeline.sources import load
 from tsfs.pipeline.windows import Dataset
 from tsfs.specs import FeatureSpec, WindowSpec
@@ -436,6 +437,12 @@ def test_namespaces_of_another_tsfs_version_are_not_read(
         MissingRowsError, match=r"tsfs prep features \S*ETTh1\.csv --stride 64 --store"
     ):
         train("diffusion", ds, store, spec, config)
+    # named with --namespace, or picked by `show`: the old one is named as such, not missing
+    (stale,) = store.namespaces()
+    with pytest.raises(MissingRowsError, match=rf"{stale.fingerprint} .* another spec version"):
+        train("diffusion", ds, store, spec, config, features=stale.fingerprint[:6])
+    with pytest.raises(MissingRowsError, match=rf"{stale.fingerprint} of another spec version"):
+        pick_namespace(store, "features")
     prep_features(ds, FeatureSpec(), store)
     # the training split alone, and a tiny model: nothing to score, so one step is quick
     few = dataclasses.replace(ds, splits={"train": ds.splits["train"]})

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from tsfs.errors import InputError, MissingRowsError
 from tsfs.pipeline.prep import dataset_blocks
 from tsfs.pipeline.windows import Dataset
+from tsfs.specs import spec_version
 from tsfs.stores.store import Namespace, Store
 
 __all__ = [
@@ -53,10 +54,24 @@ def pick_namespace(
     if len(spaces) == 1:
         return spaces[0]
     if not spaces:
+        fill = f"`tsfs prep {kind} DATA --store {store.url}`"
+        old = [
+            ns
+            for ns in store.namespaces()
+            if ns.kind == kind
+            and not ns.current
+            and (not fingerprint or ns.fingerprint.startswith(fingerprint))
+        ]
+        if old:
+            raise MissingRowsError(
+                f"store {store.url} holds {kind} namespace {old[0].fingerprint} of another "
+                f"spec version than this tsfs computes (version {spec_version(kind)}), whose "
+                f"values it does not read; {fill} computes the current one"
+            )
         raise MissingRowsError(
             f"store {store.url} has no {kind}"
             + (f" namespace {fingerprint}" if fingerprint else "")
-            + f"; run `tsfs prep {kind} DATA --store {store.url}` first"
+            + f"; run {fill} first"
         )
     listed = ", ".join(ns.fingerprint for ns in spaces)
     raise InputError(

@@ -68,7 +68,7 @@ from tsfs.errors import (
     StoreReadOnlyError,
 )
 from tsfs.pipeline.windows import Dataset, Split
-from tsfs.specs import FeatureSpec, ImageSpec, strict_json
+from tsfs.specs import FeatureSpec, ImageSpec, spec_version, strict_json
 from tsfs.stores.files import open_files
 from tsfs.stores.store import Namespace, Store
 from tsfs.training.data import (
@@ -891,6 +891,17 @@ def _namespace_spec(view: View, requested: S | str | None, cls: type[S]) -> S:
     candidates = [ns for ns in store.namespaces(current=True) if ns.kind == kind]
     if requested is not None:
         candidates = [ns for ns in candidates if ns.fingerprint.startswith(requested)]
+        old = [
+            ns
+            for ns in store.namespaces()
+            if ns.kind == kind and not ns.current and ns.fingerprint.startswith(requested)
+        ]
+        if not candidates and old:
+            raise MissingRowsError(
+                f"{kind} namespace {old[0].fingerprint} of store {store.url} (--namespace) is of "
+                f"another spec version than this tsfs reads (version {spec_version(kind)}); "
+                f"re-run the `tsfs prep {kind}` command that made it to compute the current one"
+            )
         if not candidates:
             raise InputError(
                 f"store {store.url} has no {kind} namespace {requested!r} (--namespace); "
