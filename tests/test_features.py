@@ -424,6 +424,28 @@ def test_a_window_does_not_depend_on_the_other_windows(ett: np.ndarray) -> None:
         np.testing.assert_array_equal(value, every[name][[900, 2, 1799]], err_msg=name)
 
 
+@pytest.mark.parametrize("T", [96, 97, 512])
+def test_narrow_batches_of_a_long_series_give_the_same_bytes(ett: np.ndarray, T: int) -> None:
+    """Prep cuts a wide data set into batches of a few hundred windows, and only the stretch of
+    the series they cover is transformed: stretches that start and end anywhere (beside the
+    prefix sums' restarts at 4096 and 8192, the last window of the series) must give each
+    window the bytes of one call over every window."""
+    spec = FeatureSpec()
+    every = compute_windows(ett, seq_len=T, starts=np.arange(ett.shape[0] - T + 1), spec=spec)
+    last = ett.shape[0] - T
+    for starts in (
+        np.arange(4000, 4200),
+        np.arange(4096, 4160),
+        np.array([8191, 8192]),
+        np.arange(9001, 9400, 3),
+        np.arange(last - 150, last + 1),
+        np.array([last]),
+    ):
+        part = compute_windows(ett, seq_len=T, starts=starts, spec=spec, threads=2)
+        for name, value in part.items():
+            np.testing.assert_array_equal(value, every[name][starts], err_msg=f"{name} {starts}")
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 def test_threads_give_the_same_bytes(ett: np.ndarray, threads: int) -> None:
     """Lags and order statistics computed beside the wavelet sums change no value."""

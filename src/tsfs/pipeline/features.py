@@ -52,6 +52,8 @@ from tsfs.pipeline.dwt import (
 )
 from tsfs.pipeline.normalize import REVIN_EPS, revin
 from tsfs.pipeline.stats import (
+    SLIDE_BLOCK,
+    series_center,
     sliding_extrema,
     sliding_order_statistic,
     sliding_top_lags,
@@ -255,7 +257,13 @@ def _explicit(
 
 
 def _prefix_block(T: int) -> int:
+    """Samples per restart of the prefix sums: a power of two of at least 4096, so also a
+    multiple of ``_EXPLICIT_BLOCK`` and of the sliding lags' ``SLIDE_BLOCK``."""
     return max(4096, 1 << (T - 1).bit_length())
+
+
+assert _prefix_block(1) % _EXPLICIT_BLOCK == 0
+assert _EXPLICIT_BLOCK % SLIDE_BLOCK == 0
 
 
 def compute_windows(
@@ -303,17 +311,32 @@ def compute_windows(
         flat = compute_rows(windows[st].reshape(N * V, T), spec) if N else _allocate(spec, T, (0,))
         return {k: v.reshape(N, V, *v.shape[1:]) for k, v in flat.items()}
 
+    # Only the stretch of the series that the windows cover is transformed: a batch of a wide
+    # data set (321 variables) spans a few hundred windows of a long series, and transforming
+    # the whole series for each batch made the work grow with batches × length. Each part
+    # starts its stretch where its own blocks start (the prefix sums' restarts for the wavelet
+    # sums, a sliding block for the lags; anywhere for the exact order statistics) and keeps
+    # the whole series' centres, so every float operation on a window is the one a call over
+    # the whole series makes: a window's bytes never depend on its batch.
+    first, last = int(st.min()), int(st.max())
+    center = x.mean(axis=0, dtype=np.float64)  # (V,)
+    lag_center = series_center(np.ascontiguousarray(x.T))  # (V, 1), rounded as it sums
+    lo = first // _prefix_block(T) * _prefix_block(T)
+    # ... up to the end of the last window's block of explicit rows (a product of fixed shape)
+    dwt_part = x[lo : min(L, (last // _EXPLICIT_BLOCK + 1) * _EXPLICIT_BLOCK + T - 1)]
+    lag_lo = first // SLIDE_BLOCK * SLIDE_BLOCK
+    xt = np.ascontiguousarray(x[lag_lo : last + T].T)  # (V, span)
+
     out = _allocate(spec, T, (N, V))
     with _beside(threads) as submit:
         # Order statistics straight from the series (exact selections, no rounding); lags from
         # the sliding autocorrelation of the raw windows.
-        xt = np.ascontiguousarray(x.T)
         # On two threads the helper takes both (lags, then order statistics): about as long
         # as the wavelet sums on this one (measured 104-107 ms against 110-116 ms with the
         # order statistics here, ETTh1's train split at T=512).
-        lags = submit(sliding_top_lags, xt, T, st, spec.top_k)
-        order = submit(_order_statistics, xt, T, st)
-        ill = _window_dwt(x, st, T, level, spec, out)
+        lags = submit(_lags, xt, T, st - lag_lo, spec.top_k, lag_center)
+        order = submit(_order_statistics, xt, T, st - lag_lo)
+        ill = _window_dwt(dwt_part, st - lo, T, level, spec, out, center)
         low, high, median = order.result()
         out["lags"] = lags.result()
     mean32, std32 = out["revin_mean"], out["revin_std"]
@@ -345,6 +368,12 @@ def _beside(threads: int) -> Iterator[Callable[..., Future[Any]]]:
         yield pool.submit
 
 
+def _lags(
+    xt: F32, T: int, starts: npt.NDArray[np.int64], k: int, center: F64
+) -> npt.NDArray[np.int32]:
+    return sliding_top_lags(xt, T, starts, k, center=center)
+
+
 def _order_statistics(xt: F32, T: int, starts: npt.NDArray[np.int64]) -> tuple[F32, F32, F32]:
     """(N, V) min, max and lower median of the windows of the (V, L) series."""
     low, high = sliding_extrema(xt, T, starts)
@@ -352,9 +381,18 @@ def _order_statistics(xt: F32, T: int, starts: npt.NDArray[np.int64]) -> tuple[F
 
 
 def _window_dwt(
-    x: F32, st: npt.NDArray[np.int64], T: int, level: int, spec: FeatureSpec, out: Arrays
+    x: F32,
+    st: npt.NDArray[np.int64],
+    T: int,
+    level: int,
+    spec: FeatureSpec,
+    out: Arrays,
+    center: F64,
 ) -> npt.NDArray[np.bool_]:
     """RevIN and the DWT features of every window into ``out``, through the shared transform.
+
+    ``center`` (V,) is what the sums are centred on: near the data's scale, and the same for
+    every stretch of one series.
 
     Returns:
         (N, V) the windows whose sums are too ill-conditioned to trust: compute those rows
@@ -363,7 +401,6 @@ def _window_dwt(
     N, V = st.size, x.shape[1]
     plan = window_plan(spec.wavelet, spec.mode, T, level)
     block = _prefix_block(T)
-    center = x.mean(axis=0, dtype=np.float64)  # (V,) keeps prefix sums near the data's scale
     y = x.T.astype(np.float64) - center[:, None]  # (V, L)
 
     s1, _ = _window_sums(y, st, T, 1, block)

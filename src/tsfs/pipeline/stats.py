@@ -24,7 +24,7 @@ Two ways to compute ``c`` share the selection:
   ``x[w]x[w+k]`` and gains ``x[w+T-k]x[w+T]``, the wrapped part loses ``x[w]x[w+T-k]`` and gains
   ``x[w+k]x[w+T]``). So ``S`` of every window is the FFT of an anchor window plus a cumulative
   sum of these updates: O(T) per window instead of two FFTs (~2x faster, selection included).
-  Anchors sit every ``_SLIDE_BLOCK`` positions of the series, whichever windows are asked for,
+  Anchors sit every ``SLIDE_BLOCK`` positions of the series, whichever windows are asked for,
   so a window's values are always the same sequence of float64 operations. Removing a window's
   mean shifts all of its ``S_w[k]`` alike, which leaves differences between lags alone; the
   shift matters only for ``c[0]``, which sets the grid. Every window carries a bound on the
@@ -56,7 +56,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
     "ANCHOR_EVERY",
+    "SLIDE_BLOCK",
     "lag_length",
+    "series_center",
     "sliding_extrema",
     "sliding_order_statistic",
     "sliding_top_lags",
@@ -78,7 +80,7 @@ ANCHOR_EVERY = 32
 # the float64 drift of the cumulative sum and the work for an isolated window; the block's
 # first and middle windows propose its top sets), and blocks per chunk (V × chunk × (T/2 + 1)
 # float64 stays in cache for T = 512; measured fastest).
-_SLIDE_BLOCK = 2 * ANCHOR_EVERY
+SLIDE_BLOCK = 2 * ANCHOR_EVERY
 _SLIDE_CHUNK_BLOCKS = 4
 # Autocorrelations are ranked on a grid of c[0] / 2^24: float32's resolution at the scale of
 # the row's largest value, finer than Time-LLM's own float32 numbers and far coarser than the
@@ -253,12 +255,11 @@ class _Slide:
     center: F64  # (V, 1): y = series - center
 
     @classmethod
-    def of(cls, series: F32, T: int) -> _Slide:
+    def of(cls, series: F32, T: int, center: F64) -> _Slide:
         V, L = series.shape
         h = T // 2
         x = series.astype(np.float64)
-        center = x.mean(axis=1, keepdims=True)
-        y = np.zeros((V, L + _SLIDE_BLOCK))
+        y = np.zeros((V, L + SLIDE_BLOCK))
         np.subtract(x, center, out=y[:, :L])  # centred: keeps the sums near the data's scale
         step = y[:, T:] - y[:, :-T]
         low, high = sliding_extrema(series, T + 1, np.arange(L - T))
@@ -327,11 +328,18 @@ class _Slide:
         return c0, 2 * np.finfo(np.float64).eps * error
 
 
-def sliding_top_lags(series: F32, T: int, starts: I64, k: int) -> I32:
+def series_center(series: F32) -> F64:
+    """(V, 1) float64 mean of each variable of a (V, L) series: what :func:`sliding_top_lags`
+    centres it on, to be computed on the whole series when only a stretch is passed."""
+    center: F64 = series.astype(np.float64).mean(axis=1, keepdims=True)
+    return center
+
+
+def sliding_top_lags(series: F32, T: int, starts: I64, k: int, *, center: F64 | None = None) -> I32:
     """:func:`top_lags` of every window ``series[:, s : s + T]``, without an FFT per window.
 
     Even T: the sliding autocorrelation (module docstring), over whole blocks of
-    ``_SLIDE_BLOCK`` positions holding a requested start (a few windows of a long series cost at
+    ``SLIDE_BLOCK`` positions holding a requested start (a few windows of a long series cost at
     most a block each). A window whose float64 values may be off by more than ~1e-12 of its
     ``c[0]`` (a near-constant window, or a quiet one beside loud ones) takes the per-row FFT.
     Odd T: :func:`top_lags` of the gathered windows.
@@ -339,6 +347,10 @@ def sliding_top_lags(series: F32, T: int, starts: I64, k: int) -> I32:
     Args:
         series: (V, L) float32.
         starts: (N,) window starts.
+        center: (V, 1) what the sums are centred on (default :func:`series_center` of
+            ``series``). A stretch of a longer series that starts on a multiple of
+            ``SLIDE_BLOCK``, given the longer series' centre, gives its windows the values
+            the whole series would.
 
     Returns:
         (N, V, k) int32, equal to ``top_lags`` of each window up to float64 rounding.
@@ -348,8 +360,8 @@ def sliding_top_lags(series: F32, T: int, starts: I64, k: int) -> I32:
     if T % 2 or starts.size == 0:
         return _gathered_top_lags(windows, starts, k)
     out = np.empty((starts.size, V, k), dtype=np.int32)
-    block, width = _SLIDE_BLOCK, T // 2 + 1
-    slide = _Slide.of(series, T)
+    block, width = SLIDE_BLOCK, T // 2 + 1
+    slide = _Slide.of(series, T, series_center(series) if center is None else center)
     order = np.argsort(starts, kind="stable")
     ordered = starts[order]
     blocks = np.unique(ordered // block)
