@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from tsfs.pipeline.execute import Block, plan_rows
+from tsfs.pipeline.execute import Block, _first_occurrence, plan_rows
 from tsfs.pipeline.hashing import row_keys
 from tsfs.stores.store import Store
 
@@ -103,3 +104,18 @@ def test_one_process_with_threads_stores_what_one_thread_stores(tmp_path: Path) 
         stored.append(rows)
     assert len(stored[0]) == report.rows_unique
     assert stored[1] == stored[0]
+
+
+@pytest.mark.parametrize("shared_halves", [False, True])
+def test_first_occurrences_of_keys(shared_halves: bool) -> None:
+    """Against numpy's own unique over whole keys; keys that share their first 8 bytes but
+    not their last (never seen from a real hash, made here) must still count as distinct."""
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 256, (5000, 16), dtype=np.uint8)
+    keys[rng.integers(0, 5000, 800)] = keys[rng.integers(0, 5000, 800)]  # repeats
+    if shared_halves:
+        keys[100:140, :8] = keys[7, :8]
+    _, first = np.unique(keys.view("V16").ravel(), return_index=True)
+    want = np.zeros(len(keys), dtype=bool)
+    want[first] = True
+    np.testing.assert_array_equal(_first_occurrence(keys), want)
