@@ -17,6 +17,7 @@ from tsfs.errors import InputError
 from tsfs.pipeline.dwt import band_lengths, max_level, resolve_level
 from tsfs.pipeline.features import compute_rows, compute_windows, feature_schema, pool_window
 from tsfs.pipeline.hashing import row_keys, window_keys
+from tsfs.pipeline.normalize import revin
 from tsfs.pipeline.stats import (
     sliding_extrema,
     sliding_order_statistic,
@@ -422,6 +423,19 @@ def test_a_window_does_not_depend_on_the_other_windows(ett: np.ndarray) -> None:
     some = compute_windows(ett, seq_len=336, starts=np.array([4500, 10, 8995]), spec=spec)
     for name, value in some.items():
         np.testing.assert_array_equal(value, every[name][[900, 2, 1799]], err_msg=name)
+
+
+@pytest.mark.parametrize("T", [96, 128, 512])
+def test_window_revin_means_are_revins_own(ett: np.ndarray, T: int) -> None:
+    """The shared sums are a few float64 ulps off, and the mean of T float32 values often sits
+    exactly halfway between two float32s: every window's stored mean must still be the one
+    revin rounds from its exact sum (one ulp off would move every z by ulp / std)."""
+    for series in (ett[:5000], hard_series()):
+        starts = np.arange(series.shape[0] - T + 1)
+        got = compute_windows(series, seq_len=T, starts=starts, spec=FeatureSpec())
+        _, mean32, std32 = revin(windows_of(series, starts, T))
+        np.testing.assert_array_equal(got["revin_mean"].reshape(-1), mean32)
+        np.testing.assert_allclose(got["revin_std"].reshape(-1), std32, rtol=2e-7)
 
 
 @pytest.mark.parametrize("T", [96, 97, 512])

@@ -256,12 +256,21 @@ def _explicit(
 
 
 def _prefix_block(T: int) -> int:
-    """Samples per restart of the prefix sums: a power of two of at least 4096, so also a
-    multiple of ``_EXPLICIT_BLOCK`` and of the sliding lags' ``SLIDE_BLOCK``."""
-    return max(4096, 1 << (T - 1).bit_length())
+    """Samples per restart of the prefix sums: the power of two at or above T (so a window
+    spans at most two), at least 128. Short restarts keep the sums small (their rounding
+    with them) and a batch's stretch short (it starts at a restart): 4096 cost wide data a
+    third more time, batches of 200 windows of 321 variables each summing up to 4096 samples
+    before their first window."""
+    return max(128, 1 << (T - 1).bit_length())
 
 
-assert _prefix_block(1) % _EXPLICIT_BLOCK == 0
+def _stretch_start(first: int, T: int) -> int:
+    """Where the wavelet sums of windows from ``first`` on start: a prefix-sum restart and an
+    explicit rows' block boundary (both powers of two) at or before ``first``."""
+    align = max(_prefix_block(T), _EXPLICIT_BLOCK)
+    return first // align * align
+
+
 assert _EXPLICIT_BLOCK % SLIDE_BLOCK == 0
 
 
@@ -319,7 +328,7 @@ def compute_windows(
     # the whole series makes: a window's bytes never depend on its batch.
     first, last = int(st.min()), int(st.max())
     center = x.mean(axis=0, dtype=np.float64)  # (V,), for the wavelet sums and the lags
-    lo = first // _prefix_block(T) * _prefix_block(T)
+    lo = _stretch_start(first, T)
     # ... up to the end of the last window's block of explicit rows (a product of fixed shape)
     dwt_part = x[lo : min(L, (last // _EXPLICIT_BLOCK + 1) * _EXPLICIT_BLOCK + T - 1)]
     lag_lo = first // SLIDE_BLOCK * SLIDE_BLOCK
@@ -401,12 +410,25 @@ def _window_dwt(
     block = _prefix_block(T)
     y = x.T.astype(np.float64) - center[:, None]  # (V, L)
 
-    s1, _ = _window_sums(y, st, T, 1, block)
+    s1, bound1 = _window_sums(y, st, T, 1, block)
     s2, bound = _window_sums(y * y, st, T, 1, block)
     var = np.maximum(s2 / T - (s1 / T) ** 2, 0.0)
-    mean32 = (center + s1 / T).astype(np.float32)
+    mean = center + s1 / T
+    mean32 = mean.astype(np.float32)
     std32 = np.sqrt(var + REVIN_EPS).astype(np.float32)
     ill = T * var <= _CONDITION * bound
+    # A window's mean is often exactly halfway between two float32s (the mean of T values on
+    # one float32 grid can be: 1 window in 40 of ECL-like one-decimal data), and these sums,
+    # unlike revin's exact one, are a few ulps off: they would round it to the other neighbour
+    # half the time, and a RevIN mean one float32 ulp off moves every z by ulp / std, band
+    # sums by up to ~1e-4 relative. Such windows get revin's own mean from their values
+    # (each prefix value may be `block` roundings of its magnitude off).
+    eps = np.finfo(np.float64).eps
+    tie = _near_float32_boundary(mean, eps * ((block + 4) * bound1 / T + 4 * np.abs(mean)))
+    if tie.any():
+        w, v = np.nonzero(tie)
+        rows = x[st[w, None] + np.arange(T), v[:, None]].astype(np.float64)  # (k, T)
+        mean32[w, v] = rows.mean(axis=1).astype(np.float32)  # as revin computes it
     shift = mean32.astype(np.float64) - center  # RevIN mean in the centred frame, (N, V)
     scale = std32.astype(np.float64)
 
@@ -450,6 +472,18 @@ def _window_dwt(
     _put_dwt(flat, slice(None), prims)
     out["revin_mean"], out["revin_std"] = mean32, std32
     return ill
+
+
+def _near_float32_boundary(value: F64, error: F64) -> npt.NDArray[np.bool_]:
+    """Whether rounding ``value`` ± ``error`` to float32 could give two results: a midpoint
+    between ``float32(value)`` and a neighbour lies within ``error`` (midpoints of float32s
+    are exact in float64)."""
+    nearest = value.astype(np.float32)
+    near = nearest.astype(np.float64)
+    below = (near + np.nextafter(nearest, np.float32(-np.inf)).astype(np.float64)) / 2
+    above = (near + np.nextafter(nearest, np.float32(np.inf)).astype(np.float64)) / 2
+    result: npt.NDArray[np.bool_] = (value - error <= below) | (value + error >= above)
+    return result
 
 
 def pool_window(per_row: Mapping[str, npt.ArrayLike]) -> Arrays:
