@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import subprocess
@@ -36,6 +37,7 @@ from tsfs.stores.store import Store
 from tsfs.training.data import Batch, WindowReader, open_view
 from tsfs.training.loop import (
     FitResult,
+    TrainingInterrupted,
     TrainSpec,
     fit,
     majority_class_accuracy,
@@ -509,14 +511,62 @@ class Diverged(LinearFamily):
         return {"mse": (torch.tensor(float("nan")), len(batch["x"]))}
 
 
+def test_a_diverged_run_is_an_error_even_between_loss_checks(ett: Dataset, tmp_path: Path) -> None:
+    """--max-steps may end a run before the loss is next read back: the monitored score (and
+    the loss left pending) still say the model diverged, rather than an exit 0 with NaN."""
+    with pytest.raises(InputError, match=r"scoring val after step 1 gave mse nan: .*lower --lr"):
+        run(ett, tmp_path, TrainSpec(epochs=1, max_steps=1, out=tmp_path / "r"), fam=Diverged())
+    assert not (tmp_path / "r" / "metrics.json").exists()
+    with pytest.raises(InputError, match=r"training loss became (nan|inf) by step 3"):
+        run(ett, tmp_path, TrainSpec(epochs=1, max_steps=3, lr=1e30, out=tmp_path / "s"))
+
+
+class UndefinedCRPS(LinearFamily):
+    """A finite monitored score beside one that is undefined on these targets."""
+
+    def score(self, model: nn.Module, batch: Batch) -> Scores:
+        return {**super().score(model, batch), "crps": (torch.tensor(float("nan")), 1)}
+
+
 def test_metrics_json_stays_strict_json_when_a_score_is_nan(ett: Dataset, tmp_path: Path) -> None:
     result = run(
-        ett, tmp_path, TrainSpec(epochs=1, max_steps=1, out=tmp_path / "r"), fam=Diverged()
+        ett, tmp_path, TrainSpec(epochs=1, max_steps=1, out=tmp_path / "r"), fam=UndefinedCRPS()
     )
-    assert np.isnan(result.metrics["test"]["mse"])
+    assert np.isnan(result.metrics["test"]["crps"])
 
     def refuse(token: str) -> None:
         raise AssertionError(f"bare {token} in metrics.json")
 
     written = json.loads((tmp_path / "r" / "metrics.json").read_text(), parse_constant=refuse)
-    assert written["test"]["mse"] is None
+    assert written["test"]["crps"] is None
+    assert math.isfinite(written["test"]["mse"])
+
+
+class InterruptedWhileScoring(LinearFamily):
+    """Ctrl-C lands while the validation split is scored (diffusion's scoring samples and can
+    take longer than its epoch): Python raises KeyboardInterrupt there."""
+
+    def score(self, model: nn.Module, batch: Batch) -> Scores:
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_while_scoring_keeps_the_trained_epoch(ett: Dataset, tmp_path: Path) -> None:
+    straight = run(ett, tmp_path, TrainSpec(epochs=2, out=tmp_path / "a"))
+    fam = InterruptedWhileScoring()
+    with pytest.raises(TrainingInterrupted) as stopped:
+        run(ett, tmp_path, TrainSpec(epochs=2, out=tmp_path / "b"), fam=fam)
+    epoch_steps = straight.metrics["epochs"][0]["step"]
+    assert stopped.value.step == epoch_steps  # the whole first epoch is kept
+    assert stopped.value.checkpoint == tmp_path / "b" / "last.pt"
+    saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert saved["unscored"]["epoch"] == 0
+    assert saved["history"] == []
+    fam = LinearFamily()
+    resumed = run(ett, tmp_path, TrainSpec(epochs=2, out=tmp_path / "b", resume=True), fam=fam)
+    # scored, not trained again: the resumed run trains the second epoch only
+    assert sum(len(i) for i in fam.seen) == len(ett.splits["train"])
+    assert resumed.metrics["epochs"] == straight.metrics["epochs"]
+    assert resumed.metrics["best"] == straight.metrics["best"]
+    assert resumed.metrics["test"] == straight.metrics["test"]
+    assert same_weights(state(resumed), state(straight))
+    assert resumed.metrics["seconds"] >= saved["seconds"]  # the whole run's time

@@ -370,6 +370,11 @@ class _Run:
         self.best: dict[str, Any] | None = None
         self.best_state: dict[str, torch.Tensor] | None = None  # weights of the best epoch
         self.backoffs: list[dict[str, Any]] = []
+        # An epoch trained but not yet scored (its record without "val"): the checkpoint saved
+        # before scoring keeps it, so an interrupt while scoring loses no training.
+        self.unscored: dict[str, Any] | None = None
+        self.seconds_before = 0.0  # time the run took before it was resumed
+        self.started = time.perf_counter()
         self.identity = {
             "model": fam.name,
             "config": _config_dict(config),
@@ -455,13 +460,28 @@ class _Run:
         self.step += 1
         return loss.detach().float()
 
-    def _log_loss(self, total: torch.Tensor, count: int, bar: tqdm[Any]) -> None:
-        mean = float(total) / count
+    def _check_loss(self, mean: float) -> None:
         if not math.isfinite(mean):
             raise InputError(
                 f"the training loss became {mean} by step {self.step}; lower --lr, keep "
                 "--clip on, or train in float32"
             )
+
+    def _check_monitored(self, split: str, scores: Mapping[str, float]) -> None:
+        """A monitored score that is not finite means the model diverged (a run that ends
+        between loss read-backs would otherwise finish with NaN scores and exit 0). Other
+        scores may be undefined on some data (a CRPS normalised by all-zero targets) and are
+        recorded as null."""
+        value = scores.get(self.family.monitor)
+        if value is not None and not math.isfinite(value):
+            raise InputError(
+                f"scoring {split} after step {self.step} gave {self.family.monitor} {value}: "
+                "the model diverged; lower --lr, keep --clip on, or train in float32"
+            )
+
+    def _log_loss(self, total: torch.Tensor, count: int, bar: tqdm[Any]) -> None:
+        mean = float(total) / count
+        self._check_loss(mean)
         self.losses.append([self.step, mean])
         bar.set_postfix(loss=f"{mean:.4f}", batch=self.batch_size)
 
@@ -486,6 +506,8 @@ class _Run:
                             if self._reached():
                                 self.pending = (float(total), count)
                                 total, count = torch.zeros((), device=self.device), 0
+                                if self.pending[1]:  # checked now: no later entry will be
+                                    self._check_loss(self.pending[0] / self.pending[1])
                                 return False
                             total += self._train_step(batch)
                             count += 1
@@ -539,7 +561,9 @@ class _Run:
                                 sums[name] = value.detach().double() + sums.get(name, 0)
                                 counts[name] = counts.get(name, 0.0) + float(n)
                             bar.update()
-                    return {name: float(sums[name]) / counts[name] for name in sums}
+                    result = {name: float(sums[name]) / counts[name] for name in sums}
+                    self._check_monitored(split, result)
+                    return result
             except torch.OutOfMemoryError as e:
                 self._halve(f"evaluating {split}", e)
 
@@ -564,6 +588,8 @@ class _Run:
             "pending_loss": list(self.pending),
             "best": self.best,
             "backoffs": self.backoffs,
+            "unscored": self.unscored,
+            "seconds": self.seconds_before + time.perf_counter() - self.started,
             # what the data fingerprint was made from, to name a changed option on resume
             "window": strict_json(dataclasses.asdict(self.readers["train"].dataset.spec)),
         }
@@ -633,6 +659,8 @@ class _Run:
         # run scores that epoch again (whole, or cut short elsewhere) and replaces it.
         self.history = list(ckpt["history"])
         self.losses, self.best, self.backoffs = ckpt["losses"], ckpt["best"], ckpt["backoffs"]
+        self.unscored = ckpt.get("unscored")
+        self.seconds_before = float(ckpt.get("seconds", 0.0))
         total, count = ckpt.get("pending_loss", (0.0, 0))
         self.pending = (float(total), int(count))
         self.loader = self._loader()
@@ -709,6 +737,46 @@ def _stop_on_interrupt(run: _Run) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _score_epoch(run: _Run, fam: Family) -> None:
+    """Score ``run.unscored``, the epoch just trained, on val (where there is one), keep the
+    best whole epoch, add the record to the history and save ``last.pt``.
+
+    An interrupt while scoring (a first Ctrl-C stops at once: scores have no side effects)
+    leaves the checkpoint saved before it, which resumes here.
+    """
+    record = run.unscored
+    assert record is not None
+    out = run.spec.out
+    if "val" in run.readers:
+        try:
+            record["val"] = run.evaluate("val")
+        except KeyboardInterrupt as e:
+            if out is None:
+                raise
+            raise TrainingInterrupted(
+                run.step, out / "last.pt", signum=getattr(e, "signum", signal.SIGINT)
+            ) from None
+        monitor = fam.monitor
+        value = record["val"].get(monitor)
+        if value is None:
+            raise InputError(f"{fam.name} monitors {monitor!r} but its scores lack it")
+        # Only whole epochs compete: one cut short (--max-steps, Ctrl-C) is scored for the
+        # record, and a resumed run would not have scored it at all.
+        if record["complete"] and (run.best is None or value < run.best["val"][monitor]):
+            run.best = {"epoch": record["epoch"], "step": run.step, "val": record["val"]}
+            if out is not None:
+                _save(run.checkpoint(), out / "best.pt")
+            run.best_state = {
+                k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()
+            }
+    # one record per epoch: a resumed epoch's replaces the one scored where it was cut short
+    run.history = [r for r in run.history if r["epoch"] != record["epoch"]]
+    run.history.append(record)
+    run.unscored = None
+    if out is not None:
+        _save(run.checkpoint(), out / "last.pt")
+
+
 def fit(
     fam: Family,
     config: Any,
@@ -754,7 +822,8 @@ def fit(
                     with contextlib.suppress(OSError):
                         out.rmdir()
                 raise
-    monitor = fam.monitor
+    if run.unscored is not None:  # resumed while an epoch's scores were being computed
+        _score_epoch(run, fam)
     while run.loader.epoch < spec.epochs and not run._reached():
         epoch = run.loader.epoch
         with _stop_on_interrupt(run):
@@ -764,29 +833,17 @@ def fit(
             if checkpoint is not None:
                 _save(run.checkpoint(), checkpoint)
             raise TrainingInterrupted(run.step, checkpoint, signum=run.stop_signal)
-        run.history = [r for r in run.history if r["epoch"] != epoch]  # one record per epoch
         record: dict[str, Any] = {"epoch": epoch, "step": run.step, "complete": complete}
         if run.pending[1]:  # cut short within a loss interval
             record["train_loss"] = run.pending[0] / run.pending[1]
         elif run.losses:
             record["train_loss"] = run.losses[-1][1]
-        if "val" in readers:
-            record["val"] = run.evaluate("val")
-            value = record["val"].get(monitor)
-            if value is None:
-                raise InputError(f"{fam.name} monitors {monitor!r} but its scores lack it")
-            # Only whole epochs compete: one cut short (--max-steps, Ctrl-C) is scored for the
-            # record, and a resumed run would not have scored it at all.
-            if complete and (run.best is None or value < run.best["val"][monitor]):
-                run.best = {"epoch": epoch, "step": run.step, "val": record["val"]}
-                if out is not None:
-                    _save(run.checkpoint(), out / "best.pt")
-                run.best_state = {
-                    k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()
-                }
-        run.history.append(record)
-        if out is not None:
+        run.unscored = record
+        if out is not None and "val" in readers:
+            # Scoring may take longer than the epoch (diffusion samples): an interrupt while
+            # it runs resumes from here, with the training kept.
             _save(run.checkpoint(), out / "last.pt")
+        _score_epoch(run, fam)
     if run.best_state is not None:
         run.model.load_state_dict(run.best_state)
     metrics: dict[str, Any] = {
@@ -818,7 +875,8 @@ def fit(
                     )
                 }
             }
-    metrics["seconds"] = time.perf_counter() - t0
+    # the whole run's time, resumed parts included
+    metrics["seconds"] = run.seconds_before + time.perf_counter() - t0
     run.model.eval()
     if out is not None:
         with _writing(out / "metrics.json", "last.pt holds the trained run") as tmp:
@@ -827,7 +885,7 @@ def fit(
         total, count = run.pending
         losses = run.losses + ([[run.step, total / count]] if count else [])
         with _writing(out / "curves.png", "last.pt holds the trained run") as tmp:
-            _plot(tmp, losses, run.history, monitor, fam.name)
+            _plot(tmp, losses, run.history, fam.monitor, fam.name)
     return FitResult(metrics=metrics, model=run.model, out=out)
 
 
