@@ -127,8 +127,26 @@ def test_free_space_counts_whole_blocks() -> None:
             kind="features", namespace="features/x", windows={"train": 1}, rows_total=1,
             rows_unique=1, rows_present=0, rows_missing=1, segments=1,
             bytes_uncompressed=2_658_657, bytes_on_disk=2_658_657, files=135, seconds=1.0,
-            jobs=1, free_bytes=free, budget_bytes=None, sample_rows=1,
+            jobs=1, threads=1, free_bytes=free, budget_bytes=None, sample_rows=1,
         )  # fmt: skip
 
     assert est(2_969_600).verdict == "does not fit the free space"  # the tmpfs that filled up
     assert est(2_658_657 + 135 * 4096).fits
+
+
+def test_plan_says_how_the_run_would_compute(tmp_path: Path) -> None:
+    """Features below a million rows run in one process on --jobs threads, images on --jobs
+    worker processes: the plan says which, rather than echoing a --jobs the run does not use."""
+    from typer.testing import CliRunner
+
+    from tsfs.cli.main import app
+
+    runner = CliRunner()
+    common = [str(ETTH1), "--store", str(tmp_path / "s"), "--jobs", "2", "--splits", "val"]
+    features = runner.invoke(app, ["plan", "features", *common])
+    assert features.exit_code == 0, features.output
+    assert "s in one process, 2 threads" in features.output
+    images = runner.invoke(app, ["plan", "images", *common, "--size", "32"])
+    assert images.exit_code == 0, images.output
+    assert "s on 2 worker processes" in images.output
+    assert not (tmp_path / "s").exists()  # planning creates nothing

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tsfs.cli._common import DEFAULT_STORE, StoreOpt, count_of, echo_json, reports_errors
+from tsfs.cli._common import DEFAULT_STORE, count_of, echo_json, reports_errors
 from tsfs.cli._data import DataArg, data_options
 from tsfs.cli.prep import (
     BatchOpt,
@@ -74,7 +74,7 @@ def _show(est: Estimate, alternatives: list[tuple[str, Estimate]], json_out: boo
         f"  uncompressed     {human_bytes(est.bytes_uncompressed)}",
         f"  on disk          {human_bytes(est.bytes_on_disk)} in {est.files:,} files"
         f"  (from a {est.sample_rows:,}-row sample)",
-        f"  time             {est.seconds:,.1f} s with --jobs {est.jobs}",
+        f"  time             {est.seconds:,.1f} s {_how(est)}",
         f"  free space       {free}"
         + (f", budget {human_bytes(est.budget_bytes)}" if est.budget_bytes is not None else ""),
         f"  verdict          {est.verdict}",
@@ -85,6 +85,22 @@ def _show(est: Estimate, alternatives: list[tuple[str, Estimate]], json_out: boo
         for label, a in alternatives:
             verdict = "fits" if a.fits else "does not fit"
             typer.echo(f"    {label:<36} {human_bytes(a.bytes_on_disk):>12}  {verdict}")
+
+
+PlannedStoreOpt = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        help="Store directory or URL the prep run would write to (planning writes nothing).",
+    ),
+]
+
+
+def _how(est: Estimate) -> str:
+    """How the run computes: ``on 2 worker processes``, ``in one process, 2 threads``."""
+    if est.jobs > 1:
+        return f"on {est.jobs} worker processes"
+    return "in one process" + (f", {est.threads} threads" if est.threads > 1 else "")
 
 
 def _run(
@@ -114,7 +130,7 @@ def _run(
 def features(
     data: DataArg,
     window: WindowSpec,
-    store: StoreOpt = DEFAULT_STORE,
+    store: PlannedStoreOpt = DEFAULT_STORE,
     wavelet: WaveletOpt = "db4",
     level: LevelOpt = None,
     mode: ModeOpt = "reflect",
@@ -154,7 +170,7 @@ def features(
 def images(
     data: DataArg,
     window: WindowSpec,
-    store: StoreOpt = DEFAULT_STORE,
+    store: PlannedStoreOpt = DEFAULT_STORE,
     size: SizeOpt = 224,
     linewidth: LinewidthOpt = 1.5,
     ylim: YlimOpt = "row",

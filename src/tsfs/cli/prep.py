@@ -69,7 +69,13 @@ Examples:
 
 JobsOpt = Annotated[
     Optional[int],  # noqa: UP045
-    typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all cores)."),
+    typer.Option(
+        "--jobs",
+        "-j",
+        min=1,
+        help="Cores to use (default: all): worker processes, or threads of one process where "
+        "starting workers would cost more (features below a million rows).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 BatchOpt = Annotated[
@@ -251,7 +257,14 @@ def features(
     force: ForceOpt = False,
     executor: ExecutorOpt = "local",
     scheduler: SchedulerOpt = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    device: Annotated[
+        str,
+        typer.Option(
+            help="Where the wavelet transforms and lag FFTs run: auto (CUDA when present) | "
+            "cpu | cuda. On the CPU the overlapping windows of CSV data share one transform "
+            "of the series; on CUDA every row is transformed (ptwt)."
+        ),
+    ] = "auto",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

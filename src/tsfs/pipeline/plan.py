@@ -63,7 +63,8 @@ class Estimate:
     bytes_on_disk: int
     files: int
     seconds: float
-    jobs: int
+    jobs: int  # worker processes the run starts (1: this process computes)
+    threads: int  # threads that one process computes with
     free_bytes: int | None  # None: an object store, with no free space to run out of
     budget_bytes: int | None
     sample_rows: int
@@ -221,6 +222,7 @@ def estimate(
     jobs: int,
     hash_seconds: float,
     budget_bytes: int | None = None,
+    threads: int = 1,
     sample_rows: int = 512,
     stretches: int = 4,
     parallel_startup_s: float = 0.0,
@@ -278,6 +280,7 @@ def estimate(
         files=files,
         seconds=seconds,
         jobs=jobs,
+        threads=threads,
         free_bytes=free_bytes(namespace.store),
         budget_bytes=budget_bytes,
         sample_rows=sample_n,

@@ -305,14 +305,16 @@ def _estimate(
     budget_bytes: int | None,
 ) -> Estimate:
     # Sample in this process: its rate per process is what gets spread over the workers.
+    workers = _workers(job, plan.rows_missing, jobs)
     return estimate(
         kind=job.kind,
         plan=plan,
         namespace=job.namespace(create=False),
         spec=job.spec,
-        compute=job.compute_for(_workers(job, plan.rows_missing, jobs), jobs),
+        compute=job.compute_for(workers, jobs),
         codecs=job.codecs,
-        jobs=_workers(job, plan.rows_missing, jobs),
+        jobs=workers,
+        threads=jobs if workers == 1 and job.threaded is not None else 1,
         hash_seconds=hash_seconds,
         budget_bytes=budget_bytes,
         parallel_startup_s=job.parallel_startup_s,

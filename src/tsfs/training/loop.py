@@ -1032,9 +1032,10 @@ def train(
         raise InputError(f"{model} takes a {fam.config_type.__name__}, not {type(config)}")
     task = _TASKS.get(dataset.kind)
     if task is None or task not in fam.tasks:
+        nouns = {"forecast": "forecasting", "classify": "classification"}
         raise InputError(
-            f"{model} trains on {' and '.join(fam.tasks)} data; {dataset.path.name} is "
-            f"{dataset.kind} data"
+            f"{model} trains on {' or '.join(nouns[t] for t in fam.tasks)} data; "
+            f"{dataset.path.name} is {dataset.kind} data"
         )
     if task == "forecast" and dataset.spec.pred_len < 1:
         raise InputError(f"--pred-len must be at least 1 to train a forecaster ({model})")
