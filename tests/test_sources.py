@@ -653,3 +653,25 @@ def test_npz_labels_of_different_kinds_across_splits(tmp_path: Path) -> None:
     np.savez(path, train_x=x, train_labels=[0, 1, 2], test_x=x, test_labels=["dog", "cat", "emu"])
     with pytest.raises(DataError, match=r"c\.npz: labels are train numbers, test strings"):
         load(path)
+
+
+@pytest.mark.parametrize(
+    ("edit_line", "message"),
+    [
+        ("swap", r"t\.csv line 12: date .* is earlier than the row before's; sort the file"),
+        ("repeat", r"t\.csv line 12: date .* repeats the row before's; .*remove the duplicate"),
+    ],
+)
+def test_rows_out_of_time_order_are_refused(tmp_path: Path, edit_line: str, message: str) -> None:
+    """Time-Series-Library takes rows as they come: shuffled or repeated times would put
+    unrelated values in one window without a word."""
+
+    def edit(lines: list[str]) -> None:
+        if edit_line == "swap":
+            lines[10], lines[11] = lines[11], lines[10]
+        else:
+            lines[11] = lines[10].split(",", 1)[0] + "," + lines[11].split(",", 1)[1]
+
+    path = write_csv(tmp_path / "t.csv", edit=edit)
+    with pytest.raises(DataError, match=message):
+        load(path, SMALL)

@@ -281,6 +281,25 @@ def _parse_numbers(rows: list[Sequence[str]], first: int, where: _Where) -> F64:
     raise AssertionError("unreachable: a cell failed to parse but none fails alone")
 
 
+def _check_time_order(dates: npt.NDArray[np.datetime64], where: Callable[[int], str]) -> None:
+    """Refuse rows out of time order: a window would span unrelated times without a word
+    (Time-Series-Library's reader takes rows as they come)."""
+    step = np.diff(dates)
+    bad = np.flatnonzero(step <= np.timedelta64(0, "s"))
+    if not bad.size:
+        return
+    t = int(bad[0]) + 1
+    when = np.datetime_as_string(dates[t], unit="s").replace("T", " ")
+    if dates[t] == dates[t - 1]:
+        raise DataError(
+            f"{where(t)}: date {when} repeats the row before's; rows must be one per time "
+            "step (remove the duplicate rows)"
+        )
+    raise DataError(
+        f"{where(t)}: date {when} is earlier than the row before's; sort the file by date"
+    )
+
+
 def _parse_dates(texts: list[str], where: Callable[[int], str]) -> npt.NDArray[np.datetime64]:
     """(L,) date strings → datetime64[s]: numpy's ISO parser, else the looser TSLib spellings.
 
@@ -416,6 +435,7 @@ def _load_csv(path: Path, spec: WindowSpec, preset: Preset) -> Dataset:
         blocks.append(_parse_numbers(block, len(lines) - len(block), cell))
     dates = _parse_dates(date_texts, lambda t: f"{path} line {lines[t]}, column 'date'")
     values = _handle_missing(np.concatenate(blocks), spec.nan, cell)
+    _check_time_order(dates, lambda t: f"{path} line {lines[t]}")
     marks = time_features(dates, spec.freq)
     splits, mean, scale = forecast_splits(values, marks, spec=spec, preset=preset, source=str(path))
     return Dataset(
