@@ -105,10 +105,13 @@ def test_uea_prompt_states_the_sample_length(tmp_path: Path) -> None:
     data.write_text(head + "\n".join(rows) + "\n")
     st = str(tmp_path / "s")
     assert tsfs("prep", "features", str(data), "--store", st, "-q")[0] == 0
-    for extra in ([], ["--seq-len", "512"]):
-        code, text = tsfs("show", "prompt", st, str(data), "--split", "train", *extra)
-        assert code == 0, text
-        assert text.count("given the previous 40 steps") == 3  # two variables and the window
+    code, text = tsfs("show", "prompt", st, str(data), "--split", "train")
+    assert code == 0, text
+    assert text.count("given the previous 40 steps") == 3  # two variables and the window
+    # a series' window length would be ignored for samples: refused, not ignored
+    code, text = tsfs("show", "prompt", st, str(data), "--split", "train", "--seq-len", "512")
+    assert code == 2
+    assert "--seq-len shapes the windows of a series (CSV data); Toy_TRAIN.ts holds" in text
 
 
 def test_sheet_of_many_variables_shows_the_first_16_or_those_picked(tmp_path: Path) -> None:

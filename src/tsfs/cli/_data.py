@@ -119,6 +119,41 @@ _DATA_OPTIONS: dict[str, tuple[Any, Any]] = {
 }
 
 
+_CONTEXT = "_data_options_context"
+# Options that shape the windows of one long series (CSV data) and nothing else (--pred-len
+# also sets the horizon Time-LLM's prompt names, for any data).
+_SERIES_ONLY = ("seq_len", "label_len", "stride", "features", "target", "freq")
+
+
+def _refuse_what_does_not_apply(ctx: typer.Context, data: Any, preset: str | None) -> None:
+    """A series-windowing option given for sample data (UEA ``.ts``, ``.npy``) would be
+    ignored without a word: each sample is one window of its own length."""
+    from tsfs.errors import DataError
+    from tsfs.pipeline.sources import infer_preset
+
+    if data is None:
+        return
+
+    def typed(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name == "COMMANDLINE"
+
+    given = [n for n in _SERIES_ONLY if typed(n)]
+    if not given:
+        return
+    try:
+        kind = preset or infer_preset(data)
+    except DataError:
+        return  # loading it says what is wrong with the path
+    if kind in ("uea", "array"):
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise InputError(
+            f"{flags} shape{'s' if len(given) == 1 else ''} the windows of a series (CSV data); "
+            f"{Path(data).name} holds samples ({kind}), each one window of its own length: "
+            f"drop {'it' if len(given) == 1 else 'them'}"
+        )
+
+
 def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the shared data options, folded into one ``window: WindowSpec`` argument.
 
@@ -138,10 +173,15 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     params = [p for p in own if p.default is inspect.Parameter.empty]
     params += shared + [p for p in own if p.default is not inspect.Parameter.empty]
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
+    # Typer passes the click context to a parameter of this type: which options were typed
+    params.append(
+        inspect.Parameter(_CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+    )
 
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> Any:
         options = {name: kwargs.pop(name) for name in _DATA_OPTIONS}
+        _refuse_what_does_not_apply(kwargs.pop(_CONTEXT), kwargs.get("data"), options["preset"])
         return fn(window=window_spec(**options), **kwargs)
 
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
