@@ -128,3 +128,29 @@ def test_compaction_on_a_full_disk_stops_with_one_line_and_loses_nothing(
     assert "compaction stopped and every row is still readable" in line
     assert Store(store).verify() == []
     assert Store(store).info()["namespaces"][0]["rows"] == before
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """Two pages: room for a store's first document, not for a namespace."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    ok = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if ok.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_disk_full_while_creating_the_namespace_names_the_store(tiny_disk: Path) -> None:
+    store = tiny_disk / "s"
+    done = _prep(store, "--force")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"tsfs: error: the disk holding {store} is full: no room to create the features "
+        "namespace; free space and re-run"
+    ]

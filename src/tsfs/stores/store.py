@@ -1224,22 +1224,34 @@ class Store:
                     f"store {self.url} has no {kind} for this spec ({fingerprint}); "
                     f"run `tsfs prep {kind}` first"
                 )
-            if self._pending_key is not None:  # the first write: make the store now
-                self._create(self._pending_key)
-                self._pending_key = None
-            self._require_writable()
-            from tsfs import __version__
-
-            if not self.files.exists(f"{kind}/zarr.json"):
-                self.files.mkdir(kind)
-                self.files.write_atomic(f"{kind}/zarr.json", _group_json({}))
-            for sub in ("segments", "commits"):
-                self.files.mkdir(f"{ns.key}/{sub}")
-            self.files.write_atomic(f"{ns.key}/segments/zarr.json", _group_json({}))
-            attrs = {"tsfs": {"kind": kind, "spec": dict(spec), "versions": _versions(__version__)}}
-            # Equal specs give equal bytes, so two writers racing here write the same file.
-            self.files.write_atomic(f"{ns.key}/zarr.json", _group_json(attrs))
+            try:
+                self._make_namespace(ns, spec)
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    raise StoreError(
+                        f"the disk holding {self.url} is full: no room to create the {kind} "
+                        "namespace; free space and re-run"
+                    ) from e
+                raise
         return ns
+
+    def _make_namespace(self, ns: Namespace, spec: Mapping[str, Any]) -> None:
+        if self._pending_key is not None:  # the first write: make the store now
+            self._create(self._pending_key)
+            self._pending_key = None
+        self._require_writable()
+        from tsfs import __version__
+
+        kind = ns.kind
+        if not self.files.exists(f"{kind}/zarr.json"):
+            self.files.mkdir(kind)
+            self.files.write_atomic(f"{kind}/zarr.json", _group_json({}))
+        for sub in ("segments", "commits"):
+            self.files.mkdir(f"{ns.key}/{sub}")
+        self.files.write_atomic(f"{ns.key}/segments/zarr.json", _group_json({}))
+        attrs = {"tsfs": {"kind": kind, "spec": dict(spec), "versions": _versions(__version__)}}
+        # Equal specs give equal bytes, so two writers racing here write the same file.
+        self.files.write_atomic(f"{ns.key}/zarr.json", _group_json(attrs))
 
     def namespaces(self, *, current: bool = False) -> list[Namespace]:
         """The store's namespaces; ``current``: only those this tsfs reads
