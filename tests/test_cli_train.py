@@ -56,6 +56,9 @@ def test_a_small_run_then_resume(tmp_path: Path) -> None:
     first = tsfs("train", "diffusion", *common, *TINY, "--max-steps", "3", "--out", str(out))
     assert first.returncode == 0, first.stderr
     assert "test: mse" in first.stdout
+    # no terminal here: a line per epoch scored instead of progress bars
+    epoch = r"tsfs: epoch 1/10: step 3, train loss \d+\.\d{4}, val crps \d+\.\d{4}, cut short, "
+    assert re.search(epoch + r"\d+\.\d s$", first.stderr, re.MULTILINE), first.stderr
     assert "repeat-last baseline" in first.stdout
     # no whole epoch yet, so no best.pt: an epoch cut short never becomes the best
     assert {p.name for p in out.iterdir()} == {"metrics.json", "last.pt", "curves.png"}

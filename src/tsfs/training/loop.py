@@ -124,6 +124,8 @@ class TrainSpec:
         out: directory for checkpoints, ``metrics.json`` and ``curves.png`` (None: no files).
         resume: continue the run whose ``last.pt`` is in ``out``.
         progress: show a progress bar per epoch (on stderr).
+        log_epochs: one line per epoch scored (step, train loss, monitored val score, time)
+            through ``notify``: what a log shows where no progress bar does.
         order: the training loader's order: ``chunks`` (chunk-aware, fast), ``random`` or
             ``sequential``.
         num_workers: loader worker processes (0: one background reader thread).
@@ -141,6 +143,7 @@ class TrainSpec:
     out: Path | None = None
     resume: bool = False
     progress: bool = False
+    log_epochs: bool = False
     order: Order = "chunks"
     num_workers: int = 0
 
@@ -775,6 +778,21 @@ def _score_epoch(run: _Run, fam: Family) -> None:
     run.unscored = None
     if out is not None:
         _save(run.checkpoint(), out / "last.pt")
+    if run.spec.log_epochs:
+        run.notify(_epoch_line(run, record, fam.monitor))
+
+
+def _epoch_line(run: _Run, record: Mapping[str, Any], monitor: str) -> str:
+    """``epoch 2/10: step 68, train loss 0.4123, val crps 0.3301, 41.2 s``."""
+    parts = [f"epoch {record['epoch'] + 1}/{run.spec.epochs}: step {record['step']}"]
+    if "train_loss" in record:
+        parts.append(f"train loss {record['train_loss']:.4f}")
+    if "val" in record:
+        parts.append(f"val {monitor} {record['val'][monitor]:.4f}")
+    if not record["complete"]:
+        parts.append("cut short")
+    seconds = run.seconds_before + time.perf_counter() - run.started
+    return ", ".join([*parts, f"{seconds:.1f} s"])
 
 
 def fit(
