@@ -458,7 +458,7 @@ def test_a_family_that_does_not_fit_the_data_is_refused(tmp_path: Path) -> None:
     samples = np.random.default_rng(0).standard_normal((20, 16, 2)).astype(np.float32)
     np.save(tmp_path / "x.npy", samples)
     ds = load(tmp_path / "x.npy", WindowSpec(preset="array"))
-    with pytest.raises(InputError, match="diffusion trains on forecasting data; x.npy is"):
+    with pytest.raises(InputError, match=r"diffusion trains on forecasting data; x\.npy is"):
         train("diffusion", ds, tmp_path / "s", TrainSpec())
     with pytest.raises(InputError, match="unknown model"):
         train("nope", ds, tmp_path / "s", TrainSpec())
