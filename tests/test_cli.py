@@ -321,3 +321,16 @@ def test_a_read_only_store_serves_a_run_with_nothing_to_compute(tmp_path: Path) 
     finally:
         for path in [st, *st.rglob("*")]:
             path.chmod(path.stat().st_mode | 0o200)
+
+
+def test_compact_json_names_each_namespace_and_its_rows(tmp_path: Path) -> None:
+    st = str(tmp_path / "s")
+    args = [str(ETTH1), "--seq-len", "96", "--splits", "val", "--store", st, "-q"]
+    assert runner.invoke(app, ["prep", "features", *args, "--batch-rows", "5000"]).exit_code == 0
+    done = runner.invoke(app, ["store", "compact", st, "--json"])
+    assert done.exit_code == 0, done.output
+    (ns,) = json.loads(done.output)["namespaces"]
+    info = json.loads(runner.invoke(app, ["store", "info", st, "--json"]).output)
+    (held,) = info["namespaces"]
+    assert ns == {"path": f"{st}/features/{held['fingerprint']}", "rows": held["rows"]}
+    assert held["segments"] == 1

@@ -160,22 +160,25 @@ def gc(
         for p in paths:
             typer.echo(f"{verb} {label} {p}")
     if report.skipped_active:
-        typer.echo(f"kept {report.skipped_active} segment(s) still being written")
+        typer.echo(f"kept {count_of(report.skipped_active, 'segment')} still being written")
     if report.skipped_recent:
         typer.echo(
-            f"kept {report.skipped_recent} uncommitted segment(s) younger than the grace "
-            "period (--grace); run gc again later to remove those a dead writer left"
+            f"kept {count_of(report.skipped_recent, 'uncommitted segment')} younger than the "
+            "grace period (--grace); run gc again later to remove those a dead writer left"
         )
     typer.echo(f"{verb} {human_bytes(report.bytes_freed)}")
 
 
 @app.command()
 @reports_errors
-def compact(store: StoreArg) -> None:
+def compact(store: StoreArg, json_out: JsonOpt = False) -> None:
     """Merge each namespace's segments and drop duplicate keys, atomically.
 
     Example: tsfs store compact tsfs-store
     """
     kept = Store(store, mode="a", create=False).compact()
+    if json_out:
+        echo_json({"namespaces": [{"path": p, "rows": rows} for p, rows in kept.items()]})
+        return
     for path, rows in kept.items():
-        typer.echo(f"{path}: {rows:,} rows")
+        typer.echo(f"{path}: {count_of(rows, 'row')}")
