@@ -675,3 +675,11 @@ def test_rows_out_of_time_order_are_refused(tmp_path: Path, edit_line: str, mess
     path = write_csv(tmp_path / "t.csv", edit=edit)
     with pytest.raises(DataError, match=message):
         load(path, SMALL)
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_another_field_separator_is_named(tmp_path: Path, sep: str) -> None:
+    path = write_csv(tmp_path / "s.csv", header=sep.join(["date", "a", "OT"]))
+    path.write_text(path.read_text().replace(",", sep))
+    with pytest.raises(DataError, match=rf"s\.csv line 1: fields are separated by {sep!r}; "):
+        load(path, SMALL)

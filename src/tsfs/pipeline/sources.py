@@ -373,6 +373,13 @@ def _csv_variables(
         raise DataError(
             f"{path} line {header_line}: duplicate column name(s) {', '.join(duplicates)}"
         )
+    if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
+        sep = next(sep for sep in ";\t|" if sep in header[0])
+        raise DataError(
+            f"{path} line {header_line}: fields are separated by {sep!r}; tsfs reads "
+            "comma-separated files (TSLib's format): convert the file, e.g. "
+            f"pandas.read_csv(path, sep={sep!r}).to_csv(new_path, index=False)"
+        )
     if "date" not in header:
         raise DataError(
             f"{path}: no 'date' column (columns: {', '.join(header)}); TSLib CSVs need one — "
