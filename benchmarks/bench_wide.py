@@ -45,7 +45,7 @@ def write_csv(path: Path, variables: int, length: int) -> None:
     rng = np.random.default_rng(0)
     hours = np.arange(length)
     daily = np.sin(2 * np.pi * hours / 24)[:, None] * rng.uniform(50, 500, variables)
-    values = (daily + rng.uniform(100, 3000, variables) + rng.normal(0, 30, (length, variables)))
+    values = daily + rng.uniform(100, 3000, variables) + rng.normal(0, 30, (length, variables))
     start = np.datetime64("2016-07-01T02:00")
     dates = (start + hours.astype("timedelta64[h]")).astype(str)
     header = ",".join(["date", *(str(v) for v in range(variables - 1)), "OT"])
