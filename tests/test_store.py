@@ -408,6 +408,32 @@ def test_gc_removes_a_view_whose_writer_died_only_once_it_is_old(tmp_path: Path)
     assert store.load_view("00000000000000aa") is not None  # the saved view is untouched
 
 
+def test_gc_removes_a_namespace_whose_creation_failed_once_it_is_old(tmp_path: Path) -> None:
+    """A full disk while a namespace is created leaves its folders without its document and
+    with nothing in them: no reader lists it, and only gc can take it away."""
+    store = Store(tmp_path / "s", mode="a")
+    kept = store.namespace("features", SPEC, "00000000000000aa")
+    orphan = tmp_path / "s" / "features" / "00000000000000bb"
+    (orphan / "segments").mkdir(parents=True)
+    (orphan / "commits").mkdir()
+    (orphan / "segments" / "zarr.json").write_text("{}")
+    assert store.gc(grace_s=0).unfinished == []  # young: maybe still being made
+    old = orphan.stat().st_mtime - 7200
+    os.utime(orphan, (old, old))
+    assert store.gc(grace_s=0, dry_run=True).unfinished == [str(orphan)]
+    assert orphan.exists()
+    assert store.gc(grace_s=0).unfinished == [str(orphan)]
+    assert not orphan.exists()
+    assert [ns.fingerprint for ns in store.namespaces()] == [kept.fingerprint]
+    # a folder holding a commit is rows whose document was lost: never removed
+    lost = tmp_path / "s" / "features" / "00000000000000cc"
+    (lost / "commits").mkdir(parents=True)
+    (lost / "commits" / "0123456789abcdef.json").write_text("{}")
+    os.utime(lost, (old, old))
+    assert store.gc(grace_s=0).unfinished == []
+    assert lost.exists()
+
+
 _CREATE_MANY = """
 import sys, time
 from tsfs.stores.store import Store

@@ -144,6 +144,7 @@ def gc(
                 "replaced": [str(p) for p in report.replaced],
                 "corrupt": [str(p) for p in report.corrupt],
                 "temp_files": [str(p) for p in report.temp_files],
+                "unfinished": [str(p) for p in report.unfinished],
                 "skipped_active": report.skipped_active,
                 "skipped_recent": report.skipped_recent,
                 "bytes_freed": report.bytes_freed,
@@ -156,6 +157,7 @@ def gc(
         ("replaced segment", report.replaced),
         ("corrupt segment", report.corrupt),
         ("temp file", report.temp_files),
+        ("unfinished namespace", report.unfinished),
     ):
         for p in paths:
             typer.echo(f"{verb} {label} {p}")

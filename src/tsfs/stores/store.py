@@ -1051,6 +1051,7 @@ class GcReport:
     replaced: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
     temp_files: list[str] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)  # namespaces whose creation failed
     skipped_active: int = 0  # uncommitted segments a live writer holds
     skipped_recent: int = 0  # uncommitted segments younger than the grace period
     bytes_freed: int = 0
@@ -1448,6 +1449,27 @@ class Store:
             age = files.age(f"views/{n}", now) if _TEMP_VIEW.match(n) else None
             if age is not None and age >= max(grace, _TEMP_VIEW_GRACE_S):
                 temp_dirs.append(f"views/{n}")
+        # A namespace folder with neither its document nor a commit: its creation failed (a
+        # full disk) before it held anything. Creating one takes milliseconds, so one older
+        # than the temp documents' floor is garbage.
+        unfinished = []
+        for kind in NAMESPACE_KINDS:
+            for fp in files.list(kind):
+                key = f"{kind}/{fp}"
+                if not _FINGERPRINT.match(fp) or files.exists(f"{key}/zarr.json"):
+                    continue
+                segments = files.list(f"{key}/segments")
+                if files.list(f"{key}/commits") or any(
+                    _SEGMENT_ID.match(n.removeprefix(".")) for n in segments
+                ):
+                    continue  # rows or a writer: prep rewrites the document, verify names it
+                age = files.age(key, now)
+                if age is not None and age >= max(grace, _TEMP_JSON_GRACE_S):
+                    unfinished.append(key)
+        for key in unfinished:
+            report.unfinished.append(files.where(key))
+            if not dry_run:
+                files.remove_tree(key)
         for ns in self.namespaces():
             for seg in ns.uncommitted():
                 key = ns.segment_key(seg)
