@@ -678,6 +678,65 @@ def test_resume_refuses_another_order(reader: WindowReader) -> None:
         StoreLoader(reader, batch_size=100, seed=8).load_state_dict(state)
 
 
+def test_loader_settings_are_checked_and_kept_as_plain_ints(
+    reader: WindowReader, tmp_path: Path
+) -> None:
+    """numpy integers (a seed drawn from a generator) would keep a checkpoint from loading
+    with weights_only and from JSON; bad values are one-line errors, not numpy's."""
+    loader = StoreLoader(reader, batch_size=np.int64(64), seed=np.random.default_rng(0).integers(9))
+    state = loader.state_dict()
+    json.dumps(state)
+    torch.save({"loader": state}, tmp_path / "c.pt")
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["loader"] == state
+    with pytest.raises(InputError, match="seed must be an integer in"):
+        StoreLoader(reader, seed=-1)
+    with pytest.raises(InputError, match="epoch must be an integer in"):
+        loader.set_epoch(-1)
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match=r"pin_memory=True needs CUDA"):
+            StoreLoader(reader, pin_memory=True)
+        with pytest.raises(InputError, match=r"device cuda needs CUDA"):
+            StoreLoader(reader, device="cuda")
+
+
+def test_resume_mid_epoch_refuses_rows_that_moved_and_another_split(tmp_path: Path) -> None:
+    """The chunk order follows where the rows sit: after a compaction the saved batches name
+    other windows, which would repeat some and skip others. Mid-epoch that is refused; at an
+    epoch's end nothing is left to order and the state loads. A split of the same length is
+    another split."""
+    from tsfs.pipeline.prep import prep_features
+
+    data = load(ETTH1, WindowSpec(seq_len=96, stride=8))
+    store = Store(tmp_path / "s", mode="a")
+    prep_features(data, FEATURES, store, batch_rows=700)  # several segments to merge
+
+    def loader(split: str = "train") -> StoreLoader:
+        reader = WindowReader(open_view(data, Store(tmp_path / "s")), split, features=FEATURES)
+        return StoreLoader(reader, batch_size=32, seed=0)
+
+    first = loader()
+    batches = iter(first)
+    for _ in range(5):
+        next(batches)
+    mid = first.state_dict()
+    del batches
+    ended = loader()
+    for _ in ended:
+        pass
+    boundary = ended.state_dict()
+    assert len(data.splits["val"]) == len(data.splits["test"])
+    val = loader("val")
+    with pytest.raises(InputError, match=r"split='val' \(now 'test'\)"):
+        loader("test").load_state_dict(val.state_dict())
+    loader().load_state_dict(mid)  # the same store: accepted
+    store.compact()
+    with pytest.raises(InputError, match=r"cannot resume mid-epoch: .* moved since"):
+        loader().load_state_dict(mid)
+    resumed = loader()
+    resumed.load_state_dict(boundary)
+    assert resumed.epoch == 1
+
+
 # --------------------------------------------------------------------------------------------
 # map-style dataset (TSLib tuples)
 

@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import itertools
 import math
 import os
@@ -896,11 +897,14 @@ class ChunkedWindows(IterableDataset[Batch]):
     ) -> None:
         if order not in ORDERS:
             raise InputError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+        if not 0 <= int(seed) < 2**63:
+            raise InputError(f"seed must be an integer in [0, 2**63), got {seed}")
         default_rank, default_world = _distributed()
         self.reader = reader
-        self.batch_size = batch_size
+        # plain ints (a numpy integer would not load with weights_only, nor go into JSON)
+        self.batch_size = int(batch_size)
         self.order: Order = order
-        self.seed = seed
+        self.seed = int(seed)
         self.buffer = buffer
         self.span = span
         self.rank = default_rank if rank is None else rank
@@ -916,7 +920,9 @@ class ChunkedWindows(IterableDataset[Batch]):
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` (its own order) with nothing consumed."""
-        self.epoch = epoch
+        if not 0 <= int(epoch) < 2**63:
+            raise InputError(f"epoch must be an integer in [0, 2**63), got {epoch}")
+        self.epoch = int(epoch)
         self.consumed = None
 
     def plan(self) -> EpochPlan:
@@ -1081,6 +1087,9 @@ class StoreLoader:
             raise InputError(f"unknown device {device!r} ({e}); use cpu or cuda") from None
         if device.type not in ("cpu", "cuda"):
             raise InputError(f"device {device} is not one tsfs loads onto; use cpu or cuda")
+        if (device.type == "cuda" or pin_memory) and not torch.cuda.is_available():
+            asked = f"device {device}" if device.type == "cuda" else "pin_memory=True"
+            raise InputError(f"{asked} needs CUDA, and torch sees no CUDA device here")
         self.dataset = ChunkedWindows(
             reader,
             batch_size=batch_size,
@@ -1190,7 +1199,18 @@ class StoreLoader:
             "rank": ds.rank,
             "world_size": ds.world_size,
             "drop_last": ds.drop_last,
+            "split": self.reader.split_name,
+            "data": self.reader.dataset.fingerprint,
+            "layout": self._layout(),
         }
+
+    def _layout(self) -> str | None:
+        """What the chunk order is made from: where each window's rows sit in the store (a
+        compaction, or reading other namespaces, moves them). None for the other orders."""
+        if self.dataset.order != "chunks":
+            return None
+        groups = np.ascontiguousarray(self.reader.groups(), dtype="<i8")
+        return hashlib.blake2b(groups.tobytes(), digest_size=8).hexdigest()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`state_dict`'s record: the same epoch, minus consumed batches.
@@ -1202,10 +1222,20 @@ class StoreLoader:
         ds = self.dataset
         mine = self.state_dict()
         fixed = ("windows", "seed", "order", "buffer", "span", "batch_size", "rank", "world_size")
-        differ = [k for k in (*fixed, "drop_last") if state.get(k) != mine[k]]
+        # (split and data are compared where the record has them: older ones do not)
+        named = [k for k in ("split", "data") if k in state]
+        differ = [k for k in (*fixed, "drop_last", *named) if state.get(k) != mine[k]]
         if differ:
             theirs = ", ".join(f"{k}={state.get(k)!r} (now {mine[k]!r})" for k in differ)
             raise InputError(f"cannot resume: the saved loader state has {theirs}")
+        mid_epoch = bool(state["batches"])
+        if mid_epoch and "layout" in state and state["layout"] != mine["layout"]:
+            raise InputError(
+                "cannot resume mid-epoch: the chunk order of the epoch's remaining windows "
+                "follows where their rows sit in the store, and they moved since the state was "
+                "saved (a `tsfs store compact`, or other namespaces read); resume with the store "
+                "and reader as they were, or start the epoch again"
+            )
         ds.set_epoch(int(state["epoch"]))
         ds.consumed = mask_from_ranges(state["batches"], len(ds))
         self.samples = int(state["samples"])
