@@ -118,3 +118,29 @@ def test_a_forked_child_decodes_on_threads_of_its_own() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_threads_sharing_a_cache_keep_its_bound_and_its_count() -> None:
+    """A loader's reader thread and a dataset read from the main thread share one reader's
+    cache: entries and the byte count must survive both at once (an unlocked cache once
+    popped from an empty dict, and counted four times what it held)."""
+    cache = ChunkCache(max_bytes=10 * 8000)
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            for key in rng.integers(0, 40, 4000):
+                chunk = cache.get((0, "x", int(key)), lambda k=int(key): np.full(1000, k, float))
+                assert chunk[0] == key
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    held = sum(c.nbytes for c in cache._chunks.values())
+    assert cache.stats.bytes == held <= cache.max_bytes

@@ -35,6 +35,7 @@ from tsfs.pipeline.windows import Dataset
 from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec
 from tsfs.stores.store import Namespace, Store
 from tsfs.training.data import (
+    ChunkedWindows,
     ImageComposer,
     ImageOutput,
     StoreLoader,
@@ -676,6 +677,38 @@ def test_resume_refuses_another_order(reader: WindowReader) -> None:
     state = StoreLoader(reader, batch_size=100, seed=7).state_dict()
     with pytest.raises(InputError, match="seed=7"):
         StoreLoader(reader, batch_size=100, seed=8).load_state_dict(state)
+
+
+def test_window_indices_are_integers_and_negative_ones_count_from_the_end(
+    reader: WindowReader,
+) -> None:
+    n = len(reader)
+    last = reader.read([-1, n - 1])
+    assert last.index.tolist() == [n - 1, n - 1]
+    np.testing.assert_array_equal(last.x[0], last.x[1])
+    assert WindowDataset(reader, tslib=False)[-1]["index"] == n - 1
+    with pytest.raises(InputError, match="window indices must be integers"):
+        reader.read([1.5])
+    with pytest.raises(IndexError, match=f"window {n} is out of range"):
+        reader.read([0, n])
+
+
+def test_persistent_workers_take_each_pass_as_the_next_epoch(reader: WindowReader) -> None:
+    """A persistent worker keeps its copy of the dataset, which the main process's set_epoch
+    never reaches: it must still give each epoch its own order, the one set_epoch gives."""
+
+    def orders(workers: int, persistent: bool) -> list[list[int]]:
+        ds = ChunkedWindows(reader, batch_size=256, order="random", seed=3)
+        loader = DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=persistent)
+        out = []
+        for epoch in range(3):
+            ds.set_epoch(epoch)
+            out.append(torch.cat([b["index"] for b in loader]).tolist())
+        return out
+
+    want = orders(0, False)
+    assert len({tuple(o) for o in want}) == 3  # three different epochs
+    assert orders(2, True) == want
 
 
 def test_loader_settings_are_checked_and_kept_as_plain_ints(

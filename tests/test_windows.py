@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsfs.errors import DataError
+from tsfs.errors import DataError, InputError
 from tsfs.pipeline.sources import load
 from tsfs.pipeline.windows import (
     fit_standard_scaler,
@@ -261,6 +261,13 @@ def test_inverse_transform_restores_the_file_values(etth1) -> None:
     ds = load(ETTH1, WindowSpec(splits=("train",)))
     back = ds.inverse_transform(ds.splits["train"].x[0])
     np.testing.assert_allclose(back, data[:96], rtol=1e-6, atol=1e-5)
+    # another width would broadcast into a wrong answer: refused, as scikit-learn does
+    with pytest.raises(InputError, match=r"takes \(\.\.\., 7\) values.*got shape \(96, 1\)"):
+        ds.inverse_transform(ds.splits["train"].x[0][:, -1:])
+    # MS: a model's target-only forecast takes the target's scaling
+    ms = load(ETTH1, WindowSpec(splits=("train",), features="MS"))
+    target = ms.inverse_transform(ms.splits["train"].x[0][:, -1:])
+    np.testing.assert_allclose(target[:, 0], data[:96, -1], rtol=1e-6, atol=1e-5)
 
 
 def test_fingerprint_follows_content_and_spec_not_path(tmp_path: Path) -> None:

@@ -116,8 +116,25 @@ class Dataset:
     fingerprint: str
 
     def inverse_transform(self, values: npt.ArrayLike) -> F64:
-        """Undo the scaling: (..., V) scaled values → (..., V) float64 in the file's units."""
-        return np.asarray(values, dtype=np.float64) * self.scaler_scale + self.scaler_mean
+        """Undo the scaling: (..., V) scaled values → (..., V) float64 in the file's units.
+
+        With ``--features MS`` a model forecasts the target alone: (..., 1) values take the
+        target's (the last variable's) scaling. Any other width is an error — broadcasting
+        the (V,) scaling over it would be a silent wrong answer (scikit-learn's
+        StandardScaler, which TSLib uses, refuses it too).
+        """
+        x = np.asarray(values, dtype=np.float64)
+        n = len(self.variables)
+        if x.ndim and x.shape[-1] == n:
+            return x * self.scaler_scale + self.scaler_mean
+        if x.ndim and x.shape[-1] == 1 and self.spec.features == "MS":
+            target: F64 = x * self.scaler_scale[-1] + self.scaler_mean[-1]
+            return target
+        alone = ", or (..., 1) for the MS target" if self.spec.features == "MS" else ""
+        raise InputError(
+            f"inverse_transform takes (..., {n}) values, one per variable{alone}; got shape "
+            f"{x.shape}"
+        )
 
 
 def forecast_borders(

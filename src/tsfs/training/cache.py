@@ -75,6 +75,8 @@ class ChunkCache:
     """Least-recently-used decoded chunks, at most ``max_bytes`` of them.
 
     A chunk larger than the whole bound is returned but not kept, so the bound always holds.
+    Safe to share between threads (a loader's reader thread and a dataset read from the main
+    one): the entries and counters change under a lock; loads run outside it.
     """
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
@@ -83,6 +85,7 @@ class ChunkCache:
         self.max_bytes = max_bytes
         self.stats = CacheStats()
         self._chunks: OrderedDict[ChunkKey, npt.NDArray[Any]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -90,23 +93,36 @@ class ChunkCache:
     def __contains__(self, key: ChunkKey) -> bool:
         return key in self._chunks
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def get(self, key: ChunkKey, load: Callable[[], npt.NDArray[Any]]) -> npt.NDArray[Any]:
         """The chunk under ``key``, calling ``load()`` (and caching its result) on a miss."""
-        chunk = self._chunks.get(key)
-        if chunk is not None:
-            self._chunks.move_to_end(key)
-            self.stats.hits += 1
-            return chunk
-        self.stats.misses += 1
+        with self._lock:
+            chunk = self._chunks.get(key)
+            if chunk is not None:
+                self._chunks.move_to_end(key)
+                self.stats.hits += 1
+                return chunk
+            self.stats.misses += 1
         chunk = load()
-        if chunk.nbytes <= self.max_bytes:
-            while self.stats.bytes + chunk.nbytes > self.max_bytes:
-                _, old = self._chunks.popitem(last=False)
-                self.stats.bytes -= old.nbytes
-                self.stats.evictions += 1
-            self._chunks[key] = chunk
-            self.stats.bytes += chunk.nbytes
-            self.stats.peak_bytes = max(self.stats.peak_bytes, self.stats.bytes)
+        with self._lock:
+            if key in self._chunks:  # another thread loaded it meanwhile
+                return self._chunks[key]
+            if chunk.nbytes <= self.max_bytes:
+                while self.stats.bytes + chunk.nbytes > self.max_bytes:
+                    _, old = self._chunks.popitem(last=False)
+                    self.stats.bytes -= old.nbytes
+                    self.stats.evictions += 1
+                self._chunks[key] = chunk
+                self.stats.bytes += chunk.nbytes
+                self.stats.peak_bytes = max(self.stats.peak_bytes, self.stats.bytes)
         return chunk
 
     def get_many(
@@ -151,8 +167,9 @@ class ChunkCache:
 
     def clear(self) -> None:
         """Drop every chunk (the counters stay)."""
-        self._chunks.clear()
-        self.stats.bytes = 0
+        with self._lock:
+            self._chunks.clear()
+            self.stats.bytes = 0
 
 
 class ChunkReader:

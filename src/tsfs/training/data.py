@@ -541,8 +541,17 @@ class WindowReader:
         return columns.groups() if columns is not None else np.arange(len(self), dtype=np.int64)
 
     def read(self, windows: npt.ArrayLike) -> WindowArrays:
-        """The arrays of ``windows`` (B,) (any order; repeats allowed)."""
-        idx = np.asarray(windows, dtype=np.int64)
+        """The arrays of ``windows`` (B,) (any order; repeats allowed; negative ones count
+        from the end, as in a list)."""
+        asked = np.asarray(windows)
+        if asked.size and not np.issubdtype(asked.dtype, np.integer):
+            raise InputError(f"window indices must be integers, got {asked.dtype} {asked[:3]}")
+        n = len(self)
+        idx = asked.astype(np.int64).reshape(-1)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            bad = idx[(idx < -n) | (idx >= n)][0]
+            raise IndexError(f"window {bad} is out of range for split {self.split_name} ({n})")
+        idx = np.where(idx < 0, idx + n, idx)
         split = self.split
         arrays = WindowArrays(index=idx.copy(), x=split.x[idx])
         if split.y is not None and split.x_mark is not None and split.y_mark is not None:
@@ -880,6 +889,10 @@ class ChunkedWindows(IterableDataset[Batch]):
             or some chunks are decoded more than once per epoch.
         rank, world_size: this process's shard (default: torch.distributed's, else 0 of 1).
         drop_last: drop the final partial batch and trim to equal batch counts per rank.
+
+    Call :meth:`set_epoch` before each epoch. With ``persistent_workers=True`` the workers keep
+    their copy, so each of their passes after the first is taken as the next epoch: call
+    ``set_epoch`` with consecutive epochs (as a training loop does), or not at all.
     """
 
     def __init__(
@@ -916,6 +929,7 @@ class ChunkedWindows(IterableDataset[Batch]):
         self._groups: I64 | None = None
         self._plan: EpochPlan | None = None
         self._plan_epoch = -1
+        self._passes = 0  # whole passes made by this copy in a DataLoader worker
         self.plan()  # validates the arguments now rather than in a worker
 
     def set_epoch(self, epoch: int) -> None:
@@ -956,14 +970,21 @@ class ChunkedWindows(IterableDataset[Batch]):
         return np.flatnonzero(~self.consumed).astype(np.int64)
 
     def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        if info is not None and self._passes:
+            # A persistent worker (DataLoader(persistent_workers=True)) keeps the copy it
+            # started with, which set_epoch in the main process never reaches: each further
+            # pass is the next epoch, as set_epoch(epoch + 1) there makes it.
+            self.set_epoch(self.epoch + 1)
         plan = self.plan()
         batches = self.remaining()
-        info = get_worker_info()
         if info is not None:
             _single_threaded()
             batches = worker_share(batches, info.id, info.num_workers)
         for number in batches.tolist():
             yield _to_batch(self.reader.read(plan.windows(number)), number)
+        if info is not None:
+            self._passes += 1
 
 
 def _in_background(batches: Iterator[Batch], depth: int, *, pin: bool) -> Iterator[Batch]:
