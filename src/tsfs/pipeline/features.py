@@ -258,9 +258,9 @@ def _explicit(
 def _prefix_block(T: int) -> int:
     """Samples per restart of the prefix sums: the power of two at or above T (so a window
     spans at most two), at least 128. Short restarts keep the sums small (their rounding
-    with them) and a batch's stretch short (it starts at a restart): 4096 cost wide data a
-    third more time, batches of 200 windows of 321 variables each summing up to 4096 samples
-    before their first window."""
+    with them) and a batch's stretch short (it starts at a restart): a floor of 4096 cost
+    batches of 200 windows of 321 variables 21–31% more time, each summing up to 4096
+    samples before its first window."""
     return max(128, 1 << (T - 1).bit_length())
 
 
@@ -378,6 +378,7 @@ def _beside(threads: int) -> Iterator[Callable[..., Future[Any]]]:
 def _lags(
     xt: F32, T: int, starts: npt.NDArray[np.int64], k: int, center: F64
 ) -> npt.NDArray[np.int32]:
+    """:func:`sliding_top_lags` of a stretch, centred as the whole series: (N, V, k)."""
     return sliding_top_lags(xt, T, starts, k, center=center)
 
 
