@@ -415,3 +415,34 @@ def test_pool_raises_when_a_worker_dies(etth1: npt.NDArray[np.float32]) -> None:
         pool.render(rows)
     with pytest.raises(InputError, match="closed"):
         pool.render(rows)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"margin": 1e308}, "--margin must be a fraction of the row's range from 0 to 1000"),
+        ({"margin": -0.1}, "--margin must be"),
+        ({"ylim": "sigma", "sigma": 1e-300}, "--sigma must be from 0.001 to 1e"),
+        ({"ylim": "sigma", "sigma": float("inf")}, "--sigma must be from"),
+    ],
+)
+def test_y_limits_that_matplotlib_would_not_draw_are_refused(
+    settings: dict[str, object], message: str
+) -> None:
+    """A margin of 1e308 overflows the limits to ±inf (blank masks where matplotlib raises);
+    a sigma of 1e-300 is widened by matplotlib to ±0.05, so its pixels would differ."""
+    with pytest.raises(InputError, match=message):
+        ImageSpec(**settings)  # type: ignore[arg-type]
+
+
+def test_image_batches_are_sized_by_bytes() -> None:
+    """A worker holds a batch whole: 2,048 masks of 224² (98 MiB), but 1024² RGB images
+    (3 MiB each) 85 at a time, never more than 256 MiB."""
+    from tsfs.pipeline.prep import _image_batch_rows
+
+    assert _image_batch_rows(ImageSpec()) == 2048
+    for size, rgb in ((1024, True), (2048, True), (512, False)):
+        rows = _image_batch_rows(ImageSpec(size=size, rgb=rgb))
+        per_image = size * size * (3 if rgb else 1)
+        assert rows * per_image <= 256 << 20 < (rows + 1) * per_image
+    assert _image_batch_rows(ImageSpec(size=1024, rgb=True)) == 85

@@ -183,6 +183,12 @@ class FeatureSpec(_Spec):
             raise InputError("--top-k must be at least 1")
 
 
+# Bounds of the y-limit settings (see ImageSpec.__post_init__).
+_MAX_MARGIN = 1e3
+_MIN_SIGMA = 1e-3
+_MAX_SIGMA = 1e6
+
+
 @dataclass(frozen=True, kw_only=True)
 class ImageSpec(_Spec):
     """One line-plot image per row, drawn by matplotlib's Agg (TimesCLIP convention).
@@ -214,10 +220,18 @@ class ImageSpec(_Spec):
             raise InputError("--linewidth must be a positive number of points")
         if self.ylim not in ("row", "sigma"):
             raise InputError("--ylim must be 'row' or 'sigma'")
-        if not 0 <= self.margin < math.inf:
-            raise InputError("--margin must be a non-negative fraction of the row's range")
-        if not 0 < self.sigma < math.inf:
-            raise InputError("--sigma must be positive")
+        # Rows are RevIN-normalised (|z| is at most sqrt(T)): limits beyond these bounds would
+        # overflow to ±inf (blank images) or be widened by matplotlib (other pixels than drawn).
+        if not 0 <= self.margin <= _MAX_MARGIN:
+            raise InputError(
+                f"--margin must be a fraction of the row's range from 0 to {_MAX_MARGIN:g}, "
+                f"got {self.margin}"
+            )
+        if not _MIN_SIGMA <= self.sigma <= _MAX_SIGMA:
+            raise InputError(
+                f"--sigma must be from {_MIN_SIGMA:g} to {_MAX_SIGMA:g} (RevIN units), got "
+                f"{self.sigma}"
+            )
         if not re.fullmatch(r"#[0-9a-fA-F]{6}", self.color):
             raise InputError(f"--color {self.color!r} must be of the form #rrggbb (e.g. #1f77b4)")
         object.__setattr__(self, "color", self.color.lower())

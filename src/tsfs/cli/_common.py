@@ -84,6 +84,14 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
                     f"{where}{e.strerror}; check that path's permissions and space", 1
                 ) from None
             raise _internal(e) from None
+        except MemoryError as e:
+            if os.environ.get("TSFS_DEBUG"):
+                raise
+            raise fail(
+                f"out of memory ({e or 'an allocation failed'}); lower --batch-rows (the rows "
+                "a worker holds at once) or --jobs, or free memory",
+                1,
+            ) from None
         except Exception as e:
             # A bug, not bad input: one line by default, the traceback on request.
             if os.environ.get("TSFS_DEBUG"):

@@ -83,7 +83,8 @@ BatchOpt = Annotated[
     typer.Option(
         "--batch-rows",
         min=1,
-        help="Rows per segment: what a crash can lose at most, and the memory a batch takes.",
+        help="Rows per segment, cut on whole windows (so up to a window's variables more): "
+        "about what a crash can lose, and the memory a batch takes.",
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]

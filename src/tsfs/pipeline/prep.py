@@ -270,7 +270,7 @@ def _images_job(store: Store, spec: ImageSpec, codec: Codec) -> _Job:
         # Each worker renders, compresses and commits its own segments: both cores draw and
         # nothing but a row count travels back.
         compute=functools.partial(_image_batch, spec),
-        batch_rows=_IMAGE_BATCH_ROWS,
+        batch_rows=_image_batch_rows(spec),
         rows=functools.partial(_image_rows, spec),
         parallel_min_rows=2_000,
         serial_startup_s=0.45,  # matplotlib's import and the first canvas
@@ -422,7 +422,11 @@ def _run(
         existed = namespace.exists()
         namespace = job.namespace(create=True)
         if not existed:
-            created = namespace.files.usage(namespace.key)[0]
+            # its two documents: the whole folder would count another writer's segments too
+            created = sum(
+                namespace.files.usage(f"{namespace.key}/{doc}")[0]
+                for doc in ("zarr.json", "segments/zarr.json")
+            )
     with _progress(plan.rows_missing, progress, job.kind) as update:
         workers = _workers(job, plan.rows_missing, jobs, executor)
         segments, nbytes = run_batches(
@@ -468,6 +472,15 @@ def _plan(
 
 _FEATURE_BATCH_ROWS = 1 << 16
 _IMAGE_BATCH_ROWS = 2048
+# A worker holds its batch of images whole (rendered, then compressed): at most this many bytes
+# of them, so large images (1024² RGB is 3 MiB each) get smaller batches, not a MemoryError.
+_IMAGE_BATCH_BYTES = 256 << 20
+
+
+def _image_batch_rows(spec: ImageSpec) -> int:
+    """Rows per image batch: 2,048 (224² masks), fewer where they would pass 256 MiB."""
+    per_image = spec.size * spec.size * (3 if spec.rgb else 1)
+    return max(1, min(_IMAGE_BATCH_ROWS, _IMAGE_BATCH_BYTES // per_image))
 
 
 def prep_features(
