@@ -446,3 +446,25 @@ def test_image_batches_are_sized_by_bytes() -> None:
         per_image = size * size * (3 if rgb else 1)
         assert rows * per_image <= 256 << 20 < (rows + 1) * per_image
     assert _image_batch_rows(ImageSpec(size=1024, rgb=True)) == 85
+
+
+def test_rows_that_overflow_when_normalised_are_named_by_window_and_variable(
+    tmp_path: Path,
+) -> None:
+    """Values near float32's limit overflow in RevIN: one line naming where, no numpy warning."""
+    stamps = np.datetime64("2020-01-01T00:00") + np.arange(60) * np.timedelta64(1, "h")
+    lines = ["date,a,OT"] + [
+        f"{str(t).replace('T', ' ')}:00,{3e38 * np.sin(i):.6g},{i}" for i, t in enumerate(stamps)
+    ]
+    (tmp_path / "big.csv").write_text("\n".join(lines) + "\n")
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "tsfs", "prep", "images", str(tmp_path / "big.csv"),
+            "--seq-len", "8", "--label-len", "1", "--pred-len", "1", "--no-scale", "--size", "16",
+            "--store", str(tmp_path / "s"), "-q", "--jobs", "1",
+        ],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert "of split train in this batch are not finite after normalisation (first: window" in line

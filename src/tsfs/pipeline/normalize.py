@@ -32,7 +32,9 @@ def revin(
     x64 = x.astype(np.float64)
     mean = x64.mean(axis=1)
     var = np.square(x64 - mean[:, None]).mean(axis=1)
-    mean32 = mean.astype(np.float32)
-    std32 = np.sqrt(var + REVIN_EPS).astype(np.float32)
-    z = (x - mean32[:, None]) / std32[:, None]
+    # values near float32's limit overflow to inf here: callers name such rows themselves
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean32 = mean.astype(np.float32)
+        std32 = np.sqrt(var + REVIN_EPS).astype(np.float32)
+        z = (x - mean32[:, None]) / std32[:, None]
     return z.astype(np.float32, copy=False), mean32, std32
