@@ -92,6 +92,12 @@ def test_several_features_namespaces(store: tuple[Path, Path], tmp_path: Path) -
     assert "left out" not in text
     # the sheet with features is wider than the images alone
     assert out.stat().st_size > (tmp_path / "a.png").stat().st_size
+    # a mistyped one lists those the store has
+    args = ["--features-namespace", "zz", "--out", str(tmp_path / "c.png")]
+    code, text = tsfs("show", "images", str(st), str(data), *SMALL, *args)
+    assert code == 2
+    assert "no features namespace zz (--features-namespace); its features namespaces are" in text
+    assert all(name in text for name in names)
 
 
 def test_uea_prompt_states_the_sample_length(tmp_path: Path) -> None:

@@ -46,7 +46,14 @@ def pick_namespace(
     holding the rows of window ``holding = (dataset, split, window)``."""
     spaces = [ns for ns in store.namespaces(current=True) if ns.kind == kind]
     if fingerprint:
-        spaces = [ns for ns in spaces if ns.fingerprint.startswith(fingerprint)]
+        named = [ns for ns in spaces if ns.fingerprint.startswith(fingerprint)]
+        if not named and spaces:
+            held = ", ".join(ns.fingerprint for ns in spaces)
+            raise InputError(
+                f"store {store.url} has no {kind} namespace {fingerprint} ({option}); its "
+                f"{kind} namespaces are {held} (`tsfs store info {store.url}` shows their specs)"
+            )
+        spaces = named
     if len(spaces) > 1 and holding is not None:
         keys = window_keys(*holding, store.key)
         with_rows = [ns for ns in spaces if ns.lookup(keys).found.all()]
