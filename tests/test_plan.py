@@ -150,3 +150,21 @@ def test_plan_says_how_the_run_would_compute(tmp_path: Path) -> None:
     assert images.exit_code == 0, images.output
     assert "s on 2 worker processes" in images.output
     assert not (tmp_path / "s").exists()  # planning creates nothing
+
+
+@pytest.mark.parametrize("kind", ["features", "images"])
+def test_files_and_directories_are_counted_exactly(tmp_path: Path, kind: str) -> None:
+    """Many small segments: each one's directories (its own, each array's, every chunk row's)
+    take a block each on most file systems, and the free-space bound counts them."""
+    data = load(ETTH1, WindowSpec(seq_len=96, stride=10, splits=("test",)))
+    store = Store(tmp_path / "s", mode="a", create="on_write")
+    if kind == "features":
+        est = plan_features(data, FeatureSpec(), store, batch_rows=100)
+        prep_features(data, FeatureSpec(), store, batch_rows=100)
+    else:
+        est = plan_images(data, ImageSpec(size=32), store, batch_rows=70)
+        prep_images(data, ImageSpec(size=32), store, batch_rows=70)
+    made = list((tmp_path / "s").rglob("*"))
+    assert est.files == sum(p.is_file() for p in made)
+    assert est.directories == 1 + sum(p.is_dir() for p in made)  # the store's own too
+    assert est.disk_bytes_bound >= est.bytes_on_disk + est.directories * 4096

@@ -72,7 +72,8 @@ def _show(est: Estimate, alternatives: list[tuple[str, Estimate]], json_out: boo
         f"  already stored   {est.rows_present:,}",
         f"  to compute       {est.rows_missing:,} in {count_of(est.segments, 'segment')}",
         f"  uncompressed     {human_bytes(est.bytes_uncompressed)}",
-        f"  on disk          {human_bytes(est.bytes_on_disk)} in {est.files:,} files"
+        f"  on disk          {human_bytes(est.bytes_on_disk)} in {est.files:,} files and "
+        f"{est.directories:,} directories"
         f"  (from a {est.sample_rows:,}-row sample)",
         f"  time             {est.seconds:,.1f} s {_how(est)}",
         f"  free space       {free}"

@@ -68,6 +68,9 @@ class Estimate:
     free_bytes: int | None  # None: an object store, with no free space to run out of
     budget_bytes: int | None
     sample_rows: int
+    # directories the run makes (a segment's, each array's, its chunk rows'): on most file
+    # systems a block each, which a run of many small segments runs out of first
+    directories: int = 0
     alternatives: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -83,8 +86,9 @@ class Estimate:
     @property
     def disk_bytes_bound(self) -> int:
         """What the files may take of a disk: each file takes whole blocks, so up to one more
-        block than its bytes (for small files, what free space runs out of first)."""
-        return self.bytes_on_disk + self.files * _BLOCK_BYTES
+        block than its bytes (for small files, what free space runs out of first), and each
+        directory a block."""
+        return self.bytes_on_disk + (self.files + self.directories) * _BLOCK_BYTES
 
     @property
     def fits(self) -> bool:
@@ -108,6 +112,7 @@ class _Sample:
     group_bytes: int
     compressed_per_row: dict[str, float]  # compressed arrays: bytes per row (checksums out)
     row_bytes: dict[str, int]
+    row_ndim: dict[str, int]  # dimensions of each array (rows included)
     namespace_bytes: int
 
 
@@ -196,6 +201,7 @@ def _measure(
             n: int(np.prod(a.shape[1:], dtype=np.int64)) * a.itemsize for n, a in outputs[0].items()
         }
         row_bytes["keys"] = 16
+        row_ndim = {n: a.ndim for n, a in outputs[0].items()} | {"keys": 2}
         return _Sample(
             rows=rows,
             compute_s=compute_s,
@@ -205,6 +211,7 @@ def _measure(
             group_bytes=(seg_dir / "zarr.json").stat().st_size,
             compressed_per_row=compressed,
             row_bytes=row_bytes,
+            row_ndim=row_ndim,
             namespace_bytes=ns_bytes,
         )
     finally:
@@ -230,7 +237,7 @@ def estimate(
 ) -> Estimate:
     """Predict bytes, files and seconds of running ``plan`` (see the module docstring)."""
     new_namespace = not namespace.exists()
-    bytes_unc = files = bytes_disk = 0
+    bytes_unc = files = bytes_disk = directories = 0
     seconds = hash_seconds
     sample_n = 0
     if plan.batches:
@@ -241,11 +248,14 @@ def estimate(
             r = b.n_rows
             bytes_disk += sample.group_bytes + sample.commit_bytes_fixed
             files += 2  # the segment's zarr.json and its commit record
+            directories += 1
             for name, row_b in sample.row_bytes.items():
                 cr = chunk_rows_for(r, row_b, b.block.n_variables)
                 n_chunks = -(-r // cr)
                 bytes_unc += r * row_b
                 files += 1 + n_chunks
+                # <name>/, <name>/c/, and one per inner level of each chunk's key (c/0/0)
+                directories += 2 + n_chunks * (sample.row_ndim[name] - 1)
                 bytes_disk += sample.meta_bytes[name] + 4 * n_chunks
                 if name in sample.compressed_per_row:
                     bytes_disk += round(r * sample.compressed_per_row[name])
@@ -256,6 +266,9 @@ def estimate(
             files += 2  # the namespace's and its segments group's zarr.json
             files += not namespace.store.files.exists(f"{namespace.kind}/zarr.json")  # kind's
             files += not namespace.store.files.exists("zarr.json")  # a store made by the run
+            directories += 3  # the namespace's, its segments' and its commits'
+            directories += not namespace.store.files.exists(namespace.kind)
+            directories += not namespace.store.files.exists("zarr.json")
         per_row_compute = sample.compute_s / max(1, sample.rows)
         per_row_write = sample.write_s / max(1, sample.rows)
         cores = os.cpu_count() or 1
@@ -284,6 +297,7 @@ def estimate(
         free_bytes=free_bytes(namespace.store),
         budget_bytes=budget_bytes,
         sample_rows=sample_n,
+        directories=directories,
     )
 
 
