@@ -245,6 +245,37 @@ def test_resume_continues_where_a_straight_run_would_be(ett: Dataset, tmp_path: 
     assert b["losses"] == a["losses"]
 
 
+def test_resume_after_a_compaction_restarts_the_cut_epoch(ett: Dataset, tmp_path: Path) -> None:
+    """The chunk order of an epoch follows where the rows sit in the store: after a
+    compaction a run cut short mid-epoch cannot know which windows it had left, so the epoch
+    starts again (said once) rather than skipping some."""
+    store = Store(tmp_path / "s", mode="a")
+    prep_features(ett, FeatureSpec(), store, batch_rows=2000)  # several segments
+
+    def readers() -> tuple[dict[str, WindowReader], DataInfo]:
+        named, info = readers_and_info(ett, Store(tmp_path / "s"))
+        view = open_view(ett, Store(tmp_path / "s"), persist=False)
+        named["train"] = WindowReader(view, "train", features=FeatureSpec())
+        return named, info
+
+    named, info = readers()
+    spec = TrainSpec(epochs=1, max_steps=5, out=tmp_path / "run")
+    fit(LinearFamily(), LinearConfig(), info, named, spec, notify=lambda _m: None)
+    Store(tmp_path / "s", mode="a").compact()
+    notes: list[str] = []
+    fam = LinearFamily()
+    named, info = readers()
+    resumed = dataclasses.replace(spec, max_steps=None, resume=True)
+    result = fit(fam, LinearConfig(), info, named, resumed, notify=notes.append)
+    assert notes == [
+        f"the store's rows moved since {tmp_path / 'run' / 'last.pt'} was saved (a "
+        "compaction?): epoch 1 starts again from its beginning"
+    ]
+    seen = np.concatenate([i.numpy() for i in fam.seen])
+    assert sorted(seen.tolist()) == list(range(len(named["train"])))  # the whole epoch, once
+    assert result.metrics["steps"] == 5 + len(fam.seen)
+
+
 class Worsening(LinearFamily):
     """Scores worse the longer it trains (a step count in its weights): the first epoch is
     always the best, so the best weights are never the last ones."""

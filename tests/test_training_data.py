@@ -765,6 +765,11 @@ def test_resume_mid_epoch_refuses_rows_that_moved_and_another_split(tmp_path: Pa
     store.compact()
     with pytest.raises(InputError, match=r"cannot resume mid-epoch: .* moved since"):
         loader().load_state_dict(mid)
+    restarted = loader()
+    assert restarted.load_state_dict(mid, if_moved="restart") is True
+    assert sorted(np.concatenate([b["index"].numpy() for b in restarted]).tolist()) == list(
+        range(len(restarted.reader))
+    )  # the whole epoch again: nothing skipped
     resumed = loader()
     resumed.load_state_dict(boundary)
     assert resumed.epoch == 1

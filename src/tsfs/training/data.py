@@ -1233,12 +1233,23 @@ class StoreLoader:
         groups = np.ascontiguousarray(self.reader.groups(), dtype="<i8")
         return hashlib.blake2b(groups.tobytes(), digest_size=8).hexdigest()
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(
+        self, state: Mapping[str, Any], *, if_moved: Literal["raise", "restart"] = "raise"
+    ) -> bool:
         """Continue from :meth:`state_dict`'s record: the same epoch, minus consumed batches.
 
+        The chunk order follows where the windows' rows sit in the store; if they moved since
+        the record (a compaction) in the middle of an epoch, the consumed batch numbers name
+        other windows. ``if_moved="raise"`` refuses; ``"restart"`` starts that epoch again
+        from its beginning (windows already trained on are seen twice; none is lost).
+
+        Returns:
+            True where the epoch was restarted for that reason.
+
         Raises:
-            InputError: the record was made with another order, seed, batch size, world size
-                or data (the remaining batches would not be the ones left).
+            InputError: the record was made with another order, seed, batch size, world size,
+                split or data (the remaining batches would not be the ones left), or, with
+                ``if_moved="raise"``, over another layout mid-epoch.
         """
         ds = self.dataset
         mine = self.state_dict()
@@ -1251,6 +1262,9 @@ class StoreLoader:
             raise InputError(f"cannot resume: the saved loader state has {theirs}")
         mid_epoch = bool(state["batches"])
         if mid_epoch and "layout" in state and state["layout"] != mine["layout"]:
+            if if_moved == "restart":
+                self.set_epoch(int(state["epoch"]))
+                return True
             raise InputError(
                 "cannot resume mid-epoch: the chunk order of the epoch's remaining windows "
                 "follows where their rows sit in the store, and they moved since the state was "
@@ -1260,3 +1274,4 @@ class StoreLoader:
         ds.set_epoch(int(state["epoch"]))
         ds.consumed = mask_from_ranges(state["batches"], len(ds))
         self.samples = int(state["samples"])
+        return False

@@ -667,9 +667,18 @@ class _Run:
         total, count = ckpt.get("pending_loss", (0.0, 0))
         self.pending = (float(total), int(count))
         self.loader = self._loader()
-        self.loader.load_state_dict(ckpt["loader"])
-        self.done = mask_from_ranges(ckpt["loader"]["batches"], len(self.loader))
-        self.samples_done = int(ckpt["loader"]["samples"])
+        if self.loader.load_state_dict(ckpt["loader"], if_moved="restart"):
+            # The rows moved in the store (a compaction) since the epoch was cut short: its
+            # remaining order is gone, so the epoch starts again rather than skip windows.
+            self.notify(
+                f"the store's rows moved since {path} was saved (a compaction?): epoch "
+                f"{self.loader.epoch + 1} starts again from its beginning"
+            )
+            self.done = np.zeros(len(self.loader), dtype=bool)
+            self.samples_done = 0
+        else:
+            self.done = mask_from_ranges(ckpt["loader"]["batches"], len(self.loader))
+            self.samples_done = int(ckpt["loader"]["samples"])
         torch.set_rng_state(ckpt["rng"].cpu())
         if ckpt["cuda_rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])
