@@ -334,3 +334,23 @@ def test_compact_json_names_each_namespace_and_its_rows(tmp_path: Path) -> None:
     (held,) = info["namespaces"]
     assert ns == {"path": f"{st}/features/{held['fingerprint']}", "rows": held["rows"]}
     assert held["segments"] == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--color", "#ff0000"], "--color does not apply to these images: drop it, or add --rgb"),
+        (["--sigma", "2"], "--sigma does not apply to these images: drop it, or add --ylim sigma"),
+        (["--ylim", "sigma", "--margin", "0.2"], "--margin does not apply to these images"),
+    ],
+)
+def test_image_options_of_another_mode_are_refused(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
+    """A colour for masks, or a sigma for row limits, would be ignored without a word."""
+    for command in ("prep", "plan"):
+        args = [command, "images", str(ETTH1), "--store", str(tmp_path / "s"), *options]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+    assert not (tmp_path / "s").exists()

@@ -183,6 +183,20 @@ def image_spec(
     sigma: float,
     color: str,
 ) -> ImageSpec:
+    """The images the options describe. Options of another mode than the one chosen would be
+    ignored without a word, so a value other than their default is refused."""
+    defaults = ImageSpec()
+    for flag, unused, fix in (
+        (
+            "--color",
+            color != defaults.color and not rgb,
+            "add --rgb (masks get colours on reading)",
+        ),
+        ("--sigma", sigma != defaults.sigma and ylim != "sigma", "add --ylim sigma"),
+        ("--margin", margin != defaults.margin and ylim == "sigma", "use --ylim row"),
+    ):
+        if unused:
+            raise InputError(f"{flag} does not apply to these images: drop it, or {fix}")
     return ImageSpec(
         size=size,
         linewidth=linewidth,
