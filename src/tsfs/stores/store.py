@@ -50,7 +50,7 @@ from tsfs.errors import (
     StoreFormatError,
     StoreReadOnlyError,
 )
-from tsfs.pipeline.hashing import KEY_ALGORITHMS, KEY_BYTES
+from tsfs.pipeline.hashing import KEY_ALGORITHMS, KEY_BYTES, key_order
 from tsfs.specs import spec_version
 from tsfs.stores.files import Files, LocalFiles, open_files
 
@@ -464,7 +464,8 @@ class KeyIndex:
         else:
             hi = lo = np.empty(0, np.uint64)
             seg, row = np.empty(0, np.int32), np.empty(0, np.int64)
-        order = np.lexsort((row, seg, lo, hi))
+        # keys come in (segment, row) order, so a stable order keeps the earliest copy first
+        order = key_order(hi, lo)
         hi, lo, seg, row = hi[order], lo[order], seg[order], row[order]
         keep = np.ones(len(hi), dtype=bool)
         keep[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
