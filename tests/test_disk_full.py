@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ETTH1 = ROOT / "data" / "ETTh1.csv"
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "disk"
+@contextmanager
+def _tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted at ``mnt`` (skips the test where mounting is denied)."""
     mnt.mkdir()
     ok = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True
     )
     if ok.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here")
@@ -30,6 +31,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with _tmpfs(tmp_path / "disk", "3m") as mnt:
+        yield mnt
 
 
 def _prep(store: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -133,17 +140,8 @@ def test_compaction_on_a_full_disk_stops_with_one_line_and_loses_nothing(
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """Two pages: room for a store's first document, not for a namespace."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    ok = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mnt)], capture_output=True
-    )
-    if ok.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here")
-    try:
+    with _tmpfs(tmp_path / "tiny", "8k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 def test_a_disk_full_while_creating_the_namespace_names_the_store(tiny_disk: Path) -> None:

@@ -939,13 +939,17 @@ class ChunkedWindows(IterableDataset[Batch]):
         self.epoch = int(epoch)
         self.consumed = None
 
+    def groups(self) -> I64:
+        """(N,) the reader's chunk group of each window, read once."""
+        if self._groups is None:
+            self._groups = self.reader.groups()
+        return self._groups
+
     def plan(self) -> EpochPlan:
         """This rank's batches of the current epoch."""
         if self._plan is None or self._plan_epoch != self.epoch:
-            if self._groups is None:
-                self._groups = self.reader.groups()
             self._plan = plan_epoch(
-                self._groups,
+                self.groups(),
                 order=self.order,
                 seed=self.seed,
                 epoch=self.epoch,
@@ -1230,7 +1234,7 @@ class StoreLoader:
         compaction, or reading other namespaces, moves them). None for the other orders."""
         if self.dataset.order != "chunks":
             return None
-        groups = np.ascontiguousarray(self.reader.groups(), dtype="<i8")
+        groups = np.ascontiguousarray(self.dataset.groups(), dtype="<i8")
         return hashlib.blake2b(groups.tobytes(), digest_size=8).hexdigest()
 
     def load_state_dict(
