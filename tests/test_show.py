@@ -154,3 +154,36 @@ def test_sheet_of_many_variables_shows_the_first_16_or_those_picked(tmp_path: Pa
     assert code == 2
     assert "--variables: 'HUFL' is neither a variable of wide.csv (c0, c1," in text
     assert "nor an index below 20" in text
+
+
+def test_sheet_widens_to_a_long_file_name(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    data = write_csv(tmp_path / f"{'electricity_transformer_' * 4}hourly.csv", "date,a,b,OT")
+    st = str(tmp_path / "s")
+    code, text = tsfs("prep", "images", str(data), *SMALL, "--size", "16", "--store", st, "-q")
+    assert code == 0, text
+    out = tmp_path / "w.png"
+    code, text = tsfs("show", "images", st, str(data), *SMALL, "--out", str(out), "--variables=OT")
+    assert code == 0, text
+    sheet = matplotlib.image.imread(out)[..., :3]
+    ink = np.flatnonzero((sheet[:40] < 0.5).any(axis=(0, 2)))  # the title's dark columns
+    assert ink.size, "no title drawn"
+    # the whole title lies on the sheet: it touches neither edge, and it is wider than 3 in
+    assert ink[0] > 0
+    assert ink[-1] < sheet.shape[1] - 1
+    assert sheet.shape[1] > 300
+
+
+def test_split_defaults_to_the_only_split_loaded(store: tuple[Path, Path]) -> None:
+    data, st = store
+    code, only_val = tsfs("show", "prompt", str(st), str(data), *SMALL, "--splits", "val")
+    assert code == 0, only_val
+    code, named = tsfs("show", "prompt", str(st), str(data), *SMALL, "--split", "val")
+    assert code == 0, named
+    code, test = tsfs("show", "prompt", str(st), str(data), *SMALL)
+    assert code == 0, test
+    assert only_val == named != test  # val's window 0, not test's
+    code, text = tsfs("show", "prompt", str(st), str(data), *SMALL, "--splits", "train,val")
+    assert code == 2
+    assert "--split 'test' is not loaded; choose one of train, val" in text

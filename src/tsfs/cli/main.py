@@ -13,7 +13,7 @@ app = typer.Typer(
     name="tsfs",
     help=f"""tsfs {__version__}: a time-series feature store.
 
-Computes per-window DWT prompt features and line-plot images once, into a content-addressed
+Computes per-window DWT prompt features and line-plot images once, into a content-addressed \
 Zarr v3 store, so training loops read them at memory speed.
 
 Examples:

@@ -26,7 +26,12 @@ Examples:
 )
 
 WindowOpt = Annotated[int, typer.Option("--window", "-w", help="Window number within --split.")]
-SplitOpt = Annotated[str, typer.Option("--split", help="train | val | test.")]
+SplitOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--split", help="train | val | test (default: test, or the only split --splits loads)."
+    ),
+]
 NamespaceOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(help="Fingerprint (or its start) when the store holds several namespaces."),
@@ -41,7 +46,7 @@ def prompt(
     data: DataArg,
     window: WindowSpec,
     index: WindowOpt = 0,
-    split: SplitOpt = "test",
+    split: SplitOpt = None,
     namespace: NamespaceOpt = None,
     description: Annotated[
         Optional[str],  # noqa: UP045
@@ -52,11 +57,12 @@ def prompt(
 
     Example: tsfs show prompt tsfs-store data/ETTh1.csv --seq-len 512 --window 0 --split test
     """
-    from tsfs.pipeline.show import pick_namespace, window_prompts
+    from tsfs.pipeline.show import pick_namespace, pick_split, window_prompts
     from tsfs.pipeline.sources import load
     from tsfs.stores.store import Store
 
     dataset = load(data, window)
+    split = pick_split(dataset, split)
     ns = pick_namespace(Store(store), "features", namespace, holding=(dataset, split, index))
     per_var, dwt = window_prompts(dataset, ns, split, index, description=description)
     if dataset.kind != "forecast":
@@ -81,7 +87,7 @@ def images(
         Path, typer.Option("--out", "-o", help="Image file to write: .png (or .svg, .pdf, ...).")
     ],
     index: WindowOpt = 0,
-    split: SplitOpt = "test",
+    split: SplitOpt = None,
     namespace: NamespaceOpt = None,
     features_namespace: Annotated[
         Optional[str],  # noqa: UP045
@@ -108,6 +114,7 @@ def images(
     from tsfs.pipeline.show import (
         SHEET_VARIABLES,
         pick_namespace,
+        pick_split,
         pick_variables,
         window_rows,
         write_contact_sheet,
@@ -116,6 +123,7 @@ def images(
     from tsfs.stores.store import Store
 
     dataset = load(data, window)
+    split = pick_split(dataset, split)
     shown = pick_variables(dataset, variables)
     st = Store(store)
     ns = pick_namespace(st, "images", namespace, holding=(dataset, split, index))

@@ -23,6 +23,7 @@ from tsfs.stores.store import Namespace, Store
 __all__ = [
     "SHEET_VARIABLES",
     "pick_namespace",
+    "pick_split",
     "pick_variables",
     "window_keys",
     "window_prompts",
@@ -84,6 +85,16 @@ def pick_namespace(
     raise InputError(
         f"store {store.url} has several {kind} namespaces ({listed}); pick one with {option}"
     )
+
+
+def pick_split(dataset: Dataset, split: str | None) -> str:
+    """The split ``--split`` names; by default test, or the only split loaded (``--splits val``)."""
+    if split is not None:
+        return split
+    loaded = [b.name for b in dataset_blocks(dataset)]
+    if "test" in loaded or len(loaded) != 1:
+        return "test"  # window_keys names the loaded ones if test is not among them
+    return loaded[0]
 
 
 def window_keys(dataset: Dataset, split: str, window: int, key_algorithm: str) -> Keys:
@@ -259,7 +270,13 @@ def write_contact_sheet(
             )
             axes[row, 1].text(0, 0.5, text, va="center", family="monospace", fontsize=8)
             axes[row, 1].set_axis_off()
-    fig.suptitle(f"{dataset.path.name}  {split} window {window}", fontsize=10, parse_math=False)
+    heading = fig.suptitle(
+        f"{dataset.path.name}\n{split} window {window}", fontsize=10, parse_math=False
+    )
+    # A long file name must not run off the sheet: widen the figure to the title.
+    title_in = heading.get_window_extent().width / fig.dpi
+    if title_in + 0.2 > fig.get_figwidth():
+        fig.set_figwidth(title_in + 0.2)
     fig.tight_layout()
     try:
         fig.savefig(out, dpi=100, format=fmt)
