@@ -354,3 +354,26 @@ def test_image_options_of_another_mode_are_refused(
         assert result.exit_code == 2, result.output
         assert message in result.output
     assert not (tmp_path / "s").exists()
+
+
+def test_rows_too_short_name_the_fix_for_the_kind_of_data(tmp_path: Path) -> None:
+    import numpy as np
+
+    np.save(tmp_path / "t1.npy", np.random.default_rng(0).normal(size=(4, 1, 2)))
+    st = ["--store", str(tmp_path / "s")]
+    cases = [
+        (["features", str(tmp_path / "t1.npy")], "too short for Time-LLM's top 5 lags"),
+        (["images", str(tmp_path / "t1.npy")], "a line plot needs at least 2 values per row"),
+    ]
+    for args, what in cases:
+        result = runner.invoke(app, ["prep", *args, *st])
+        assert result.exit_code == 2, result.output
+        assert what in result.output
+        # --seq-len is refused for samples: the fix named is the array's own T axis
+        assert "(the T axis of t1.npy's (N, T, V) samples)" in result.output
+    result = runner.invoke(
+        app, ["prep", "features", str(ETTH1), "--seq-len", "4", "--label-len", "2", *st]
+    )
+    assert result.exit_code == 2
+    assert "use rows of more than 5 values (a longer --seq-len)" in result.output
+    assert not (tmp_path / "s").exists()

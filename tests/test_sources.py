@@ -459,11 +459,23 @@ def test_unlabelled_ts(tmp_path: Path) -> None:
             r"line 5, dimension dim_1: 2 values, but the header says @equalLength true and other "
             r"series have 3; complete the line, or declare @equalLength false",
         ),
-        (
-            ["1,2:4,5:a"],
+        (  # every value agrees but the header: the header is what to correct
+            ["1,2:4,5:a", "1,2:4,5:a"],
             "@equalLength true\n@seriesLength 3\n@classLabel true a\n@data\n",
-            r"line 5, dimension dim_0: 2 values, but the header says @equalLength true and "
-            r"@seriesLength 3",
+            r"line 5: the first series has 2 values in every dimension, but the header says "
+            r"@seriesLength 3; correct @seriesLength",
+        ),
+        (
+            ["1,2,3:4,5,6:a", "1,2:4,5,6:a"],
+            "@equalLength true\n@seriesLength 3\n@classLabel true a\n@data\n",
+            r"line 6, dimension dim_0: 2 values, but the header says @equalLength true and "
+            r"@seriesLength 3 and other series have 3; complete the line",
+        ),
+        (  # a file cut off inside its last line: values where the label should be
+            ["1,2:3,4:a", "1,2:3,4:b", "1,2:3,"],
+            "@dimensions 2\n@classLabel true a b\n@data\n",
+            r"line 6: the line ends in values, not in its class label \(':<label>' after its 2 "
+            r"dimensions\); the file looks cut off here",
         ),
         (["1:2.5"], "@targetLabel true\n@data\n", r"line 1: regression"),
         (["1:a"], "1,2,3\n@data\n", r"line 1: data before the @data line"),
@@ -543,7 +555,21 @@ def test_npz_per_split_arrays(tmp_path: Path) -> None:
     ("arrays", "match"),
     [
         ({"values": np.zeros((2, 3, 1))}, r"holds values; expected 'x' \(N, T, V\)"),
-        ({"x": np.zeros((2, 3))}, r"array 'x' is float64 \(2, 3\); expected non-empty numeric"),
+        (
+            {"x": np.zeros((2, 3))},
+            r"array 'x' is float64 \(2, 3\); expected non-empty numeric \(N, T, V\) samples "
+            r"\(N univariate samples of length T: x\[\.\.\., None\]; one \(T, V\) multivariate "
+            r"sample: x\[None\]\)",
+        ),
+        ({"x": np.zeros(5)}, r"\(5,\); .* \(one univariate sample: x\[None, :, None\]"),
+        (  # labels under both names, or an array nothing reads: refused, never dropped
+            {"x": np.zeros((2, 3, 1)), "labels": [0, 1], "y": [1, 0]},
+            r"holds y besides labels, x, and tsfs would not read them",
+        ),
+        (
+            {"train_x": np.zeros((2, 3, 1)), "tset_x": np.zeros((2, 3, 1))},
+            r"holds tset_x besides train_x",
+        ),
         ({"x": np.zeros((2, 3, 1)), "labels": np.zeros(3)}, r"labels 'labels' are float64 \(3,\)"),
         (
             {"train_x": np.zeros((2, 3, 1)), "test_x": np.zeros((2, 4, 1))},
@@ -685,3 +711,56 @@ def test_another_field_separator_is_named(tmp_path: Path, sep: str) -> None:
     said = re.escape(repr(sep))
     with pytest.raises(DataError, match=rf"s\.csv line 1: fields are separated by {said}; "):
         load(path, SMALL)
+
+
+# ----------------------------------------------------------------------------- edge values
+
+
+@pytest.mark.parametrize("line", [30, 99])
+def test_unclosed_quote_is_named_where_it_opens(tmp_path: Path, line: int) -> None:
+    def open_quote(lines: list[str]) -> None:
+        lines[line - 1] = lines[line - 1].replace(",", ',"', 1)
+
+    # csv's reader runs on to the file's end, or past its field size limit far below
+    many = 40_000 if line == 30 else 100
+    path = write_csv(tmp_path / "q.csv", many, edit=open_quote)
+    with pytest.raises(DataError, match=rf"q\.csv line {line}: a quoted field runs on") as info:
+        load(path, WindowSpec(seq_len=8, label_len=4, pred_len=4))
+    assert "close or remove the quote" in str(info.value)
+    assert "field limit" not in str(info.value)
+
+
+def test_values_float32_flattens_are_refused(tmp_path: Path) -> None:
+    def shrink(lines: list[str]) -> None:
+        for i in range(1, len(lines)):
+            stamp, a, ot = lines[i].split(",")
+            lines[i] = f"{stamp},{float(a) * 1e-300!r},{ot}"
+
+    path = write_csv(tmp_path / "tiny.csv", edit=shrink)
+    small = WindowSpec(seq_len=8, label_len=4, pred_len=4)
+    for spec in (small, dataclasses.replace(small, scale=False)):
+        with pytest.raises(DataError, match=r"tiny\.csv: variable 0 varies from -9\.9999e-301 to"):
+            load(path, spec)
+    x = np.random.default_rng(0).normal(size=(4, 8, 2))
+    x[..., 1] *= 1e-300
+    np.save(tmp_path / "tiny.npy", x)
+    with pytest.raises(DataError, match=r"variable 1 varies .* holds every value as 0; rescale"):
+        load(tmp_path / "tiny.npy")
+
+
+def test_values_beyond_float32_are_standardised_like_any_other(tmp_path: Path) -> None:
+    """As Time-Series-Library (float64 until scaled): a column in units of 1e40 gives the
+    same standardised rows as the column itself; only unscaled rows must fit float32."""
+
+    def grow(lines: list[str]) -> None:
+        for i in range(1, len(lines)):
+            stamp, a, ot = lines[i].split(",")
+            lines[i] = f"{stamp},{float(a) * 1e40!r},{ot}"
+
+    small = WindowSpec(seq_len=8, label_len=4, pred_len=4)
+    plain = load(write_csv(tmp_path / "plain.csv"), small)
+    big = load(write_csv(tmp_path / "big.csv", edit=grow), small)
+    for name, split in plain.splits.items():
+        np.testing.assert_allclose(big.splits[name].x, split.x, rtol=1e-6, atol=1e-6)
+    with pytest.raises(DataError, match=r"big\.csv line 3, column 'a': 1\.98\d*e\+39 is beyond"):
+        load(tmp_path / "big.csv", dataclasses.replace(small, scale=False))

@@ -17,6 +17,7 @@ __all__ = [
     "Interrupted",
     "MissingRowsError",
     "OutputError",
+    "RowsTooShortError",
     "StoreCorruptError",
     "StoreError",
     "StoreFormatError",
@@ -37,6 +38,10 @@ class InputError(TsfsError, ValueError):
 
 class DataError(InputError):
     """A data file that cannot be used: names the file, and the row/column where it applies."""
+
+
+class RowsTooShortError(InputError):
+    """Rows too short for what a spec computes from them (lags, a wavelet level, a line)."""
 
 
 class StoreError(TsfsError):

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import pywt
 
-from tsfs.errors import InputError
+from tsfs.errors import InputError, RowsTooShortError
 from tsfs.specs import BoundaryMode, FeatureSpec
 
 __all__ = [
@@ -113,13 +113,13 @@ def resolve_level(spec: FeatureSpec, T: int) -> int:
             that maximum), or T is too short for even one level or for ``top_k`` lags.
     """
     if spec.top_k >= T:
-        raise InputError(
+        raise RowsTooShortError(
             f"rows of length {T} are too short for Time-LLM's top {spec.top_k} lags; use rows "
-            f"of more than {spec.top_k} values (a longer --seq-len, or --unequal pad for UEA data)"
+            f"of more than {spec.top_k} values"
         )
     top = max_level(spec.wavelet, spec.mode, T)
     if top < 1:
-        raise InputError(
+        raise RowsTooShortError(
             f"rows of length {T} are too short for one level of the {spec.wavelet} wavelet; "
             f"use rows of at least {_shortest(spec.wavelet, spec.mode)} values"
         )

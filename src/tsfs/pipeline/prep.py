@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tsfs._buffers import Recycler
-from tsfs.errors import DataError, InputError, StoreReadOnlyError
+from tsfs.errors import DataError, InputError, RowsTooShortError, StoreReadOnlyError
 from tsfs.pipeline.execute import (
     Batch,
     Block,
@@ -75,10 +75,24 @@ def check_rows(dataset: Dataset, spec: FeatureSpec | ImageSpec) -> None:
     """
     for length in _row_lengths(dataset):
         # the output schema for this length: raises for what these rows cannot take
-        if isinstance(spec, FeatureSpec):
-            _feature_rows(spec, length)
-        else:
-            _image_rows(spec, length)
+        try:
+            if isinstance(spec, FeatureSpec):
+                _feature_rows(spec, length)
+            else:
+                _image_rows(spec, length)
+        except RowsTooShortError as error:
+            raise RowsTooShortError(f"{error} ({_longer_rows(dataset)})") from None
+
+
+def _longer_rows(dataset: Dataset) -> str:
+    """How rows of this data set get longer: the fix a too-short error names."""
+    if dataset.preset == "uea":
+        if dataset.spec.unequal == "truncate":
+            return "--unequal pad keeps every sample's full length"
+        return f"these are the samples' own length in {dataset.path.name}"
+    if dataset.preset == "array":
+        return f"the T axis of {dataset.path.name}'s (N, T, V) samples"
+    return "a longer --seq-len"
 
 
 def resolve_features(dataset: Dataset, spec: FeatureSpec) -> FeatureSpec:
@@ -237,9 +251,8 @@ def _image_rows(spec: ImageSpec, length: int) -> dict[str, _RowType]:
     from tsfs.pipeline.render import image_shape
 
     if length < 2:
-        raise InputError(
-            f"a line plot needs at least 2 values per row, and these rows have {length}; "
-            "use a longer --seq-len"
+        raise RowsTooShortError(
+            f"a line plot needs at least 2 values per row, and these rows have {length}"
         )
     return {"rgb" if spec.rgb else "mask": (image_shape(spec), np.dtype(np.uint8))}
 

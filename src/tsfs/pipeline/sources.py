@@ -167,13 +167,6 @@ def _handle_missing(values: F64, policy: NanPolicy, where: _Where) -> F64:
     ``where(t, c)`` names a cell (``t=None``: the whole column ``c``) for error messages.
     Returns ``values`` itself when every value is finite, else a filled copy.
     """
-    huge = np.isfinite(values) & (np.abs(values) > np.finfo(np.float32).max)
-    if huge.any():
-        t, c = (int(i) for i in np.argwhere(huge)[0])
-        raise DataError(
-            f"{where(t, c)}: {values[t, c]:g} is beyond float32's range (±3.4e38), in which "
-            "tsfs keeps rows; rescale the column"
-        )
     bad = ~np.isfinite(values)
     if not bad.any():
         return values
@@ -198,6 +191,18 @@ def _handle_missing(values: F64, policy: NanPolicy, where: _Where) -> F64:
             )
         filled[:, column] = np.interp(positions, positions[good], values[good, column])
     return filled
+
+
+def _check_range(values: F64, where: _Where) -> None:
+    """Refuse finite values beyond float32's range, in which unscaled rows are kept, naming
+    the file's own cell (the windows' check after scaling can only name a data row)."""
+    huge = np.isfinite(values) & (np.abs(values) > np.finfo(np.float32).max)
+    if huge.any():
+        t, c = (int(i) for i in np.argwhere(huge)[0])
+        raise DataError(
+            f"{where(t, c)}: {values[t, c]:g} is beyond float32's range (±3.4e38), in which "
+            "tsfs keeps rows unscaled (--no-scale); rescale the column"
+        )
 
 
 def _read_error(path: Path, error: UnicodeDecodeError | OSError) -> DataError:
@@ -251,6 +256,11 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
                     if len(row) > 1 or (row and row[0].strip()):
                         yield reader.line_num, row
             except csv.Error as error:
+                if "field limit" in str(error):  # a quote left open swallows the lines after it
+                    raise DataError(
+                        f"{path} line {start}: a quoted field runs on past line "
+                        f"{reader.line_num} (an unclosed quote?); close or remove the quote"
+                    ) from None
                 raise DataError(f"{path} line {reader.line_num}: {error}") from None
     except (UnicodeDecodeError, OSError) as error:
         raise _read_error(path, error) from None
@@ -442,6 +452,8 @@ def _load_csv(path: Path, spec: WindowSpec, preset: Preset) -> Dataset:
         blocks.append(_parse_numbers(block, len(lines) - len(block), cell))
     dates = _parse_dates(date_texts, lambda t: f"{path} line {lines[t]}, column 'date'")
     values = _handle_missing(np.concatenate(blocks), spec.nan, cell)
+    if not spec.scale:
+        _check_range(values, cell)
     _check_time_order(dates, lambda t: f"{path} line {lines[t]}")
     marks = time_features(dates, spec.freq)
     splits, mean, scale = forecast_splits(values, marks, spec=spec, preset=preset, source=str(path))
@@ -575,6 +587,7 @@ def _read_ts(path: Path) -> _TsFile:
     samples: list[list[F64]] = []
     sample_lines: list[int] = []
     labels: list[str] | None = None if classes is None else []
+    last = max(i for i, line in enumerate(lines) if line.strip())
     for index in range(first, len(lines)):
         line = lines[index].strip()
         if not line or line.startswith("#"):
@@ -583,6 +596,13 @@ def _read_ts(path: Path) -> _TsFile:
         fields = line.split(":")
         if labels is not None and classes is not None:
             label = fields.pop().strip()
+            if "," in label:  # values where the label should be: the line lost its end
+                cut = "; the file looks cut off here" if index == last else ""
+                expected = f"its {dims} dimensions" if dims else "its dimensions"
+                raise DataError(
+                    f"{where}: the line ends in values, not in its class label (':<label>' "
+                    f"after {expected}){cut}"
+                )
             if label not in classes:
                 raise DataError(
                     f"{where}: class label {label!r} is not declared in @classLabel "
@@ -599,6 +619,13 @@ def _read_ts(path: Path) -> _TsFile:
             )
         sample = [_ts_series(f, f"{where}, dimension dim_{d}") for d, f in enumerate(fields)]
         if header.equal:
+            lengths = {len(series) for series in sample}
+            if not samples and header.length and lengths != {header.length} and len(lengths) == 1:
+                raise DataError(
+                    f"{where}: the first series has {lengths.pop()} values in every dimension, "
+                    f"but the header says @seriesLength {header.length}; correct @seriesLength "
+                    "(or declare @equalLength false to pad or truncate, --unequal)"
+                )
             equal_to = equal_to or len(sample[0])
             for d, series in enumerate(sample):
                 if len(series) != equal_to:
@@ -730,6 +757,15 @@ def _load_array(path: Path, spec: WindowSpec) -> Dataset:
             "optional 'labels' (N,), or 'train_x'/'val_x'/'test_x' with optional "
             "'train_labels'/'val_labels'/'test_labels'"
         )
+    used = {x_key for x_key, _ in keys.values()}
+    used |= {next((k for k in labels if k in arrays), "") for _, labels in keys.values()}
+    unread = sorted(arrays.keys() - used)
+    if unread:
+        # e.g. labels saved under both names, or a misspelt split: never drop data silently
+        raise DataError(
+            f"{path}: holds {', '.join(unread)} besides {', '.join(sorted(used - {''}))}, and "
+            "tsfs would not read them; remove them (labels go in 'labels' or 'y', one of them)"
+        )
     samples: dict[str, F64] = {}
     raw_labels: dict[str, np.ndarray] = {}
     for split, (x_key, label_keys) in keys.items():
@@ -737,7 +773,7 @@ def _load_array(path: Path, spec: WindowSpec) -> Dataset:
         if x.ndim != 3 or 0 in x.shape or not np.issubdtype(x.dtype, np.number):
             raise DataError(
                 f"{path}: array {x_key!r} is {x.dtype} {x.shape}; expected non-empty numeric "
-                "(N, T, V) windows (add a last axis of 1 for univariate data: x[..., None])"
+                f"(N, T, V) samples{_shape_hint(x)}"
             )
         if np.iscomplexobj(x):
             raise DataError(f"{path}: array {x_key!r} is complex; expected real values")
@@ -782,6 +818,21 @@ def _load_array(path: Path, spec: WindowSpec) -> Dataset:
         codes = {s: np.searchsorted(names, lab).astype(np.int64) for s, lab in raw_labels.items()}
     lengths = {s: np.full((x.shape[0], x.shape[2]), x.shape[1]) for s, x in samples.items()}
     return _sample_dataset(path, spec, samples, lengths, codes, classes)
+
+
+def _shape_hint(x: np.ndarray) -> str:
+    """How a 1-D or 2-D array becomes (N, T, V) samples, for the shape error."""
+    if x.ndim == 1:
+        return (
+            " (one univariate sample: x[None, :, None]; to cut a long series into windows, save "
+            "it as a TSLib-style CSV)"
+        )
+    if x.ndim == 2:
+        return (
+            " (N univariate samples of length T: x[..., None]; one (T, V) multivariate sample: "
+            "x[None])"
+        )
+    return ""
 
 
 def _sample_dataset(

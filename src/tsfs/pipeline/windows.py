@@ -230,6 +230,25 @@ def _check_float32(data: F32, raw: npt.ArrayLike, source: str, what: str, axes: 
     )
 
 
+def _check_spread(data: F32, raw: npt.NDArray[np.floating[Any]], source: str) -> None:
+    """Refuse a variable whose values differ but all become one float32 value: values so
+    small (|x| < 1e-38) or so tightly spread that scaling and float32 flatten them. Training
+    would otherwise see a flat line in its place without a word.
+
+    ``data`` and ``raw`` are (..., V), the stored values and the file's.
+    """
+    flat, before = data.reshape(-1, data.shape[-1]), raw.reshape(-1, raw.shape[-1])
+    lo, hi = before.min(axis=0), before.max(axis=0)
+    bad = (lo < hi) & (flat.min(axis=0) == flat.max(axis=0))
+    if bad.any():
+        v = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{source}: variable {v} varies from {lo[v]:g} to {hi[v]:g}, but float32 (in "
+            f"which tsfs keeps rows, scaled or not) holds every value as {flat[0, v] + 0.0:g}; "
+            "rescale the data, e.g. to values near 1"
+        )
+
+
 def _windows(rows: npt.NDArray[np.float32], length: int, count: int, stride: int) -> F32:
     """(L, C) rows → (count, length, C) read-only view of windows starting every ``stride`` rows."""
     view = sliding_window_view(rows, length, axis=0)  # (L - length + 1, C, length)
@@ -302,6 +321,7 @@ def forecast_splits(
         data = _as_float32(raw)
         what = "does not fit float32"
     _check_float32(data, raw, source, what, "data row {0}, variable {1}")
+    _check_spread(data, raw, source)
     data.flags.writeable = False
     marks = _read_only(np.asarray(marks, dtype=np.float32).view())  # the caller's array stays
 
@@ -387,6 +407,7 @@ def sample_splits(
         x = _standardise(raw, mean, scale) if spec.scale else _as_float32(raw)
         what = "cannot be standardised" if spec.scale else "does not fit float32"
         _check_float32(x, raw, source, what, f"{name} sample {{0}}, step {{1}}, variable {{2}}")
+        _check_spread(x, raw, source)
         splits[name] = Split(
             name=name,
             x=_read_only(x),
