@@ -281,3 +281,30 @@ def test_ctrl_c_while_workers_start_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 130, err.decode()
     assert "Traceback" not in err.decode()
     assert err.decode().strip().splitlines()[-1].startswith("tsfs: interrupted")
+
+
+def test_a_worker_killed_mid_run_is_named_and_a_rerun_resumes(tmp_path: Path) -> None:
+    """The OOM killer (or a person) takes one worker: a one-line error that says so and what
+    to do, not an internal error to report; the committed segments are kept."""
+    store = tmp_path / "store"
+    cmd, proc = _images_run(store)
+    deadline = time.monotonic() + 120
+    while not list(store.glob("images/*/commits/*.json")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.02)
+    workers = [
+        pid
+        for pid in _children(proc.pid)
+        if b"LokyProcess" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    os.kill(workers[0], signal.SIGKILL)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err.decode()
+    (line,) = err.decode().strip().splitlines()
+    assert line.startswith("tsfs: error: a worker process died (SIGKILL(-9)")
+    assert "lower --jobs or --batch-rows" in line
+    assert "re-running resumes" in line
+    assert "internal error" not in line
+    assert Store(store).verify() == []
+    done = subprocess.run(cmd, capture_output=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr.decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -194,13 +195,18 @@ def test_deleted_chunk_file_is_reported(tmp_path: Path) -> None:
 def test_compact_merges_and_dedups(tmp_path: Path) -> None:
     store = Store(tmp_path / "s", mode="a")
     rows = _rows(120)
-    for a in range(0, 120, 30):
-        _write(store, rows[a : a + 40])  # 10 duplicate rows between neighbours
     ns = store.namespace("features", SPEC, FP)
+    for a in range(0, 120, 30):
+        # 10 duplicate rows between neighbours; the newest segment with another mask codec
+        codec = "lz4" if a == 90 else "zstd"
+        ns.write_segment(
+            row_keys(rows[a : a + 40]), _outputs(rows[a : a + 40]), codecs={"mask": codec}
+        )
     assert len(ns.commits()) == 4
     store.compact()
     assert len(ns.commits()) == 1
     assert ns.commits()[0].rows == 120
+    assert ns.commits()[0].arrays["mask"].codec == "lz4"  # the last codec a run chose
     got = ns.read_keys(row_keys(rows))
     np.testing.assert_array_equal(got["band"], _outputs(rows)["band"])
     assert store.verify() == []
@@ -542,3 +548,50 @@ def test_drop_corrupt_after_a_cut_short_compaction_keeps_the_originals(tmp_path:
     got = ns.read_keys(row_keys(rows), ["band"])["band"]
     np.testing.assert_array_equal(got, _outputs(rows)["band"])
     assert store.verify() == []
+
+
+def test_a_lost_empty_commits_folder_is_made_again(tmp_path: Path) -> None:
+    """git, sync tools and `find -empty -delete` drop empty folders: a namespace whose first
+    writer died before committing loses `commits/`, and the next writer must still commit."""
+    store = Store(tmp_path / "s", mode="a")
+    ns = store.namespace("features", SPEC, FP)
+    (ns.path / "commits").rmdir()
+    rows = _rows(20)
+    _write(store, rows)
+    assert len(Store(tmp_path / "s").namespace("features", SPEC, FP)) == 20
+
+
+def test_commit_record_damage_is_corruption_not_another_version(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    _write(store, _rows(5))
+    ns = store.namespace("features", SPEC, FP)
+    cfile = next((ns.path / "commits").iterdir())
+    cfile.write_text('{"arrays": 5}')  # no "format": tsfs always writes one
+    with pytest.raises(StoreCorruptError, match=r"invalid commit record \(format\).*drop-corrupt"):
+        ns.commits()
+    cfile.write_text('{"arrays": 5, "format": 7}')
+    with pytest.raises(StoreFormatError, match="commit record of format 7"):
+        ns.commits()
+
+
+def test_info_shows_a_namespace_with_a_damaged_segment(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", mode="a")
+    _write(store, _rows(30))
+    _write(store, _rows(30, seed=1))
+    ns = store.namespace("features", SPEC, FP)
+    seg = ns.path / "segments" / ns.commits()[0].segment
+    for damage in ("removed", "a file"):
+        if damage == "a file":
+            seg.write_text("not a folder")
+        else:
+            shutil.rmtree(seg)
+        (space,) = Store(tmp_path / "s").info()["namespaces"]
+        assert space["rows"] is None
+        assert str(seg / "keys" / "zarr.json") in space["damaged"]
+        assert f"`tsfs store gc --drop-corrupt {store.url}` removes it" in space["damaged"]
+        with pytest.raises(StoreCorruptError, match="drop-corrupt"):  # exit 1, with the way out
+            Store(tmp_path / "s").namespace("features", SPEC, FP).index()
+        if damage == "a file":
+            seg.unlink()
+    Store(tmp_path / "s", mode="a").gc(drop_corrupt=True)
+    assert len(Store(tmp_path / "s").namespace("features", SPEC, FP)) == 30

@@ -23,6 +23,7 @@ __all__ = [
     "StoreFormatError",
     "StoreReadOnlyError",
     "TsfsError",
+    "WorkerError",
 ]
 
 
@@ -78,6 +79,13 @@ class BudgetError(TsfsError):
 class OutputError(TsfsError, OSError):
     """A training run's output (checkpoint, metrics, plot) that could not be written; names
     the file and says what was kept."""
+
+    exit_code = 1
+
+
+class WorkerError(TsfsError, RuntimeError):
+    """A worker process died under a run (killed, e.g. for memory): not a fault in the data
+    or in tsfs; what was committed before is kept."""
 
     exit_code = 1
 

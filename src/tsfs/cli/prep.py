@@ -123,7 +123,11 @@ RgbOpt = Annotated[
     bool, typer.Option("--rgb", help="Store matplotlib's RGB instead of a coverage mask.")
 ]
 CodecOpt = Annotated[
-    str, typer.Option(help="Image compression: lz4 (fast reads) | zstd (~30% smaller).")
+    str,
+    typer.Option(
+        help="Image compression of the segments this run writes: lz4 (fast reads) | zstd "
+        "(~30% smaller). `tsfs store compact` re-encodes with the newest segment's."
+    ),
 ]
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Run even when predicted over --budget or free space.")

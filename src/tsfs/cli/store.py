@@ -50,11 +50,17 @@ def info(store: StoreArg, json_out: JsonOpt = False) -> None:
     if not summary["namespaces"]:
         typer.echo("  (empty: run `tsfs prep features DATA` or `tsfs prep images DATA`)")
     for ns in summary["namespaces"]:
+        counts = (
+            f"{ns['rows']:,} rows  {count_of(ns['segments'], 'segment')}"
+            if ns["damaged"] is None
+            else "damaged"
+        )
         typer.echo(
-            f"  {ns['kind']}/{ns['fingerprint']}  {ns['rows']:,} rows  "
-            f"{count_of(ns['segments'], 'segment')}"
+            f"  {ns['kind']}/{ns['fingerprint']}  {counts}"
             f"  {human_bytes(ns['bytes'])}  {ns['files']} files"
         )
+        if ns["damaged"] is not None:
+            typer.echo(f"      {ns['damaged']}")
         if ns["spec"] is None:
             typer.echo("      spec: unreadable (`tsfs store verify` says why; prep rewrites it)")
             continue
@@ -175,6 +181,8 @@ def gc(
 @reports_errors
 def compact(store: StoreArg, json_out: JsonOpt = False) -> None:
     """Merge each namespace's segments and drop duplicate keys, atomically.
+
+    Images keep the codec of the newest segment (the last --codec a prep run chose).
 
     Example: tsfs store compact tsfs-store
     """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from tsfs.errors import InputError
+from tsfs.errors import InputError, WorkerError
 from tsfs.pipeline.hashing import KEY_BYTES, key_order, row_keys, window_keys
 from tsfs.stores.store import Codec, Namespace
 
@@ -392,6 +393,7 @@ def run_batches(
     """
     args = (namespace.store.url, namespace.kind, namespace.fingerprint)
     results: Iterator[tuple[int, int]]
+    died: tuple[type[BaseException], ...] = ()  # what a worker's death raises here
     if executor == "dask":
         results = (
             _on_dask(plan, args, compute, codecs, scheduler=scheduler, workers=jobs)
@@ -402,6 +404,9 @@ def run_batches(
         results = (_compute_and_commit(*args, b, compute, codecs) for b in plan.batches)
     else:
         from joblib import Parallel, delayed, parallel_config
+        from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+        died = (TerminatedWorkerError,)
 
         with (
             _ctrl_c_for_this_process_only(),
@@ -411,9 +416,17 @@ def run_batches(
                 delayed(_compute_and_commit)(*args, b, compute, codecs) for b in plan.batches
             )
     segments = written = 0
-    for rows, nbytes in results:
-        segments += 1
-        written += nbytes
-        if progress is not None:
-            progress(rows)
+    try:
+        for rows, nbytes in results:
+            segments += 1
+            written += nbytes
+            if progress is not None:
+                progress(rows)
+    except died as e:
+        codes = re.search(r"exit codes of the workers are \{([^}]*)\}", str(e))
+        raise WorkerError(
+            f"a worker process died ({codes.group(1) if codes else 'killed'}): stopped from "
+            "outside, or by the system for lack of memory (then lower --jobs or --batch-rows). "
+            "Every segment committed before is kept; re-running resumes"
+        ) from None
     return segments, written

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tsfs.errors import InputError, StoreError, StoreReadOnlyError
+from tsfs.errors import InputError, StoreCorruptError, StoreError, StoreReadOnlyError
 
 __all__ = ["Files", "LocalFiles", "RemoteFiles", "is_url", "open_files"]
 
@@ -144,6 +144,16 @@ class Files(ABC):
         """Make every file written under ``key`` durable, before a commit record names them."""
 
 
+def _read_failure(path: Path, e: OSError) -> StoreError:
+    """A file of the store that cannot be read: a directory where a file belongs (or a file
+    where a directory does) is a damaged store; anything else is the machine's answer."""
+    if isinstance(e, NotADirectoryError | IsADirectoryError):
+        return StoreCorruptError(
+            f"cannot read {path}: {e.strerror} (the store's layout is damaged)"
+        )
+    return StoreError(f"cannot read {path}: {e.strerror}")
+
+
 # --------------------------------------------------------------------------------------------
 # a local directory
 
@@ -200,7 +210,7 @@ class LocalFiles(Files):
         except FileNotFoundError:
             raise
         except OSError as e:
-            raise StoreError(f"cannot read {path}: {e.strerror}") from e
+            raise _read_failure(path, e) from e
 
     def read_array(self, key: str) -> npt.NDArray[np.uint8]:
         # One readinto a numpy buffer: no intermediate bytes object.
@@ -213,7 +223,7 @@ class LocalFiles(Files):
         except FileNotFoundError:
             raise
         except OSError as e:
-            raise StoreError(f"cannot read {path}: {e.strerror}") from e
+            raise _read_failure(path, e) from e
         return buf[:got]
 
     def write(self, key: str, *parts: bytes | memoryview) -> None:

@@ -339,6 +339,8 @@ class Commit:
         def bad(why: str) -> StoreCorruptError:
             return StoreCorruptError(f"{where}: invalid commit record ({why})")
 
+        if not isinstance(doc.get("format"), int):  # every tsfs writes one: damage, not age
+            raise bad("format")
         if doc.get("format") != FORMAT:
             raise StoreFormatError(
                 f"{where}: commit record of format {doc.get('format')!r}; this tsfs reads "
@@ -591,7 +593,10 @@ class Namespace:
 
     def commits(self) -> list[Commit]:
         """Committed segments visible to readers, oldest first (replaced ones hidden)."""
-        commits = [Commit.parse(self.files, k) for k in self._commit_keys()]
+        try:
+            commits = [Commit.parse(self.files, k) for k in self._commit_keys()]
+        except StoreCorruptError as e:
+            raise self._repairable(e) from e
         replaced = {r for c in commits for r in c.replaces}
         return [c for c in commits if c.segment not in replaced]
 
@@ -616,7 +621,10 @@ class Namespace:
         commits = self.commits()
         ids = tuple(c.segment for c in commits)
         if self._index is None or refresh or ids != self._index_commits:
-            keys = [self.read_array(c, "keys") for c in commits]
+            try:
+                keys = [self.read_array(c, "keys") for c in commits]
+            except StoreCorruptError as e:
+                raise self._repairable(e) from e
             self._index = KeyIndex.build(commits, keys)
             self._index_commits = ids
         return self._index
@@ -758,6 +766,16 @@ class Namespace:
             f"segment {commit.segment} of {self.store.url} was removed after this run opened "
             "the store (by `tsfs store compact`, whose merged segments hold its rows, or by "
             "`tsfs store gc --drop-corrupt`); restart the run to read the store as it is now"
+        )
+
+    def _repairable(self, e: StoreCorruptError) -> StoreCorruptError:
+        """``e`` with the way out, where a segment's damage stops a whole namespace."""
+        if "drop-corrupt" in str(e):
+            return e
+        url = self.store.url
+        return StoreCorruptError(
+            f"{e}; `tsfs store verify {url}` lists the damage and `tsfs store gc "
+            f"--drop-corrupt {url}` removes it (prep then recomputes those rows)"
         )
 
     def corrupt_chunk(self, where: str, why: str) -> StoreCorruptError:
@@ -907,6 +925,9 @@ class Namespace:
                     replaces=tuple(replaces),
                     created=time.time(),
                 )
+                # commits/ may have been dropped as an empty folder (git, sync tools, find
+                # -empty) while the namespace had no commit yet: make it again.
+                self.files.mkdir(f"{self.key}/commits")
                 self.files.write_atomic(f"{self.key}/commits/{seg}.json", commit.to_json())
         except OSError as e:
             if e.errno == errno.ENOSPC:
@@ -1274,23 +1295,31 @@ class Store:
         total_bytes, total_files = self.files.usage("")
         spaces = []
         for ns in self.namespaces():
-            commits = ns.commits()
             nbytes, nfiles = self.files.usage(ns.key)
             try:
                 spec: dict[str, Any] | None = ns.spec
             except StoreCorruptError:
                 spec = None  # `verify` names the damage; the rows are still counted
+            # A damaged segment leaves the namespace's rows uncountable, not the store unshown.
+            damaged: str | None = None
+            rows: int | None = None
+            segments: int | None = None
+            try:
+                segments, rows = len(ns.commits()), len(ns.index())
+            except StoreCorruptError as e:
+                damaged = str(e)
             spaces.append(
                 {
                     "kind": ns.kind,
                     "fingerprint": ns.fingerprint,
                     "spec": spec,
                     "current": ns.current,
-                    "rows": len(ns.index()),
-                    "segments": len(commits),
+                    "rows": rows,
+                    "segments": segments,
                     "uncommitted_segments": len(ns.uncommitted()),
                     "bytes": nbytes,
                     "files": nfiles,
+                    "damaged": damaged,
                 }
             )
         return {
@@ -1566,7 +1595,8 @@ class Store:
         """Merge each namespace's segments into as few as possible, dropping duplicate keys.
 
         The merged segments are committed first (the last one names every segment it
-        replaces); only then are the old ones removed, so readers always see every row.
+        replaces); only then are the old ones removed, so readers always see every row. Each
+        array keeps the codec of the newest segment: the last ``--codec`` a prep run chose.
         Returns namespace path or URL → rows kept.
         """
         self._require_writable()
@@ -1598,7 +1628,7 @@ class Store:
                         "command to recompute those rows, then compact"
                     )
             names = [n for n in commits[0].arrays if n != "keys"]
-            codecs = {n: commits[0].arrays[n].codec for n in names}
+            codecs = {n: commits[-1].arrays[n].codec for n in names}
             starts = list(range(0, len(seg), max_rows_per_segment)) or [0]
             for i, a in enumerate(starts):
                 b = min(a + max_rows_per_segment, len(seg))
