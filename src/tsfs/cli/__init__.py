@@ -25,7 +25,10 @@ def main() -> None:
     """
     try:
         from tsfs.cli.main import app
+
+        # Commands turn Ctrl-C into this same line themselves; this covers the moments
+        # before one runs (option parsing, its own imports).
+        app(prog_name="tsfs")
     except KeyboardInterrupt:
         print("tsfs: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-    app(prog_name="tsfs")
