@@ -202,3 +202,19 @@ def test_ctrl_c_saves_the_step_reached_and_resume_finishes_as_if_never_stopped(
     assert 0 < int(match.group(1)) < metrics["steps"]  # stopped mid-epoch
     assert metrics["steps"] == straight_run["steps"]  # every batch once
     assert metrics["test"] == straight_run["test"]  # and the same weights: bit for bit
+
+
+def test_a_model_too_large_for_memory_is_one_line(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    result = tsfs(*("prep", "features", str(ETTH1), "--stride", "97", "--store", str(store), "-q"))
+    assert result.returncode == 0, result.stderr
+    huge = tsfs(
+        *("train", "timellm", str(ETTH1), "--stride", "97", "--store", str(store)),
+        *("--max-steps", "1", "--splits", "train", "-c", "d_model=100000000000", "-q"),
+    )
+    assert huge.returncode == 1
+    assert re.fullmatch(
+        r"tsfs: error: out of memory \(an allocation of [\d.]+ TiB failed\); lower "
+        r"--batch-size or the model's sizes \(-c d_model=…\), or free memory\n",
+        huge.stderr,
+    ), huge.stderr

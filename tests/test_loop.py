@@ -27,7 +27,7 @@ from _refuse_imports import REFUSE_PTWT_MATPLOTLIB
 from _torch_threads import one_thread  # noqa: F401  # autouse fixture
 from torch import nn
 
-from tsfs.errors import InputError, MissingRowsError, OutputError
+from tsfs.errors import InputError, MissingRowsError, OutputError, StoreCorruptError
 from tsfs.pipeline.prep import prep_features
 from tsfs.pipeline.show import pick_namespace
 from tsfs.pipeline.sources import load
@@ -391,6 +391,28 @@ def test_resume_refuses_what_does_not_fit(ett: Dataset, tmp_path: Path) -> None:
         run(other, tmp_path, TrainSpec(epochs=1, out=out, resume=True))
     with pytest.raises(InputError, match="--resume needs --out"):
         TrainSpec(resume=True)
+    # a run of another model: --resume could not continue it, so it is not offered
+    with pytest.raises(InputError, match=r"holds a linear run; choose another --out$"):
+        run(ett, tmp_path, TrainSpec(epochs=1, out=out), OtherConfig(), Other())
+
+
+@pytest.mark.parametrize("content", [b"x\n", b"", "tensor"])
+def test_a_last_pt_that_is_no_checkpoint_is_one_line(
+    ett: Dataset, tmp_path: Path, content: bytes | str
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    if content == "tensor":
+        torch.save(torch.zeros(2), out / "last.pt")  # loads with weights_only; not a dict
+    else:
+        (out / "last.pt").write_bytes(content)  # type: ignore[arg-type]
+    with pytest.raises(
+        StoreCorruptError, match=r"last\.pt.*; remove it or choose another --out$"
+    ) as e:
+        run(ett, tmp_path, TrainSpec(epochs=1, out=out, resume=True))
+    assert "weights_only" not in str(e.value)  # torch's advice would be the unsafe load
+    with pytest.raises(InputError, match=r"holds a last\.pt tsfs cannot read; choose another"):
+        run(ett, tmp_path, TrainSpec(epochs=1, out=out))
 
 
 def test_out_of_memory_halves_the_batch_and_finishes_the_epoch(

@@ -182,6 +182,9 @@ def test_features_s_and_ms(etth1) -> None:
     assert_float32_close(s.splits["test"].y[100], seq_y)
     s_hull = load(ETTH1, WindowSpec(features="S", target="HULL"))
     assert s_hull.variables == ("HULL",)
+    # MS on ETT scores the file's last column, as TSLib: another target would be ignored
+    with pytest.raises(DataError, match=r"--target HULL with --features MS: .* last column, OT"):
+        load(ETTH1, WindowSpec(features="MS", target="HULL"))
 
 
 def write_custom(path: Path, rows: int, seed: int = 0) -> np.ndarray:

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import functools
 import os
+import re
 import signal
 import sys
 import threading
@@ -60,6 +61,12 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
     one line and exit 130 (143 for SIGTERM; :func:`interrupted_note` says more where there is
     more to say)."""
 
+    lower = (
+        "lower --batch-size or the model's sizes (-c d_model=…)"
+        if fn.__module__.endswith(".train")
+        else "lower --batch-rows (the rows a worker holds at once) or --jobs"
+    )
+
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
@@ -84,14 +91,12 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
                     f"{where}{e.strerror}; check that path's permissions and space", 1
                 ) from None
             raise _internal(e) from None
-        except MemoryError as e:
+        except (MemoryError, RuntimeError) as e:
             if os.environ.get("TSFS_DEBUG"):
                 raise
-            raise fail(
-                f"out of memory ({e or 'an allocation failed'}); lower --batch-rows (the rows "
-                "a worker holds at once) or --jobs, or free memory",
-                1,
-            ) from None
+            if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e):
+                raise _internal(e) from None  # torch's CPU allocator says it so; others are bugs
+            raise fail(f"out of memory ({_allocation(e)}); {lower}, or free memory", 1) from None
         except Exception as e:
             # A bug, not bad input: one line by default, the traceback on request.
             if os.environ.get("TSFS_DEBUG"):
@@ -131,6 +136,14 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 # errno values that describe the machine, not tsfs: permissions, read-only mounts, full disks.
 _ENVIRONMENT = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+def _allocation(e: BaseException) -> str:
+    """What failed to be allocated, in a few words (torch's message runs to a paragraph)."""
+    asked = re.search(r"tried to allocate (\d+) bytes", str(e))
+    if asked:
+        return f"an allocation of {human_bytes(int(asked.group(1)))} failed"
+    return str(e) or "an allocation failed"
 
 
 def _internal(e: BaseException) -> typer.Exit:

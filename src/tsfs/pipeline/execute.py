@@ -298,7 +298,9 @@ def _on_dask(
         blocks: dict[int, Any] = {}
         for b in plan.batches:
             if id(b.block) not in blocks:
-                blocks[id(b.block)] = client.scatter(b.block, hash=False)
+                # On every worker: scattered data cannot be recomputed, so a copy held by one
+                # worker alone dies with it, and with it every task still to read it.
+                blocks[id(b.block)] = client.scatter(b.block, hash=False, broadcast=True)
         futures = [
             client.submit(
                 _compute_and_commit_parts,

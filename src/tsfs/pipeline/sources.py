@@ -408,6 +408,15 @@ def _csv_variables(
         )
     if spec.features == "S":
         return [spec.target]
+    if spec.features == "MS" and preset != "custom" and spec.target != others[-1]:
+        # TSLib's ETT loader keeps the file's order and scores its last column: the target
+        # asked for would be read and silently not forecast.
+        raise DataError(
+            f"{path}: --target {spec.target} with --features MS: the {preset} preset keeps the "
+            f"file's column order, as Time-Series-Library's ETT loader does, and forecasts "
+            f"its last column, {others[-1]}; use --features S for {spec.target} alone, or "
+            f"--preset custom (70/10/20 borders) to move it last"
+        )
     if preset == "custom":
         return [name for name in others if name != spec.target] + [spec.target]
     return others

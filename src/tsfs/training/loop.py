@@ -44,6 +44,7 @@ import io
 import json
 import math
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -626,10 +627,7 @@ class _Run:
     def restore(self, path: Path) -> None:
         if not path.is_file():
             raise InputError(f"nothing to resume: {path} does not exist; drop --resume")
-        try:
-            ckpt = torch.load(path, map_location=self.device, weights_only=True)
-        except (RuntimeError, OSError, EOFError) as e:
-            raise StoreCorruptError(f"cannot read checkpoint {path}: {e}") from None
+        ckpt = _load_checkpoint(path, self.device)
         if ckpt.get("format") != _CHECKPOINT_FORMAT:
             raise InputError(f"{path} is not a tsfs checkpoint this version reads")
         differ = [k for k in self.identity if ckpt.get(k) != self.identity[k]]
@@ -687,12 +685,36 @@ class _Run:
             best = path.with_name("best.pt")
             try:
                 saved = torch.load(best, map_location="cpu", weights_only=True)
-            except (RuntimeError, OSError, EOFError) as e:
+            except _UNREADABLE as e:
                 raise StoreCorruptError(
                     f"cannot read {best}, the weights of the best epoch "
                     f"({self.best['epoch']}) that this run continues: {e}"
                 ) from None
             self.best_state = saved["model_state"]
+
+
+# What torch.load raises for a file that is no checkpoint (cut short, another format, a
+# pickle that weights_only refuses — whose message would advise the unsafe weights_only=False).
+_UNREADABLE = (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError)
+
+
+def _load_checkpoint(path: Path, device: torch.device | str) -> dict[str, Any]:
+    """A checkpoint's dict, loaded with ``weights_only``; anything else is a one-line error."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except _UNREADABLE as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, pickle.UnpicklingError):  # torch's text advises the unsafe load
+            first = "not a checkpoint, or one holding more than tensors and plain values"
+        raise StoreCorruptError(
+            f"cannot read checkpoint {path} ({first}); remove it or choose another --out"
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise StoreCorruptError(
+            f"{path} is not a tsfs checkpoint (it holds a {type(ckpt).__name__}); remove it "
+            "or choose another --out"
+        )
+    return ckpt
 
 
 class TrainingInterrupted(Interrupted):
@@ -832,6 +854,13 @@ def fit(
     if out is not None:
         _check_out(out)
     if out is not None and not spec.resume and (out / "last.pt").exists():
+        try:
+            saved = _load_checkpoint(out / "last.pt", "cpu").get("model")
+        except StoreCorruptError:
+            saved = None
+        if saved != fam.name:  # --resume could not continue it: do not suggest it
+            what = f"a {saved} run" if isinstance(saved, str) else "a last.pt tsfs cannot read"
+            raise InputError(f"{out} already holds {what}; choose another --out")
         raise InputError(
             f"{out} already holds a run (last.pt); pass --resume to continue it or choose "
             "another --out"
