@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -377,3 +378,33 @@ def test_rows_too_short_name_the_fix_for_the_kind_of_data(tmp_path: Path) -> Non
     assert result.exit_code == 2
     assert "use rows of more than 5 values (a longer --seq-len)" in result.output
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["prep", "images", str(ETTH1), "--plan"],
+            r"tsfs: error: No such option: --plan( \(Possible options: [-, a-z]+\))? "
+            r"\(see `tsfs prep images --help`\)",
+        ),
+        (
+            ["prep", "features", str(ETTH1), "--seq-len", "abc"],
+            r"tsfs: error: Invalid value for '--seq-len': .*integer.* "
+            r"\(see `tsfs prep features --help`\)",
+        ),
+        (["nope"], r"tsfs: error: No such command 'nope'\. \(see `tsfs --help`\)"),
+    ],
+)
+def test_option_errors_are_one_line_too(args: list[str], line: str) -> None:
+    """Errors the option parser finds read as every other tsfs error, not as a usage box."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tsfs", *args], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    (said,) = done.stderr.splitlines()
+    assert re.fullmatch(line, said), said
+    bare = subprocess.run([sys.executable, "-m", "tsfs", "prep"], capture_output=True, text=True)
+    assert bare.returncode == 2  # a bare group shows its help, as before
+    assert "Usage: tsfs prep" in bare.stdout
+    assert bare.stderr == ""
