@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -595,3 +596,25 @@ def test_info_shows_a_namespace_with_a_damaged_segment(tmp_path: Path) -> None:
             seg.unlink()
     Store(tmp_path / "s", mode="a").gc(drop_corrupt=True)
     assert len(Store(tmp_path / "s").namespace("features", SPEC, FP)) == 30
+
+
+def test_compact_bounds_merged_segments_by_bytes(tmp_path: Path) -> None:
+    """A merged segment is what compaction holds in memory and what one damaged chunk costs:
+    bounded in bytes (a million 224² images would be 50 GB), and a store already compacted
+    that way is left as it is."""
+    store = Store(tmp_path / "s", mode="a")
+    rows = _rows(120)
+    for a in range(0, 120, 30):
+        _write(store, rows[a : a + 40])
+    ns = store.namespace("features", SPEC, FP)
+    (row_bytes,) = {
+        sum(math.prod(a.shape[1:]) * np.dtype(a.dtype).itemsize for a in c.arrays.values())
+        for c in ns.commits()
+    }
+    store.compact(max_segment_bytes=50 * row_bytes)
+    assert [c.rows for c in ns.commits()] == [50, 50, 20]
+    np.testing.assert_array_equal(ns.read_keys(row_keys(rows))["band"], _outputs(rows)["band"])
+    before = [c.segment for c in ns.commits()]
+    store.compact(max_segment_bytes=50 * row_bytes)
+    assert [c.segment for c in ns.commits()] == before  # nothing to merge: nothing rewritten
+    assert store.verify() == []

@@ -27,6 +27,7 @@ import contextlib
 import errno
 import functools
 import json
+import math
 import os
 import re
 import secrets
@@ -1591,12 +1592,17 @@ class Store:
         report.bytes_freed += sum(n for n in _concurrently(settle, to_remove) if n is not None)
         return report
 
-    def compact(self, *, max_rows_per_segment: int = 1 << 20) -> dict[str, int]:
+    def compact(
+        self, *, max_rows_per_segment: int = 1 << 20, max_segment_bytes: int = 512 << 20
+    ) -> dict[str, int]:
         """Merge each namespace's segments into as few as possible, dropping duplicate keys.
 
         The merged segments are committed first (the last one names every segment it
         replaces); only then are the old ones removed, so readers always see every row. Each
         array keeps the codec of the newest segment: the last ``--codec`` a prep run chose.
+        A merged segment holds at most ``max_segment_bytes`` of decoded rows: what compaction
+        holds in memory at once, and what one damaged chunk costs when ``gc --drop-corrupt``
+        drops its segment (224² images: ~10,000 rows, not a million).
         Returns namespace path or URL → rows kept.
         """
         self._require_writable()
@@ -1604,8 +1610,11 @@ class Store:
         for ns in self.namespaces():
             index = ns.index(refresh=True)
             commits = index.segments
-            if len(commits) <= 1 and len(index) == sum(c.rows for c in commits):
-                kept[ns.url] = len(index)
+            per_segment = _merged_rows(commits, max_rows_per_segment, max_segment_bytes)
+            if len(index) == sum(c.rows for c in commits) and len(commits) <= max(
+                1, math.ceil(len(index) / per_segment)
+            ):
+                kept[ns.url] = len(index)  # no duplicates, and as few segments as allowed
                 continue
             # Keep rows in segment order so the merged layout follows the original writes.
             order = np.lexsort((index.row, index.seg))
@@ -1629,9 +1638,9 @@ class Store:
                     )
             names = [n for n in commits[0].arrays if n != "keys"]
             codecs = {n: commits[-1].arrays[n].codec for n in names}
-            starts = list(range(0, len(seg), max_rows_per_segment)) or [0]
+            starts = list(range(0, len(seg), per_segment)) or [0]
             for i, a in enumerate(starts):
-                b = min(a + max_rows_per_segment, len(seg))
+                b = min(a + per_segment, len(seg))
                 loc = Locations(segment=seg[a:b], row=row[a:b])
                 data = ns.read(loc, names, index=index)
                 last = i == len(starts) - 1
@@ -1654,6 +1663,16 @@ class Store:
             _concurrently(ns.drop_segment, [c.segment for c in commits])
             kept[ns.url] = len(seg)
         return kept
+
+
+def _merged_rows(commits: Sequence[Commit], max_rows: int, max_bytes: int) -> int:
+    """Rows per segment that compaction writes: at most ``max_rows``, and at most
+    ``max_bytes`` of decoded rows (by the newest segment's arrays)."""
+    if not commits:
+        return max_rows
+    newest = commits[-1].arrays
+    row_bytes = sum(math.prod(a.shape[1:]) * np.dtype(a.dtype).itemsize for a in newest.values())
+    return max(1, min(max_rows, max_bytes // max(row_bytes, 1)))
 
 
 _T = TypeVar("_T")
