@@ -34,6 +34,7 @@ from tsfs.pipeline.sources import load
 from tsfs.pipeline.windows import Dataset
 from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec
 from tsfs.stores.store import Namespace, Store
+from tsfs.training.cache import ChunkCache
 from tsfs.training.data import (
     ChunkedWindows,
     ImageComposer,
@@ -687,8 +688,9 @@ def test_window_indices_are_integers_and_negative_ones_count_from_the_end(
     assert last.index.tolist() == [n - 1, n - 1]
     np.testing.assert_array_equal(last.x[0], last.x[1])
     assert WindowDataset(reader, tslib=False)[-1]["index"] == n - 1
-    with pytest.raises(InputError, match="window indices must be integers"):
-        reader.read([1.5])
+    for read in (reader.read, WindowDataset(reader).__getitems__):  # both paths alike
+        with pytest.raises(InputError, match="window indices must be integers"):
+            read([1.5])
     with pytest.raises(IndexError, match=f"window {n} is out of range"):
         reader.read([0, n])
 
@@ -721,8 +723,14 @@ def test_loader_settings_are_checked_and_kept_as_plain_ints(
     json.dumps(state)
     torch.save({"loader": state}, tmp_path / "c.pt")
     assert torch.load(tmp_path / "c.pt", weights_only=True)["loader"] == state
-    with pytest.raises(InputError, match="seed must be an integer in"):
-        StoreLoader(reader, seed=-1)
+    for seed in (-1, 1.7, "3", True):  # 1.7 must not quietly train as seed 1
+        with pytest.raises(InputError, match="seed must be an integer in"):
+            StoreLoader(reader, seed=seed)  # type: ignore[arg-type]
+    for size in (0, 1.5, "4"):
+        with pytest.raises(InputError, match="batch_size must be a positive integer"):
+            StoreLoader(reader, batch_size=size)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="cache_bytes must be a byte count"):
+        ChunkCache(-1)
     with pytest.raises(InputError, match="epoch must be an integer in"):
         loader.set_epoch(-1)
     if not torch.cuda.is_available():

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -71,6 +72,43 @@ def fingerprint(obj: dict[str, Any]) -> str:
     return hashlib.blake2b(canonical_json(obj).encode(), digest_size=8).hexdigest()
 
 
+def _typed(spec: object, **kinds: type) -> None:
+    """Check and normalise the named fields of a frozen spec to one Python type each: ints
+    (numpy integers too) to ``int``, real numbers to finite ``float``, booleans to ``bool``.
+
+    A spec is identified by its JSON: ``linewidth=2`` and ``linewidth=2.0`` must give one
+    fingerprint, and ``seq_len="96"`` or ``level=2.5`` must fail here, naming the field,
+    rather than deep inside numpy. ``None`` stays where the field allows it.
+    """
+    name_of = type(spec).__name__
+    for name, kind in kinds.items():
+        value = getattr(spec, name)
+        if value is None and name in _OPTIONAL:
+            continue
+        is_bool = (
+            isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
+        )
+        if kind is bool:
+            if not is_bool:
+                raise InputError(f"{name_of}.{name} must be True or False, got {value!r}")
+            value = bool(value)
+        elif kind is int:
+            if is_bool or not isinstance(value, numbers.Integral):
+                raise InputError(f"{name_of}.{name} must be an integer, got {value!r}")
+            value = int(value)
+        elif kind is float:
+            if is_bool or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise InputError(f"{name_of}.{name} must be a finite number, got {value!r}")
+            value = float(value)
+        elif not isinstance(value, kind):
+            raise InputError(f"{name_of}.{name} must be a {kind.__name__}, got {value!r}")
+        object.__setattr__(spec, name, value)
+
+
+# Fields whose None means "the default, resolved later".
+_OPTIONAL = frozenset({"preset", "level"})
+
+
 class _Spec:
     """Shared behaviour of the namespace specs: canonical dict, JSON and fingerprint."""
 
@@ -115,6 +153,26 @@ class WindowSpec:
     unequal: Unequal = "pad"
 
     def __post_init__(self) -> None:
+        _typed(
+            self,
+            preset=str,
+            seq_len=int,
+            label_len=int,
+            pred_len=int,
+            features=str,
+            target=str,
+            stride=int,
+            freq=str,
+            scale=bool,
+            nan=str,
+            unequal=str,
+        )
+        splits = self.splits
+        if isinstance(splits, str) or not all(isinstance(s, str) for s in splits):
+            raise InputError(f"WindowSpec.splits must be a tuple of split names, got {splits!r}")
+        object.__setattr__(self, "splits", tuple(splits))  # a list would make it unhashable
+        if len(set(self.splits)) != len(self.splits):
+            raise InputError(f"--splits names a split twice: {','.join(self.splits)}")
         if self.preset is not None and self.preset not in PRESETS:
             raise InputError(
                 f"unknown preset {self.preset!r} (option --preset); choose one of "
@@ -168,6 +226,7 @@ class FeatureSpec(_Spec):
     def __post_init__(self) -> None:
         import pywt  # deferred: only feature specs need it
 
+        _typed(self, wavelet=str, level=int, mode=str, top_k=int, store_coefficients=bool)
         if self.wavelet not in pywt.wavelist(kind="discrete"):
             raise InputError(
                 f"unknown --wavelet {self.wavelet!r}; use a PyWavelets discrete wavelet "
@@ -185,6 +244,7 @@ class FeatureSpec(_Spec):
 
 # Bounds of the y-limit settings (see ImageSpec.__post_init__).
 _MAX_MARGIN = 1e3
+_MAX_LINEWIDTH = 1e3
 _MIN_SIGMA = 1e-3
 _MAX_SIGMA = 1e6
 
@@ -214,10 +274,24 @@ class ImageSpec(_Spec):
     color: str = "#1f77b4"
 
     def __post_init__(self) -> None:
+        _typed(
+            self,
+            size=int,
+            linewidth=float,
+            ylim=str,
+            margin=float,
+            sigma=float,
+            antialiased=bool,
+            rgb=bool,
+            color=str,
+        )
         if not 8 <= self.size <= 4096:
             raise InputError(f"--size {self.size} is out of range; use 8 to 4096 pixels")
-        if not 0 < self.linewidth < math.inf:
-            raise InputError("--linewidth must be a positive number of points")
+        if not 0 < self.linewidth <= _MAX_LINEWIDTH:
+            raise InputError(
+                f"--linewidth must be a positive number of points, at most {_MAX_LINEWIDTH:g} "
+                f"(wider than any canvas), got {self.linewidth:g}"
+            )
         if self.ylim not in ("row", "sigma"):
             raise InputError("--ylim must be 'row' or 'sigma'")
         # Rows are RevIN-normalised (|z| is at most sqrt(T)): limits beyond these bounds would

@@ -9,6 +9,7 @@ the computation and layout that prep then performs.
 from __future__ import annotations
 
 import functools
+import numbers
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ import numpy.typing as npt
 from tsfs._buffers import Recycler
 from tsfs.errors import DataError, InputError, RowsTooShortError, StoreReadOnlyError
 from tsfs.pipeline.execute import (
+    EXECUTORS,
     Batch,
     Block,
     Executor,
@@ -504,6 +506,57 @@ def _image_batch_rows(spec: ImageSpec) -> int:
     return max(1, min(_IMAGE_BATCH_ROWS, _IMAGE_BATCH_BYTES // per_image))
 
 
+def _check_arguments(
+    dataset: object,
+    spec: object,
+    kind: type[FeatureSpec | ImageSpec],
+    store: object,
+    *,
+    jobs: object,
+    batch_rows: object,
+    budget_bytes: object = None,
+    executor: object = "local",
+    scheduler: object = None,
+    codec: object = "lz4",
+    device: object = "cpu",
+) -> None:
+    """Refuse arguments of the wrong type or out of range, naming them (and their option),
+    before any work: ``batch_rows=1.5`` would otherwise write a segment per row."""
+
+    def whole(value: object, minimum: int) -> bool:
+        return (
+            isinstance(value, numbers.Integral)
+            and not isinstance(value, bool)
+            and int(value) >= minimum
+        )
+
+    if not isinstance(dataset, Dataset):
+        raise InputError(
+            f"dataset must be a tsfs Dataset (tsfs.pipeline.sources.load(...)), got "
+            f"{type(dataset).__name__}"
+        )
+    if not isinstance(spec, kind):
+        raise InputError(f"spec must be of type {kind.__name__}, got {type(spec).__name__}")
+    if not isinstance(store, Store):
+        raise InputError(f"store must be a tsfs Store, got {type(store).__name__}")
+    if not whole(jobs, 1):
+        raise InputError(f"jobs (--jobs) must be a positive integer, got {jobs!r}")
+    if batch_rows is not None and not whole(batch_rows, 1):
+        raise InputError(
+            f"batch_rows (--batch-rows) must be a positive integer, got {batch_rows!r}"
+        )
+    if budget_bytes is not None and not whole(budget_bytes, 0):
+        raise InputError(f"budget_bytes (--budget) must be a byte count, got {budget_bytes!r}")
+    if executor not in EXECUTORS:
+        raise InputError(f"unknown executor {executor!r} (--executor); choose local or dask")
+    if scheduler is not None and executor != "dask":
+        raise InputError("a scheduler (--scheduler) is for a Dask cluster: executor='dask'")
+    if codec not in ("lz4", "zstd"):
+        raise InputError(f"unknown codec {codec!r} (--codec); choose lz4 or zstd")
+    if not (device in ("cpu", "cuda") or (isinstance(device, str) and device.startswith("cuda:"))):
+        raise InputError(f"unknown device {device!r} (--device); choose cpu, cuda or cuda:N")
+
+
 def prep_features(
     dataset: Dataset,
     spec: FeatureSpec,
@@ -525,6 +578,18 @@ def prep_features(
     :func:`~tsfs.pipeline.execute.run_batches`). ``batch_rows``: rows per segment (default
     65,536).
     """
+    _check_arguments(
+        dataset,
+        spec,
+        FeatureSpec,
+        store,
+        jobs=jobs,
+        batch_rows=batch_rows,
+        budget_bytes=budget_bytes,
+        executor=executor,
+        scheduler=scheduler,
+        device=device,
+    )
     check_rows(dataset, spec)
     return _run(
         _features_job(store, resolve_features(dataset, spec), device),
@@ -560,6 +625,18 @@ def prep_images(
     committing its own segments. ``codec``: ``lz4`` (default; decodes ~5x faster for training
     reads) or ``zstd`` (~30% smaller). ``batch_rows``: rows per segment (default 2,048).
     """
+    _check_arguments(
+        dataset,
+        spec,
+        ImageSpec,
+        store,
+        jobs=jobs,
+        batch_rows=batch_rows,
+        budget_bytes=budget_bytes,
+        executor=executor,
+        scheduler=scheduler,
+        codec=codec,
+    )
     check_rows(dataset, spec)
     return _run(
         _images_job(store, spec, codec),
@@ -584,6 +661,15 @@ def plan_features(
     budget_bytes: int | None = None,
 ) -> Estimate:
     """Predict what :func:`prep_features` would write and how long it would take."""
+    _check_arguments(
+        dataset,
+        spec,
+        FeatureSpec,
+        store,
+        jobs=jobs,
+        batch_rows=batch_rows,
+        budget_bytes=budget_bytes,
+    )
     return _plan(
         _features_job(store, resolve_features(dataset, spec), "cpu"),
         dataset,
@@ -604,6 +690,16 @@ def plan_images(
     budget_bytes: int | None = None,
 ) -> Estimate:
     """Predict what :func:`prep_images` would write and how long it would take."""
+    _check_arguments(
+        dataset,
+        spec,
+        ImageSpec,
+        store,
+        jobs=jobs,
+        batch_rows=batch_rows,
+        budget_bytes=budget_bytes,
+        codec=codec,
+    )
     return _plan(
         _images_job(store, spec, codec),
         dataset,

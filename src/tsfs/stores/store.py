@@ -1107,8 +1107,12 @@ class Store:
         missing_ok: bool = False,
         create: bool | Literal["on_write"] = True,
     ) -> None:
+        if not isinstance(location, str | os.PathLike):
+            raise InputError(f"a store location is a path or URL, got {location!r}")
         if not os.fspath(location).strip():
             raise InputError("the store path is empty; give a directory or URL, e.g. tsfs-store")
+        if mode not in ("r", "a"):
+            raise InputError(f"mode must be 'r' (read) or 'a' (read and write), got {mode!r}")
         self.files = open_files(location)
         self.url = self.files.url
         self.mode = mode

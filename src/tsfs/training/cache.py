@@ -20,6 +20,7 @@ A wrong checksum is a :class:`~tsfs.errors.StoreCorruptError` naming the chunk f
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 from collections import OrderedDict, deque
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tsfs.errors import InputError
 from tsfs.stores.store import Commit, Namespace
 
 __all__ = ["DEFAULT_CACHE_BYTES", "CacheStats", "ChunkCache", "ChunkKey", "ChunkReader"]
@@ -80,9 +82,10 @@ class ChunkCache:
     """
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
-        if max_bytes < 0:
-            raise ValueError(f"max_bytes must not be negative, got {max_bytes}")
-        self.max_bytes = max_bytes
+        given: object = max_bytes  # as given: a caller may pass anything
+        if isinstance(given, bool) or not isinstance(given, numbers.Integral) or given < 0:
+            raise InputError(f"cache_bytes must be a byte count, 0 or more, got {max_bytes!r}")
+        self.max_bytes = int(max_bytes)
         self.stats = CacheStats()
         self._chunks: OrderedDict[ChunkKey, npt.NDArray[Any]] = OrderedDict()
         self._lock = threading.Lock()

@@ -57,6 +57,7 @@ import functools
 import hashlib
 import itertools
 import math
+import numbers
 import os
 import queue
 import shlex
@@ -797,7 +798,7 @@ class WindowDataset(torch.utils.data.Dataset[Any]):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
-        a = self.reader.read(np.asarray(indices, dtype=np.int64))
+        a = self.reader.read(indices)  # validates them: 1.5 is no window
         if self.tslib:
             if a.y is not None and a.x_mark is not None and a.y_mark is not None:
                 return list(zip(a.x, a.y, a.x_mark, a.y_mark, strict=True))
@@ -862,6 +863,11 @@ def _to_batch(arrays: WindowArrays, number: int) -> Batch:
     return batch
 
 
+def _whole(value: object) -> bool:
+    """An integer (numpy's too), not a bool or a float that happens to be whole."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _distributed() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -910,8 +916,11 @@ class ChunkedWindows(IterableDataset[Batch]):
     ) -> None:
         if order not in ORDERS:
             raise InputError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
-        if not 0 <= int(seed) < 2**63:
-            raise InputError(f"seed must be an integer in [0, 2**63), got {seed}")
+        if not _whole(seed) or not 0 <= int(seed) < 2**63:
+            raise InputError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        for name, value in (("batch_size", batch_size), ("buffer", buffer), ("span", span)):
+            if not _whole(value) or int(value) < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
         default_rank, default_world = _distributed()
         self.reader = reader
         # plain ints (a numpy integer would not load with weights_only, nor go into JSON)

@@ -37,6 +37,7 @@ import numpy.typing as npt
 import torch
 
 from tsfs._threads import one_blas_thread
+from tsfs.errors import InputError
 
 __all__ = [
     "QUANTILES",
@@ -61,13 +62,27 @@ _BLOCK = 1024
 Array = npt.NDArray[np.floating]
 
 
-def _check(samples: torch.Tensor, target: torch.Tensor | None) -> None:
-    if samples.dim() < 1:
-        raise ValueError("samples must have their sample dimension first: (S, ...)")
+def _check(
+    samples: torch.Tensor, target: torch.Tensor | None, quantiles: tuple[float, ...] = ()
+) -> None:
+    if not isinstance(samples, torch.Tensor) or (
+        target is not None and not isinstance(target, torch.Tensor)
+    ):
+        raise InputError("samples and target must be torch tensors (torch.as_tensor(array))")
+    if samples.dim() < 1 or samples.shape[0] < 1:
+        raise InputError(
+            f"samples must have their sample dimension first, (S, ...) with S ≥ 1, got "
+            f"{tuple(samples.shape)}"
+        )
+    if not samples.is_floating_point():
+        raise InputError(f"samples must be floating point, got {samples.dtype}")
     if target is not None and samples.shape[1:] != target.shape:
-        raise ValueError(
+        raise InputError(
             f"samples (S, ...) {tuple(samples.shape)} do not fit target {tuple(target.shape)}"
         )
+    levels = np.asarray(quantiles, dtype=np.float64)
+    if not ((levels >= 0) & (levels <= 1)).all():
+        raise InputError(f"quantile levels must be in [0, 1], got {quantiles}")
 
 
 class _Sorted:
@@ -228,7 +243,7 @@ def crps_fair(samples: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     _check(samples, target)
     s = samples.shape[0]
     if s < 2:
-        raise ValueError("the fair CRPS needs at least two samples")
+        raise InputError("the fair CRPS needs at least two samples")
     ranked = _Sorted(samples, target, pairs=True)
     return (ranked.error - ranked.pairs / (s * (s - 1))).reshape(target.shape)
 
@@ -247,7 +262,7 @@ def crps_scores(samples: torch.Tensor, target: torch.Tensor) -> dict[str, torch.
     _check(samples, target)
     s = samples.shape[0]
     if s < 2:
-        raise ValueError("the fair CRPS needs at least two samples")
+        raise InputError("the fair CRPS needs at least two samples")
     ranked = _Sorted(samples, target, pairs=True, quantiles=QUANTILES)
     return {
         "ensemble": (ranked.error - ranked.pairs / (s * s)).reshape(target.shape),
@@ -270,7 +285,7 @@ def sample_quantiles(
     Returns:
         (Q, ...) the quantiles.
     """
-    _check(samples, None)
+    _check(samples, None, quantiles)
     q = _Sorted(samples, None, quantiles=quantiles).quantiles  # (N, Q)
     return q.T.reshape(len(quantiles), *samples.shape[1:])
 
@@ -288,7 +303,7 @@ def quantile_loss(
     Returns:
         () the quantile loss summed over every element, averaged over the levels.
     """
-    _check(samples, target)
+    _check(samples, target, quantiles)
     return _Sorted(samples, target, quantiles=quantiles).level_loss.mean()
 
 
