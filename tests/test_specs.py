@@ -131,3 +131,10 @@ def test_metrics_refuse_what_would_be_a_wrong_number() -> None:
         crps_ensemble(np.zeros((3, 2)), torch.zeros(2))  # type: ignore[arg-type]
     # levels at the ends are np.quantile's min and max
     np.testing.assert_array_equal(sample_quantiles(x, (0.0, 1.0))[:, 0], [0.0, 8.0])
+
+
+def test_load_takes_a_path_and_a_window_spec() -> None:
+    with pytest.raises(InputError, match="load\\(\\) takes a WindowSpec, got FeatureSpec"):
+        load(ETTH1, FeatureSpec())  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="load\\(\\) takes a file path, got 3"):
+        load(3)  # type: ignore[arg-type]

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from tsfs.errors import DataError
+from tsfs.errors import DataError, InputError
 from tsfs.pipeline.timefeatures import time_features
 from tsfs.pipeline.windows import (
     Dataset,
@@ -146,6 +146,10 @@ def load(path: str | os.PathLike[str], spec: WindowSpec | None = None) -> Datase
         InputError: an option does not fit (e.g. an unsupported ``freq``).
     """
     spec = spec or WindowSpec()
+    if not isinstance(spec, WindowSpec):
+        raise InputError(f"load() takes a WindowSpec, got {type(spec).__name__}")
+    if not isinstance(path, str | os.PathLike):
+        raise InputError(f"load() takes a file path, got {path!r}")
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file or directory; check the data path")
