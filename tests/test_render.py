@@ -423,7 +423,7 @@ def test_pool_raises_when_a_worker_dies(etth1: npt.NDArray[np.float32]) -> None:
         ({"margin": 1e308}, "--margin must be a fraction of the row's range from 0 to 1000"),
         ({"margin": -0.1}, "--margin must be"),
         ({"ylim": "sigma", "sigma": 1e-300}, "--sigma must be from 0.001 to 1e"),
-        ({"ylim": "sigma", "sigma": float("inf")}, "--sigma must be from"),
+        ({"ylim": "sigma", "sigma": float("inf")}, "ImageSpec.sigma must be a finite number"),
     ],
 )
 def test_y_limits_that_matplotlib_would_not_draw_are_refused(
