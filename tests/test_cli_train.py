@@ -93,6 +93,9 @@ def _bad(tmp: Path) -> list[tuple[list[str], str]]:
         (["timellm", *data, "-c", "dropout=2"], "dropout must be in [0, 1), got 2.0"),
         (["timellm", *data, "-c", "backbone_width=10"], "backbone_width (10) must be a multiple"),
         (["timesclip", *data, "-c", "d_model=10"], "d_model (10) must be a multiple of n_heads"),
+        # the settings are listed as --config takes them back
+        (["timesclip", *data, "-c", "nope=1"], "channels=16,32,64,"),
+        (["timesclip", *data, "-c", "align_weight=-1"], "align_weight must be 0 or more"),
         (["unet", *data, "-c", "dropout=-1"], "dropout must be in [0, 1)"),
         (["diffusion", *data, "--device", "mps"], "tsfs trains on auto, cpu, cuda or cuda:N"),
         (["diffusion", *data, "--pred-len", "0", "--label-len", "0"], "--pred-len must be at"),
@@ -218,3 +221,33 @@ def test_a_model_too_large_for_memory_is_one_line(tmp_path: Path) -> None:
         r"--batch-size or the model's sizes \(-c d_model=…\), or free memory\n",
         huge.stderr,
     ), huge.stderr
+
+
+def test_classification_run_names_its_best_epoch_as_the_progress_lines_do(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(24) % 2
+    x = rng.normal(size=(24, 32, 2)) + labels[:, None, None]
+    data = tmp_path / "toy.npz"
+    np.savez(data, train_x=x[:12], train_y=labels[:12], val_x=x[12:], val_y=labels[12:])
+    store, out = tmp_path / "store", tmp_path / "run"
+    made = tsfs("prep", "images", str(data), "--size", "32", "--store", str(store), "-q")
+    assert made.returncode == 0, made.stderr
+    small = ["-c", "d_model=16", "-c", "channels=4,8", "-c", "patch_len=8", "-c", "stride=4"]
+    run = tsfs(
+        *("train", "timesclip", str(data), "--store", str(store), "--epochs", "3"),
+        *(*small, "--out", str(out)),
+    )
+    assert run.returncode == 0, run.stderr
+    best = json.loads((out / "metrics.json").read_text())["best"]["epoch"]  # from 0
+    assert f"best: epoch {best + 1} (step" in run.stdout
+    assert f"tsfs: epoch {best + 1}/3:" in run.stderr
+    # data without a train split: said of the data, not of --splits
+    np.savez(tmp_path / "val_only.npz", val_x=x, val_y=labels)
+    alone = tsfs(
+        *("train", "timesclip", str(tmp_path / "val_only.npz"), "--store", str(store)),
+        *("--no-scale", *small),
+    )
+    assert alone.returncode == 2
+    assert "val_only.npz has none (it has val)" in alone.stderr, alone.stderr

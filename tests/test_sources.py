@@ -481,6 +481,7 @@ def test_unlabelled_ts(tmp_path: Path) -> None:
         (["1:a"], "1,2,3\n@data\n", r"line 1: data before the @data line"),
         ([], None, r"no samples after the @data line"),
         (["1,2:3,4:a"], "@dimensions two\n@data\n", r"@dimensions needs a positive integer"),
+        (["1,2:3,4:A"], "@classLabel true A B A\n@data\n", r"line 1: @classLabel names A twice"),
     ],
 )
 def test_malformed_ts(tmp_path: Path, rows: list[str], header: str | None, match: str) -> None:

@@ -76,6 +76,13 @@ NamespaceOpt = Annotated[
 ]
 
 
+def _shown(value: object) -> str:
+    """A setting's value as --config takes it back: ``channels=16,32,64``, not a tuple."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return repr(value)
+
+
 def _parse(text: str, kind: Any, where: str) -> Any:
     """``text`` as a value of the annotation ``kind`` (scalars, Literal, tuples, X | None)."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
@@ -132,7 +139,7 @@ def family_config(config_type: type[Any], pairs: Sequence[str], model: str) -> A
             )
         if key not in fields:
             defaults = config_type()
-            known = ", ".join(f"{name}={getattr(defaults, name)!r}" for name in fields)
+            known = ", ".join(f"{name}={_shown(getattr(defaults, name))}" for name in fields)
             raise InputError(f"--config: {model} has no setting {key!r}; its settings: {known}")
         values[key] = _parse(text.strip(), hints[key], f"--config {key}")
     return config_type(**values)
@@ -150,8 +157,8 @@ def _summary(metrics: dict[str, Any], out: Path) -> None:
 
     best = metrics.get("best")
     if best:
-        # numbered as metrics.json numbers epochs, from 0
-        typer.echo(f"best: epoch {best['epoch']} (step {best['step']:,}): {line(best['val'])}")
+        # numbered as the progress lines number epochs, from 1 (metrics.json counts from 0)
+        typer.echo(f"best: epoch {best['epoch'] + 1} (step {best['step']:,}): {line(best['val'])}")
     if "test" in metrics:
         typer.echo(f"test: {line(metrics['test'])}")
     for key, label in (("repeat_last", "repeat-last"), ("majority_class", "majority-class")):

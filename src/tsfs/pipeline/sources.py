@@ -571,6 +571,9 @@ def _ts_header(path: Path, lines: list[str]) -> _TsHeader:
             if len(words) < 2:
                 raise DataError(f"{where}: @classLabel true must list the class names")
             classes = tuple(words[1:])
+            twice = sorted({c for c in classes if classes.count(c) > 1})
+            if twice:
+                raise DataError(f"{where}: @classLabel names {', '.join(twice)} twice")
     raise DataError(f"{path}: no @data line; is this an sktime/UEA .ts file?")
 
 

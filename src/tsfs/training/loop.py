@@ -1095,6 +1095,12 @@ def train(
         )
     if task == "forecast" and dataset.spec.pred_len < 1:
         raise InputError(f"--pred-len must be at least 1 to train a forecaster ({model})")
+    if "train" not in dataset.splits and "train" in dataset.spec.splits:
+        raise InputError(
+            f"training needs a train split, and {dataset.path.name} has none (it has "
+            f"{', '.join(dataset.splits)}); load a file with training samples (a UEA _TRAIN "
+            "file brings its _TEST sibling)"
+        )
     view = open_view(dataset, _open_store(store))
     want_features, want_images = reads(fam, config)
     fspec = _namespace_spec(view, features, FeatureSpec) if want_features else None

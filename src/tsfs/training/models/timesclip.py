@@ -84,6 +84,8 @@ class TimesCLIPConfig:
             raise InputError(f"channels must be positive numbers, got {self.channels}")
         if not self.temperature > 0:  # NaN too
             raise InputError(f"temperature must be positive, got {self.temperature}")
+        if not self.align_weight >= 0:  # a negative weight would reward misalignment
+            raise InputError(f"align_weight must be 0 or more, got {self.align_weight}")
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
