@@ -29,6 +29,8 @@ CASES = [
     pytest.param(ETTH1, WindowSpec(seq_len=96, stride=4), id="etth1-96"),
     pytest.param(ETTH1, WindowSpec(seq_len=512, stride=8), id="etth1-512"),
     pytest.param(BASIC, WindowSpec(preset="uea"), id="basicmotions"),
+    # one split, sorted by class: a sample of its start alone was 13% off
+    pytest.param(BASIC, WindowSpec(preset="uea", splits=("train",)), id="basicmotions-train"),
 ]
 
 
@@ -168,3 +170,21 @@ def test_files_and_directories_are_counted_exactly(tmp_path: Path, kind: str) ->
     assert est.files == sum(p.is_file() for p in made)
     assert est.directories == 1 + sum(p.is_dir() for p in made)  # the store's own too
     assert est.disk_bytes_bound >= est.bytes_on_disk + est.directories * 4096
+
+
+def test_a_short_plans_sample_spreads_over_all_of_it() -> None:
+    """Fewer stretches than asked for (a short plan) must still reach its end: rows differ in
+    how well they compress, and data sorted by class differs from start to end."""
+    from tsfs.pipeline.execute import plan_rows
+    from tsfs.pipeline.plan import _sample_batches
+    from tsfs.pipeline.prep import dataset_blocks
+
+    data = load(ETTH1, WindowSpec(seq_len=96, stride=64, splits=("val",)))
+    plan = plan_rows(dataset_blocks(data), None, key_algorithm="xxh3-128", batch_rows=2048)
+    total = plan.rows_missing
+    stretches = _sample_batches(plan, sample_rows=512, stretches=8)
+    assert 1 < len(stretches) < 8  # fewer than asked for: the case this is about
+    windows = data.splits["val"].starts.size
+    first = [int(b.windows[0]) for b in stretches]
+    # the stretches start across the whole split, the last one in its last part
+    assert first[-1] >= windows * (len(stretches) - 1) / len(stretches) - 1, (first, total)

@@ -129,8 +129,11 @@ def _sample_batches(plan: RowPlan, sample_rows: int, stretches: int) -> list[Bat
     ends = np.cumsum([b.n_rows for b in plan.batches])
     total = int(ends[-1])
     out = []
-    for k in range(max(1, min(stretches, total // per))):
-        at = int((k + 0.5) * total / max(1, stretches))
+    count = max(1, min(stretches, total // per))
+    for k in range(count):
+        # spread over the whole plan by the stretches taken (fewer than asked for, when the
+        # plan is short): dividing by those asked for sampled only its start
+        at = int((k + 0.5) * total / count)
         i = int(np.searchsorted(ends, at, side="right"))
         b = plan.batches[min(i, len(plan.batches) - 1)]
         counts = np.cumsum(b.select.sum(axis=1))
