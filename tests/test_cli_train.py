@@ -240,7 +240,9 @@ def test_classification_run_names_its_best_epoch_as_the_progress_lines_do(tmp_pa
         *(*small, "--out", str(out)),
     )
     assert run.returncode == 0, run.stderr
-    best = json.loads((out / "metrics.json").read_text())["best"]["epoch"]  # from 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classes"] == ["0", "1"]  # what outputs 0 and 1 stand for
+    best = metrics["best"]["epoch"]  # from 0
     assert f"best: epoch {best + 1} (step" in run.stdout
     assert f"tsfs: epoch {best + 1}/3:" in run.stderr
     # data without a train split: said of the data, not of --splits

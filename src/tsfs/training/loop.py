@@ -914,6 +914,10 @@ def fit(
         "best": run.best,
         "backoffs": run.backoffs,
     }
+    classes = readers["train"].dataset.classes
+    if classes is not None:
+        # what the model's outputs 0, 1, … mean (.ts files keep @classLabel's order)
+        metrics["classes"] = list(classes)
     if "test" in readers:
         metrics["test"] = run.evaluate("test")
         if info.task == "forecast":
