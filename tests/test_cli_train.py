@@ -245,11 +245,33 @@ def test_classification_run_names_its_best_epoch_as_the_progress_lines_do(tmp_pa
     best = metrics["best"]["epoch"]  # from 0
     assert f"best: epoch {best + 1} (step" in run.stdout
     assert f"tsfs: epoch {best + 1}/3:" in run.stderr
+    assert "no training sample has" not in run.stderr  # both classes are in train
+    # a class val holds and train does not: said before training
+    np.savez(
+        tmp_path / "unseen.npz",
+        train_x=x[:12],
+        train_y=labels[:12] * 0,
+        val_x=x[12:],
+        val_y=labels[12:],
+    )
+    made = tsfs(
+        "prep", "images", str(tmp_path / "unseen.npz"), "--size", "32", "--store", str(store), "-q"
+    )
+    assert made.returncode == 0, made.stderr
+    unseen = tsfs(
+        *("train", "timesclip", str(tmp_path / "unseen.npz"), "--store", str(store)),
+        *("--max-steps", "1", *small, "--out", str(tmp_path / "unseen")),
+    )
+    assert unseen.returncode == 0, unseen.stderr
+    assert (
+        "tsfs: val holds class(es) 1 that no training sample has (50% of its samples): "
+        "no model can get those right" in unseen.stderr
+    ), unseen.stderr
     # data without a train split: said of the data, not of --splits
     np.savez(tmp_path / "val_only.npz", val_x=x, val_y=labels)
     alone = tsfs(
         *("train", "timesclip", str(tmp_path / "val_only.npz"), "--store", str(store)),
-        *("--no-scale", *small),
+        *("--no-scale", *small, "--out", str(tmp_path / "alone")),
     )
     assert alone.returncode == 2
     assert "val_only.npz has none (it has val)" in alone.stderr, alone.stderr

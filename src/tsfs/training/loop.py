@@ -1129,7 +1129,29 @@ def train(
         image_spec=ispec,
         target_only=task == "forecast" and w.features == "MS",
     )
+    if task == "classify" and "train" in dataset.splits and dataset.classes:
+        _note_unseen_classes(dataset, notify)
     return fit(fam, config, info, readers, spec, notify=notify)
+
+
+def _note_unseen_classes(dataset: Dataset, notify: Notify) -> None:
+    """Say so when val or test hold classes no training sample has: the model cannot
+    predict them, so part of the accuracy is lost before training starts."""
+    classes = dataset.classes or ()
+    train = dataset.splits["train"].labels
+    if train is None:
+        return
+    seen = set(np.unique(train).tolist())
+    for name, split in dataset.splits.items():
+        if name == "train" or split.labels is None:
+            continue
+        unseen = sorted(set(np.unique(split.labels).tolist()) - seen)
+        if unseen:
+            share = np.isin(split.labels, unseen).mean()
+            notify(
+                f"{name} holds class(es) {', '.join(classes[c] for c in unseen)} that no "
+                f"training sample has ({share:.0%} of its samples): no model can get those right"
+            )
 
 
 def _feature_shapes(readers: Mapping[str, WindowReader]) -> dict[str, tuple[int, ...]]:
