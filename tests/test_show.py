@@ -144,6 +144,12 @@ def test_sheet_of_many_variables_shows_the_first_16_or_those_picked(tmp_path: Pa
 
     count, text = panels()
     assert count == 16
+    # a tall sheet: the two title lines, then a gap, then the first panel's title
+    top = matplotlib.image.imread(tmp_path / "w.png")[:200, :, :3]
+    ink = np.flatnonzero((top < 0.5).any(axis=(1, 2)))
+    runs = np.split(ink, np.flatnonzero(np.diff(ink) > 1) + 1)
+    assert len(runs) >= 3
+    assert runs[2][0] - runs[1][-1] >= 20, [(r[0], r[-1]) for r in runs]
     assert "showing the first 16 of 20 variables; pick others with --variables" in text
     count, text = panels("--variables", "OT, 3,c0")
     assert count == 3

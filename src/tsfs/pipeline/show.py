@@ -274,10 +274,16 @@ def write_contact_sheet(
         f"{dataset.path.name}\n{split} window {window}", fontsize=10, parse_math=False
     )
     # A long file name must not run off the sheet: widen the figure to the title.
-    title_in = heading.get_window_extent().width / fig.dpi
-    if title_in + 0.2 > fig.get_figwidth():
-        fig.set_figwidth(title_in + 0.2)
-    fig.tight_layout()
+    extent = heading.get_window_extent()
+    if extent.width / fig.dpi + 0.2 > fig.get_figwidth():
+        fig.set_figwidth(extent.width / fig.dpi + 0.2)
+    # The title a tenth of an inch from the top and the panels below it, in inches: by
+    # fractions of the height (suptitle's and tight_layout's own), a tall sheet's first
+    # panel climbed into the title.
+    height = fig.get_figheight()
+    heading.set_y(1 - 0.1 / height)
+    heading.set_verticalalignment("top")
+    fig.tight_layout(rect=(0, 0, 1, 1 - (extent.height / fig.dpi + 0.25) / height))
     try:
         fig.savefig(out, dpi=100, format=fmt)
     except OSError as e:
