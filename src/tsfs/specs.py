@@ -31,6 +31,7 @@ __all__ = [
     "WindowSpec",
     "canonical_json",
     "fingerprint",
+    "is_integer",
     "spec_version",
     "strict_json",
 ]
@@ -72,6 +73,11 @@ def fingerprint(obj: dict[str, Any]) -> str:
     return hashlib.blake2b(canonical_json(obj).encode(), digest_size=8).hexdigest()
 
 
+def is_integer(value: object) -> bool:
+    """An integer as a caller means one: Python's or numpy's, not a bool, not a whole float."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _typed(spec: object, **kinds: type) -> None:
     """Check and normalise the named fields of a frozen spec to one Python type each: ints
     (numpy integers too) to ``int``, real numbers to finite ``float``, booleans to ``bool``.
@@ -93,7 +99,7 @@ def _typed(spec: object, **kinds: type) -> None:
                 raise InputError(f"{name_of}.{name} must be True or False, got {value!r}")
             value = bool(value)
         elif kind is int:
-            if is_bool or not isinstance(value, numbers.Integral):
+            if not is_integer(value):
                 raise InputError(f"{name_of}.{name} must be an integer, got {value!r}")
             value = int(value)
         elif kind is float:

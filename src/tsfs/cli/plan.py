@@ -25,7 +25,6 @@ from tsfs.cli.prep import (
     WaveletOpt,
     YlimOpt,
     feature_spec,
-    image_codec,
     image_spec,
     jobs_or_cores,
 )
@@ -189,7 +188,7 @@ def images(
 
     Example: tsfs plan images data/ETTh1.csv --seq-len 512 --budget 2G
     """
-    from tsfs.pipeline.prep import plan_images
+    from tsfs.pipeline.prep import check_codec, plan_images
     from tsfs.pipeline.sources import load
     from tsfs.stores.store import Store
 
@@ -203,8 +202,8 @@ def images(
         spec,
         st,
         jobs=n,
-        codec=image_codec(codec),
+        codec=check_codec(codec),
         budget_bytes=parse_size(budget) if budget else None,
         batch_rows=batch_rows,
     )
-    _run(est, spec, dataset, st, n, json_out, batch_rows=batch_rows, codec=image_codec(codec))
+    _run(est, spec, dataset, st, n, json_out, batch_rows=batch_rows, codec=codec)

@@ -19,9 +19,8 @@ from tsfs.cli._common import (
 )
 from tsfs.cli._data import DataArg, data_options
 from tsfs.errors import InputError
-from tsfs.pipeline.execute import EXECUTORS, Executor, PrepReport
+from tsfs.pipeline.execute import PrepReport
 from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec
-from tsfs.stores.store import Codec
 from tsfs.units import human_bytes, parse_size
 
 if TYPE_CHECKING:
@@ -46,9 +45,7 @@ __all__ = [
     "WaveletOpt",
     "YlimOpt",
     "app",
-    "executor_choice",
     "feature_spec",
-    "image_codec",
     "image_spec",
     "jobs_or_cores",
 ]
@@ -153,15 +150,6 @@ def jobs_or_cores(jobs: int | None) -> int:
     return jobs or len(os.sched_getaffinity(0))
 
 
-def executor_choice(executor: str, scheduler: str | None) -> Executor:
-    """``--executor``, checked against ``--scheduler``."""
-    if executor not in EXECUTORS:
-        raise InputError(f"unknown --executor {executor!r}; choose local or dask")
-    if scheduler is not None and executor != "dask":
-        raise InputError("--scheduler is for a Dask cluster; add --executor dask")
-    return executor  # type: ignore[return-value]
-
-
 def feature_spec(wavelet: str, level: int | None, mode: str, coefficients: bool) -> FeatureSpec:
     return FeatureSpec(
         wavelet=wavelet,
@@ -169,12 +157,6 @@ def feature_spec(wavelet: str, level: int | None, mode: str, coefficients: bool)
         mode=mode,  # type: ignore[arg-type]  # validated by FeatureSpec
         store_coefficients=coefficients,
     )
-
-
-def image_codec(codec: str) -> Codec:
-    if codec not in ("lz4", "zstd"):
-        raise InputError(f"unknown --codec {codec!r}; choose lz4 or zstd")
-    return codec  # type: ignore[return-value]
 
 
 def image_spec(
@@ -248,12 +230,14 @@ def _run_options(
     quiet: bool,
 ) -> dict[str, Any]:
     """The keyword arguments both prep commands pass on: how and where the run goes."""
+    from tsfs.pipeline.prep import check_executor
+
     return {
         "jobs": jobs_or_cores(jobs),
         "batch_rows": batch_rows,
         "budget_bytes": parse_size(budget) if budget else None,
         "force": force,
-        "executor": executor_choice(executor, scheduler),
+        "executor": check_executor(executor, scheduler),
         "scheduler": scheduler,
         "progress": not quiet and sys.stderr.isatty(),
     }
@@ -332,12 +316,12 @@ def images(
 
     Example: tsfs prep images data/ETTh1.csv --seq-len 96 --size 224 --jobs 2
     """
-    from tsfs.pipeline.prep import check_rows, prep_images
+    from tsfs.pipeline.prep import check_codec, check_rows, prep_images
     from tsfs.pipeline.sources import load
 
     spec = image_spec(size, linewidth, ylim, rgb, margin=margin, sigma=sigma, color=color)
     run = _run_options(jobs, batch_rows, budget, force, executor, scheduler, quiet or json_out)
-    chosen = image_codec(codec)
+    chosen = check_codec(codec)
     dataset = load(data, window)
     check_rows(dataset, spec)
     with interrupted_note(_RESUMES):

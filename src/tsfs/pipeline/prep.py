@@ -9,7 +9,6 @@ the computation and layout that prep then performs.
 from __future__ import annotations
 
 import functools
-import numbers
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,7 +33,7 @@ from tsfs.pipeline.execute import (
 from tsfs.pipeline.normalize import revin
 from tsfs.pipeline.plan import Estimate, check_budget, estimate, free_bytes, upper_bound_bytes
 from tsfs.pipeline.windows import Dataset
-from tsfs.specs import FeatureSpec, ImageSpec
+from tsfs.specs import FeatureSpec, ImageSpec, is_integer
 from tsfs.stores.store import Codec, Namespace, Store
 
 __all__ = [
@@ -506,6 +505,22 @@ def _image_batch_rows(spec: ImageSpec) -> int:
     return max(1, min(_IMAGE_BATCH_ROWS, _IMAGE_BATCH_BYTES // per_image))
 
 
+def check_executor(executor: object, scheduler: object) -> Executor:
+    """``executor`` (``--executor``), checked against ``scheduler`` (``--scheduler``)."""
+    if executor not in EXECUTORS:
+        raise InputError(f"unknown --executor {executor!r}; choose local or dask")
+    if scheduler is not None and executor != "dask":
+        raise InputError("--scheduler is for a Dask cluster; add --executor dask")
+    return executor  # type: ignore[return-value]
+
+
+def check_codec(codec: object) -> Codec:
+    """An image codec (``--codec``)."""
+    if codec not in ("lz4", "zstd"):
+        raise InputError(f"unknown --codec {codec!r}; choose lz4 or zstd")
+    return codec
+
+
 def _check_arguments(
     dataset: object,
     spec: object,
@@ -524,11 +539,7 @@ def _check_arguments(
     before any work: ``batch_rows=1.5`` would otherwise write a segment per row."""
 
     def whole(value: object, minimum: int) -> bool:
-        return (
-            isinstance(value, numbers.Integral)
-            and not isinstance(value, bool)
-            and int(value) >= minimum
-        )
+        return is_integer(value) and int(value) >= minimum  # type: ignore[call-overload]
 
     if not isinstance(dataset, Dataset):
         raise InputError(
@@ -547,12 +558,8 @@ def _check_arguments(
         )
     if budget_bytes is not None and not whole(budget_bytes, 0):
         raise InputError(f"budget_bytes (--budget) must be a byte count, got {budget_bytes!r}")
-    if executor not in EXECUTORS:
-        raise InputError(f"unknown executor {executor!r} (--executor); choose local or dask")
-    if scheduler is not None and executor != "dask":
-        raise InputError("a scheduler (--scheduler) is for a Dask cluster: executor='dask'")
-    if codec not in ("lz4", "zstd"):
-        raise InputError(f"unknown codec {codec!r} (--codec); choose lz4 or zstd")
+    check_executor(executor, scheduler)
+    check_codec(codec)
     if not (device in ("cpu", "cuda") or (isinstance(device, str) and device.startswith("cuda:"))):
         raise InputError(f"unknown device {device!r} (--device); choose cpu, cuda or cuda:N")
 

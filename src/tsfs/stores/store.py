@@ -1310,7 +1310,8 @@ class Store:
             rows: int | None = None
             segments: int | None = None
             try:
-                segments, rows = len(ns.commits()), len(ns.index())
+                index = ns.index()
+                segments, rows = len(index.segments), len(index)
             except StoreCorruptError as e:
                 damaged = str(e)
             spaces.append(

@@ -20,7 +20,6 @@ A wrong checksum is a :class:`~tsfs.errors.StoreCorruptError` naming the chunk f
 
 from __future__ import annotations
 
-import numbers
 import os
 import threading
 from collections import OrderedDict, deque
@@ -33,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tsfs.errors import InputError
+from tsfs.specs import is_integer
 from tsfs.stores.store import Commit, Namespace
 
 __all__ = ["DEFAULT_CACHE_BYTES", "CacheStats", "ChunkCache", "ChunkKey", "ChunkReader"]
@@ -82,8 +82,7 @@ class ChunkCache:
     """
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
-        given: object = max_bytes  # as given: a caller may pass anything
-        if isinstance(given, bool) or not isinstance(given, numbers.Integral) or given < 0:
+        if not is_integer(max_bytes) or max_bytes < 0:
             raise InputError(f"cache_bytes must be a byte count, 0 or more, got {max_bytes!r}")
         self.max_bytes = int(max_bytes)
         self.stats = CacheStats()

@@ -57,7 +57,6 @@ import functools
 import hashlib
 import itertools
 import math
-import numbers
 import os
 import queue
 import shlex
@@ -78,7 +77,7 @@ from tsfs.errors import InputError, MissingRowsError, StoreCorruptError, StoreEr
 from tsfs.pipeline.compose import Output, clip_normalize, compose_torch, palette, parse_color
 from tsfs.pipeline.prep import dataset_blocks, resolve_features
 from tsfs.pipeline.windows import Dataset, Split
-from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec, fingerprint
+from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec, fingerprint, is_integer
 from tsfs.stores.store import Commit, KeyIndex, Namespace, Store
 from tsfs.training.cache import DEFAULT_CACHE_BYTES, ChunkCache, ChunkReader
 from tsfs.training.sampler import (
@@ -863,11 +862,6 @@ def _to_batch(arrays: WindowArrays, number: int) -> Batch:
     return batch
 
 
-def _whole(value: object) -> bool:
-    """An integer (numpy's too), not a bool or a float that happens to be whole."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _distributed() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -916,10 +910,10 @@ class ChunkedWindows(IterableDataset[Batch]):
     ) -> None:
         if order not in ORDERS:
             raise InputError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
-        if not _whole(seed) or not 0 <= int(seed) < 2**63:
+        if not is_integer(seed) or not 0 <= int(seed) < 2**63:
             raise InputError(f"seed must be an integer in [0, 2**63), got {seed!r}")
         for name, value in (("batch_size", batch_size), ("buffer", buffer), ("span", span)):
-            if not _whole(value) or int(value) < 1:
+            if not is_integer(value) or int(value) < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
         default_rank, default_world = _distributed()
         self.reader = reader
