@@ -718,11 +718,40 @@ def test_loader_settings_are_checked_and_kept_as_plain_ints(
 ) -> None:
     """numpy integers (a seed drawn from a generator) would keep a checkpoint from loading
     with weights_only and from JSON; bad values are one-line errors, not numpy's."""
-    loader = StoreLoader(reader, batch_size=np.int64(64), seed=np.random.default_rng(0).integers(9))
+    i64 = np.int64
+    loader = StoreLoader(
+        reader,
+        batch_size=i64(64),
+        seed=np.random.default_rng(0).integers(9),
+        buffer=i64(8),
+        span=i64(2),
+        rank=i64(0),
+        world_size=i64(2),
+        drop_last=np.bool_(True),
+    )
     state = loader.state_dict()
     json.dumps(state)
     torch.save({"loader": state}, tmp_path / "c.pt")
     assert torch.load(tmp_path / "c.pt", weights_only=True)["loader"] == state
+    bad: list[tuple[dict[str, object], str]] = [
+        ({"rank": "0", "world_size": 1}, "rank must be an integer in range"),
+        ({"rank": 0.5, "world_size": 2}, "rank must be an integer in range"),
+        ({"world_size": 0}, "world_size must be a positive integer"),
+        ({"num_workers": "2"}, "num_workers must be an integer"),
+        ({"num_workers": 1.5}, "num_workers must be an integer"),
+        ({"prefetch_factor": 1.5}, "prefetch_factor must be a positive integer"),
+        ({"drop_last": "yes"}, "drop_last must be True or False"),
+        ({"pin_memory": "no"}, "pin_memory must be True, False or None"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(InputError, match=message):
+            StoreLoader(reader, **kwargs)  # type: ignore[arg-type]
+    for epoch in ("x", None, 1.5):  # 1.5 must not quietly become epoch 1
+        with pytest.raises(InputError, match="epoch must be an integer in"):
+            loader.set_epoch(epoch)  # type: ignore[arg-type]
+    for record, message in ((7, "not a StoreLoader.state_dict"), ({"epoch": 0}, "lacks samples")):
+        with pytest.raises(InputError, match=message):
+            loader.load_state_dict(record)  # type: ignore[arg-type]
     for seed in (-1, 1.7, "3", True):  # 1.7 must not quietly train as seed 1
         with pytest.raises(InputError, match="seed must be an integer in"):
             StoreLoader(reader, seed=seed)  # type: ignore[arg-type]

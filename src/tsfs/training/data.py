@@ -916,16 +916,25 @@ class ChunkedWindows(IterableDataset[Batch]):
             if not is_integer(value) or int(value) < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
         default_rank, default_world = _distributed()
+        rank = default_rank if rank is None else rank
+        world_size = default_world if world_size is None else world_size
+        if not is_integer(world_size) or int(world_size) < 1:
+            raise InputError(f"world_size must be a positive integer, got {world_size!r}")
+        if not is_integer(rank) or not 0 <= int(rank) < int(world_size):
+            raise InputError(f"rank must be an integer in range(0, {world_size}), got {rank!r}")
+        if not isinstance(drop_last, bool | np.bool_):
+            raise InputError(f"drop_last must be True or False, got {drop_last!r}")
         self.reader = reader
-        # plain ints (a numpy integer would not load with weights_only, nor go into JSON)
+        # Plain Python values: they go into state_dict(), and a numpy integer or bool there
+        # neither loads with weights_only=True nor goes into JSON.
         self.batch_size = int(batch_size)
         self.order: Order = order
         self.seed = int(seed)
-        self.buffer = buffer
-        self.span = span
-        self.rank = default_rank if rank is None else rank
-        self.world_size = default_world if world_size is None else world_size
-        self.drop_last = drop_last
+        self.buffer = int(buffer)
+        self.span = int(span)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.drop_last = bool(drop_last)
         self.epoch = 0
         #: this rank's batches of the current epoch that are already consumed (None: none).
         self.consumed: npt.NDArray[np.bool_] | None = None
@@ -937,8 +946,8 @@ class ChunkedWindows(IterableDataset[Batch]):
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` (its own order) with nothing consumed."""
-        if not 0 <= int(epoch) < 2**63:
-            raise InputError(f"epoch must be an integer in [0, 2**63), got {epoch}")
+        if not is_integer(epoch) or not 0 <= int(epoch) < 2**63:
+            raise InputError(f"epoch must be an integer in [0, 2**63), got {epoch!r}")
         self.epoch = int(epoch)
         self.consumed = None
 
@@ -1104,11 +1113,12 @@ class StoreLoader:
         device: torch.device | str = "cpu",
         pin_memory: bool | None = None,
     ) -> None:
-        if num_workers < 0 or prefetch_factor < 1:
-            raise InputError(
-                f"num_workers must be at least 0 and prefetch_factor at least 1, got "
-                f"{num_workers} and {prefetch_factor}"
-            )
+        if not is_integer(num_workers) or int(num_workers) < 0:
+            raise InputError(f"num_workers must be an integer ≥ 0, got {num_workers!r}")
+        if not is_integer(prefetch_factor) or int(prefetch_factor) < 1:
+            raise InputError(f"prefetch_factor must be a positive integer, got {prefetch_factor!r}")
+        if pin_memory is not None and not isinstance(pin_memory, bool | np.bool_):
+            raise InputError(f"pin_memory must be True, False or None, got {pin_memory!r}")
         try:
             device = torch.device(device)
         except RuntimeError as e:
@@ -1130,10 +1140,10 @@ class StoreLoader:
             drop_last=drop_last,
         )
         self.reader = reader
-        self.num_workers = num_workers
-        self.prefetch_factor = prefetch_factor
+        self.num_workers = int(num_workers)
+        self.prefetch_factor = int(prefetch_factor)
         self.device = torch.device(device)
-        self.pin_memory = self.device.type == "cuda" if pin_memory is None else pin_memory
+        self.pin_memory = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
         self.samples = 0
 
     @property
@@ -1259,6 +1269,11 @@ class StoreLoader:
                 ``if_moved="raise"``, over another layout mid-epoch.
         """
         ds = self.dataset
+        if not isinstance(state, Mapping):
+            raise InputError("cannot resume: the loader state is not a StoreLoader.state_dict()")
+        lacking = [k for k in ("epoch", "samples", "batches") if k not in state]
+        if lacking:
+            raise InputError(f"cannot resume: the loader state lacks {', '.join(lacking)}")
         mine = self.state_dict()
         fixed = ("windows", "seed", "order", "buffer", "span", "batch_size", "rank", "world_size")
         # (split and data are compared where the record has them: older ones do not)
