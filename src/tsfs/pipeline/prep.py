@@ -175,13 +175,14 @@ class _Job:
     compute: ComputeFn
     # Rows per batch (one segment each) when the caller gives none.
     batch_rows: int
-    # row length → bytes per row of each output, uncompressed
     # row length → (trailing shape, dtype) of each output row
     rows: Callable[[int], dict[str, _RowType]]
     # Seconds worker processes take to start (import, first renderer) before their first batch,
-    # and what the one process pays for the same when it computes alone (measured here).
+    # and what the one process's first batch costs beyond later ones when it computes alone
+    # (measured here: 0.12-0.2 s for features and images alike; the modules themselves are
+    # imported by check_rows, before a run's clock starts).
     parallel_startup_s: float = 1.0
-    serial_startup_s: float = 0.25
+    serial_startup_s: float = 0.15
     # Below this many rows to compute, one process is faster than paying that start-up.
     parallel_min_rows: int = 0
     # Rows to sample when planning, in how many contiguous stretches: features are computed
@@ -295,7 +296,6 @@ def _images_job(store: Store, spec: ImageSpec, codec: Codec) -> _Job:
         batch_rows=_image_batch_rows(spec),
         rows=functools.partial(_image_rows, spec),
         parallel_min_rows=2_000,
-        serial_startup_s=0.45,  # matplotlib's import and the first canvas
     )
 
 
