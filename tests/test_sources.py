@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tsfs.errors import DataError, InputError
+from tsfs.pipeline.normalize import revin
 from tsfs.pipeline.sources import infer_preset, load
 from tsfs.specs import WindowSpec
 
@@ -765,3 +766,27 @@ def test_values_beyond_float32_are_standardised_like_any_other(tmp_path: Path) -
         np.testing.assert_allclose(big.splits[name].x, split.x, rtol=1e-6, atol=1e-6)
     with pytest.raises(DataError, match=r"big\.csv line 3, column 'a': 1\.98\d*e\+39 is beyond"):
         load(tmp_path / "big.csv", dataclasses.replace(small, scale=False))
+
+
+def test_unscaled_values_leave_revin_room_in_float32(tmp_path: Path) -> None:
+    """A row spanning ±2e38 fits float32, but its window's RevIN (x − mean in float32) does
+    not: features were stored as inf and NaN and images refused mid-run. Such values are
+    refused when the file is read, naming the file's cell or the array's position."""
+
+    def grow(lines: list[str]) -> None:
+        stamp, _a, ot = lines[7].split(",")
+        lines[7] = f"{stamp},2e38,{ot}"
+
+    raw = WindowSpec(seq_len=8, label_len=4, pred_len=4, scale=False)
+    with pytest.raises(DataError, match=r"edge\.csv line 8, column 'a': 2e\+38 is beyond ±1e\+38"):
+        load(write_csv(tmp_path / "edge.csv", edit=grow), raw)
+    x = np.random.default_rng(0).normal(size=(6, 8, 2))
+    x[2, 5, 0] = -3.0e38  # finite in float32
+    np.save(tmp_path / "edge.npy", x)
+    with pytest.raises(DataError, match=r"edge\.npy: train sample 2, step 5, variable 0: -3e\+38"):
+        load(tmp_path / "edge.npy", WindowSpec(scale=False))
+    x[2, 5, 0] = 0.99e38  # within the limit: its RevIN is finite
+    np.save(tmp_path / "edge.npy", x)
+    rows = load(tmp_path / "edge.npy", WindowSpec(scale=False)).splits["train"].x
+    z, _, _ = revin(np.ascontiguousarray(rows[2].T))
+    assert np.isfinite(z).all()

@@ -57,6 +57,7 @@ import numpy.typing as npt
 from tsfs.errors import DataError, InputError
 from tsfs.pipeline.timefeatures import time_features
 from tsfs.pipeline.windows import (
+    VALUE_LIMIT,
     Dataset,
     Kind,
     forecast_splits,
@@ -198,14 +199,15 @@ def _handle_missing(values: F64, policy: NanPolicy, where: _Where) -> F64:
 
 
 def _check_range(values: F64, where: _Where) -> None:
-    """Refuse finite values beyond float32's range, in which unscaled rows are kept, naming
+    """Refuse finite values beyond what unscaled rows may hold (:data:`VALUE_LIMIT`), naming
     the file's own cell (the windows' check after scaling can only name a data row)."""
-    huge = np.isfinite(values) & (np.abs(values) > np.finfo(np.float32).max)
+    huge = np.isfinite(values) & (np.abs(values) > VALUE_LIMIT)
     if huge.any():
         t, c = (int(i) for i in np.argwhere(huge)[0])
         raise DataError(
-            f"{where(t, c)}: {values[t, c]:g} is beyond float32's range (±3.4e38), in which "
-            "tsfs keeps rows unscaled (--no-scale); rescale the column"
+            f"{where(t, c)}: {values[t, c]:g} is beyond ±{VALUE_LIMIT:g}, which unscaled rows "
+            "(--no-scale) must stay within: tsfs keeps them in float32 and normalises each "
+            "window there; rescale the column"
         )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +31,7 @@ from tsfs.errors import DataError, InputError
 from tsfs.specs import SPLITS, Preset, WindowSpec
 
 __all__ = [
+    "VALUE_LIMIT",
     "Dataset",
     "Kind",
     "Split",
@@ -51,6 +52,10 @@ _A = TypeVar("_A", bound=np.ndarray[Any, Any])
 # Dataset_ETT_hour: 12 months train, 4 months val, 4 months test, 30-day months of hours.
 _ETT_HOUR_BORDERS = (12 * 30 * 24, 16 * 30 * 24, 20 * 30 * 24)
 _ETT_MINUTE_FACTOR = 4  # Dataset_ETT_minute: the same months in 15-minute rows
+
+#: The largest magnitude a stored value may have. A window's RevIN subtracts its mean in
+#: float32, where a row spanning ±1.7e38 overflows; 1e38 leaves that room.
+VALUE_LIMIT: Final = 1e38
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -214,19 +219,23 @@ def _check_scaler(mean: F64, scale: F64, source: str) -> None:
 
 
 def _check_float32(data: F32, raw: npt.ArrayLike, source: str, what: str, axes: str) -> None:
-    """Refuse finite values that scaling or float32 (the stored type) cannot hold.
+    """Refuse finite values that scaling or float32 (the stored type) cannot hold, or that
+    leave a window's RevIN no room in float32 (``x − mean`` of a row spanning ±2e38 is inf:
+    its features were stored as inf and NaN, and its images refused mid-run).
 
     ``axes`` names the positions of ``data``'s dimensions for the message, e.g.
     ``"row {0}, variable {1}"``.
     """
-    bad = ~np.isfinite(data)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(data) <= VALUE_LIMIT)  # NaN and inf too
     if not bad.any():
         return
     where = tuple(int(i) for i in np.argwhere(bad)[0])
     value = float(np.asarray(raw)[where])
     raise DataError(
-        f"{source}: {axes.format(*where)}: {value:g} {what}; rescale the data (float32, "
-        "in which tsfs keeps rows, holds up to ±3.4e38)"
+        f"{source}: {axes.format(*where)}: {value:g} {what}; rescale the data (tsfs keeps "
+        f"rows in float32 and normalises each window there: values must stay within "
+        f"±{VALUE_LIMIT:g})"
     )
 
 
@@ -319,7 +328,7 @@ def forecast_splits(
     else:
         mean, scale = np.zeros(n_vars), np.ones(n_vars)
         data = _as_float32(raw)
-        what = "does not fit float32"
+        what = f"is beyond ±{VALUE_LIMIT:g}"
     _check_float32(data, raw, source, what, "data row {0}, variable {1}")
     _check_spread(data, raw, source)
     data.flags.writeable = False
@@ -405,7 +414,7 @@ def sample_splits(
     for name in names:
         raw = samples[name]
         x = _standardise(raw, mean, scale) if spec.scale else _as_float32(raw)
-        what = "cannot be standardised" if spec.scale else "does not fit float32"
+        what = "cannot be standardised" if spec.scale else f"is beyond ±{VALUE_LIMIT:g}"
         _check_float32(x, raw, source, what, f"{name} sample {{0}}, step {{1}}, variable {{2}}")
         _check_spread(x, raw, source)
         splits[name] = Split(
