@@ -148,6 +148,7 @@ def test_plan_says_how_the_run_would_compute(tmp_path: Path) -> None:
     features = runner.invoke(app, ["plan", "features", *common])
     assert features.exit_code == 0, features.output
     assert "s in one process, 2 threads" in features.output
+    assert "with file-system blocks at most" in features.output  # what `du` may show
     images = runner.invoke(app, ["plan", "images", *common, "--size", "32"])
     assert images.exit_code == 0, images.output
     assert "s on 2 worker processes" in images.output
@@ -170,6 +171,8 @@ def test_files_and_directories_are_counted_exactly(tmp_path: Path, kind: str) ->
     assert est.files == sum(p.is_file() for p in made)
     assert est.directories == 1 + sum(p.is_dir() for p in made)  # the store's own too
     assert est.disk_bytes_bound >= est.bytes_on_disk + est.directories * 4096
+    used = sum(p.stat().st_blocks * 512 for p in [tmp_path / "s", *made])  # what `du` counts
+    assert used <= est.disk_bytes_bound
 
 
 def test_a_short_plans_sample_spreads_over_all_of_it() -> None:

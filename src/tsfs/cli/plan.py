@@ -72,8 +72,14 @@ def _show(est: Estimate, alternatives: list[tuple[str, Estimate]], json_out: boo
         f"  to compute       {est.rows_missing:,} in {count_of(est.segments, 'segment')}",
         f"  uncompressed     {human_bytes(est.bytes_uncompressed)}",
         f"  on disk          {human_bytes(est.bytes_on_disk)} in {est.files:,} files and "
-        f"{est.directories:,} directories"
-        f"  (from a {est.sample_rows:,}-row sample)",
+        f"{est.directories:,} directories  ("
+        # what `du` may count: whole blocks per file and a block per directory
+        + (
+            f"with file-system blocks at most {human_bytes(est.disk_bytes_bound)}; "
+            if est.free_bytes is not None
+            else ""
+        )
+        + f"from a {est.sample_rows:,}-row sample)",
         f"  time             {est.seconds:,.1f} s {_how(est)}",
         f"  free space       {free}"
         + (f", budget {human_bytes(est.budget_bytes)}" if est.budget_bytes is not None else ""),
