@@ -191,3 +191,24 @@ def test_a_short_plans_sample_spreads_over_all_of_it() -> None:
     first = [int(b.windows[0]) for b in stretches]
     # the stretches start across the whole split, the last one in its last part
     assert first[-1] >= windows * (len(stretches) - 1) / len(stretches) - 1, (first, total)
+
+
+def test_cheaper_images_combine_masks_and_a_smaller_size(tmp_path: Path) -> None:
+    """Where neither masks nor a smaller size fits alone (data without strides to thin),
+    the two together are offered, and what is offered fits."""
+    import numpy as np
+
+    from tsfs.pipeline.prep import cheaper_settings
+
+    walks = np.random.default_rng(0).normal(size=(60, 96, 4)).cumsum(axis=1)
+    np.save(tmp_path / "walks.npy", walks)
+    data = load(tmp_path / "walks.npy", WindowSpec())
+    store = Store(tmp_path / "s", missing_ok=True)
+    rgb = ImageSpec(size=128, rgb=True)
+    both = plan_images(data, ImageSpec(size=32), store)
+    budget = int(both.bytes_on_disk * 1.05)
+    options = dict(cheaper_settings(data, rgb, store, budget_bytes=budget))
+    singles = ["masks instead of RGB (drop --rgb)", "--size 64", "--size 32"]
+    assert not any(options[label].fits for label in singles)
+    assert options["drop --rgb, --size 32"].fits
+    assert not options["drop --rgb, --size 64"].fits

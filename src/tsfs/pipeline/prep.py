@@ -756,6 +756,13 @@ def cheaper_settings(
         (label, _plan_variant(ds, sp, store, jobs, budget_bytes, batch_rows, codec))
         for label, ds, sp in variants
     ]
+    if isinstance(spec, ImageSpec) and spec.rgb and not any(est.fits for _, est in out):
+        # the two image savings together: masks take a third of RGB's bytes at any size
+        for size in (spec.size // 2, spec.size // 4):
+            if size >= 32:
+                smaller = replace(spec, rgb=False, size=size)
+                est = _plan_variant(dataset, smaller, store, jobs, budget_bytes, batch_rows, codec)
+                out.append((f"drop --rgb, --size {size}", est))
     if dataset.kind == "forecast":
         for k in (2, 4, 8, 16, 32, 64):
             stride = dataset.spec.stride * k
