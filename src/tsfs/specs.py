@@ -221,7 +221,9 @@ class FeatureSpec(_Spec):
     kind: ClassVar[str] = "features"
     # 2: band stds (and trends' signs) within float32 rounding of zero are zero, so rows
     # stored by version 1 may differ on such bands and live in another namespace.
-    version: ClassVar[int] = 2
+    # 3: independent rows are transformed from their float64 RevIN, as overlapping windows
+    # are (the float32 z gave near-zero bands another std and SNR, up to 1e-4 relative).
+    version: ClassVar[int] = 3
 
     wavelet: str = "db4"
     level: int | None = None
