@@ -185,6 +185,11 @@ def test_level_above_maximum_names_the_maximum() -> None:
         resolve_level(FeatureSpec(), 6)
     assert resolve_level(FeatureSpec(), 512) == 3
     assert resolve_level(FeatureSpec(), 20) == min(3, pywt.dwt_max_level(20, 8))
+    # haar at 32: PyWavelets allows 5, whose deepest band has one coefficient; the message
+    # says why this maximum is lower than PyWavelets'
+    assert pywt.dwt_max_level(32, 2) == 5
+    with pytest.raises(InputError, match=r"maximum level 4 .* every band keeps the two"):
+        resolve_level(FeatureSpec(wavelet="haar", level=5), 32)
 
 
 @pytest.mark.parametrize("wavelet", ["db4", "sym8", "coif3", "haar"])

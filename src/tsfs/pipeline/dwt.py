@@ -129,6 +129,13 @@ def resolve_level(spec: FeatureSpec, T: int) -> int:
         raise InputError(
             f"--level {spec.level} exceeds the maximum level {top} for rows of length {T} "
             f"with the {spec.wavelet} wavelet"
+            # PyWavelets may allow one more: its deepest band there has one coefficient
+            + (
+                " (the deepest at which every band keeps the two coefficients its trend and "
+                "std need)"
+                if top < int(pywt.dwt_max_level(T, pywt.Wavelet(spec.wavelet).dec_len))
+                else ""
+            )
         )
     return spec.level
 
