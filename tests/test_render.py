@@ -448,10 +448,12 @@ def test_image_batches_are_sized_by_bytes() -> None:
     assert _image_batch_rows(ImageSpec(size=1024, rgb=True)) == 85
 
 
-def test_rows_that_overflow_when_normalised_are_named_by_window_and_variable(
+def test_rows_that_would_overflow_when_normalised_are_refused_before_any_write(
     tmp_path: Path,
 ) -> None:
-    """Values near float32's limit overflow in RevIN: one line naming where, no numpy warning."""
+    """Values near float32's limit overflow in RevIN: refused as the file is read, in one
+    line naming the cell, no numpy warning, no store (a batch's check came after thousands
+    of rows were committed)."""
     stamps = np.datetime64("2020-01-01T00:00") + np.arange(60) * np.timedelta64(1, "h")
     lines = ["date,a,OT"] + [
         f"{str(t).replace('T', ' ')}:00,{3e38 * np.sin(i):.6g},{i}" for i, t in enumerate(stamps)
@@ -467,4 +469,5 @@ def test_rows_that_overflow_when_normalised_are_named_by_window_and_variable(
     )  # fmt: skip
     assert done.returncode == 2
     (line,) = done.stderr.splitlines()
-    assert "of split train in this batch are not finite after normalisation (first: window" in line
+    assert "big.csv line 3, column 'a': 2.52441e+38 is beyond ±1e+38" in line
+    assert not (tmp_path / "s").exists()
