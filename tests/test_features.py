@@ -14,7 +14,7 @@ import torch
 import xxhash
 
 from tsfs.errors import InputError
-from tsfs.pipeline.dwt import band_lengths, max_level, resolve_level
+from tsfs.pipeline.dwt import _read_plan, band_lengths, max_level, resolve_level, window_plan
 from tsfs.pipeline.features import compute_rows, compute_windows, feature_schema, pool_window
 from tsfs.pipeline.hashing import row_keys, window_keys
 from tsfs.pipeline.normalize import revin
@@ -419,6 +419,45 @@ def test_windows_of_hard_series_agree_with_rows() -> None:
     starts = np.arange(0, series.shape[0] - T + 1, 3)
     got = compute_windows(series, seq_len=T, starts=starts, spec=FeatureSpec())
     rows = windows_of(series, starts, T)
+    check_windows(got, compute_rows(rows, FeatureSpec()), rows.shape[0])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_long_rows_plan_equals_the_operator_read_off_pywavelets(mode: str) -> None:
+    """Reading the operator off the T unit vectors took O(T²): 8 GB at T=20000. Long rows
+    read it off a shorter row with the same ends and stretch the interior; the plan must be
+    the one read off PyWavelets at T itself, field for field and bit for bit."""
+    for wavelet in ("haar", "db4", "sym5", "bior2.8"):
+        for level in (1, 3):
+            period = 2**level
+            base = 4 * pywt.Wavelet(wavelet).dec_len * period
+            for T in (base + period, base + period + 1, base + 5 * period + 3):
+                window_plan.cache_clear()
+                got = window_plan(wavelet, mode, T, level)
+                want = _read_plan(wavelet, mode, T, level)
+                for a, b in zip(got.bands, want.bands, strict=True):
+                    assert (a.length, a.step, a.k0, a.k1, a.start) == (
+                        b.length, b.step, b.k0, b.k1, b.start
+                    )  # fmt: skip
+                    assert np.array_equal(a.taps, b.taps)
+                assert (got.T, got.k_left, got.k_right) == (want.T, want.k_left, want.k_right)
+                for name in ("explicit", "explicit_band", "explicit_ones", "first_row", "last_row"):
+                    assert np.array_equal(getattr(got, name), getattr(want, name)), name
+
+
+def test_very_long_windows_cost_no_more_than_their_data() -> None:
+    """T=20000: the windows' features equal the per-row path's, without an O(T²) plan."""
+    import tracemalloc
+
+    series = np.random.default_rng(5).standard_normal((20_300, 2)).cumsum(axis=0)
+    starts = np.array([0, 150, 300])
+    window_plan.cache_clear()
+    tracemalloc.start()
+    got = compute_windows(series, seq_len=20_000, starts=starts, spec=FeatureSpec())
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 64 << 20  # the dense operator alone was 3.2 GB
+    rows = windows_of(series.astype(np.float32), starts, 20_000)
     check_windows(got, compute_rows(rows, FeatureSpec()), rows.shape[0])
 
 

@@ -27,6 +27,7 @@ Formulas (SWT-Time ``layers/DWTPromptGenerator.py``, restated; ``nb = J + 1`` ba
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -404,9 +405,32 @@ def _interior(matrix: F64, step: int) -> tuple[int, int, int, F64]:
 def window_plan(wavelet: str, mode: str, T: int, level: int) -> WindowPlan:
     """Split the operator of ``wavedec`` on length-T rows for the shared-transform path.
 
-    The operator is read off PyWavelets itself (the transform of the T unit vectors), so the
-    plan is exact for every discrete wavelet and boundary mode without index algebra.
+    The operator is read off PyWavelets itself (the transform of unit vectors), so the plan
+    is exact for every discrete wavelet and boundary mode without index algebra. Reading it
+    takes O(T²) memory and time (8 GB at T=20000), so long rows read it off a shorter row
+    with the same ends: ``T − k·2^level`` values give every band ``k·2^(level−j)`` fewer
+    coefficients, all of them interior ones, and the same boundary rows at both ends (each
+    level's length ``⌊(n + F − 1)/2⌋`` keeps its parity), so the plan of T is that plan with
+    each band's interior run longer.
     """
+    period = 2**level
+    # Room for both ends' boundary rows and an interior run between them in every band.
+    base = 4 * pywt.Wavelet(wavelet).dec_len * period
+    if base + period <= T:
+        short = T - (T - base) // period * period  # in [base, base + period)
+        plan = _read_plan(wavelet, mode, short, level)
+        if all(b.k1 > b.k0 for b in plan.bands):
+            grow = T - short
+            bands = tuple(
+                dataclasses.replace(b, length=b.length + grow // b.step, k1=b.k1 + grow // b.step)
+                for b in plan.bands
+            )
+            return dataclasses.replace(plan, T=T, bands=bands)
+    return _read_plan(wavelet, mode, T, level)
+
+
+def _read_plan(wavelet: str, mode: str, T: int, level: int) -> WindowPlan:
+    """:func:`window_plan` read off the transform of all T unit vectors."""
     eye = np.eye(T)
     matrices = [c.T for c in pywt.wavedec(eye, wavelet, mode=mode, level=level)]
     steps = [2**level] + [2 ** (level - i) for i in range(level)]
@@ -432,12 +456,15 @@ def window_plan(wavelet: str, mode: str, T: int, level: int) -> WindowPlan:
     k_left = int(used[g - 1]) + 1 if g > 0 else 0
     k_right = T - int(used[g]) if g < used.size else 0
     cols = np.r_[0:k_left, T - k_right : T]
+    kept = np.ascontiguousarray(full[:, cols])  # every non-zero weight of the explicit rows
     return WindowPlan(
         T=T,
         bands=tuple(bands),
-        explicit=np.ascontiguousarray(full[:, cols]),
+        explicit=kept,
         explicit_band=np.array(explicit_band, dtype=np.int64),
-        explicit_ones=full.sum(axis=1),
+        # summed over the kept columns: the same bits for every T (a sum over all T columns,
+        # zeros included, is grouped otherwise for other lengths)
+        explicit_ones=kept.sum(axis=1),
         first_row=np.array(first_row, dtype=np.int64),
         last_row=np.array(last_row, dtype=np.int64),
         k_left=k_left,
