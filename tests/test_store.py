@@ -214,6 +214,30 @@ def test_compact_merges_and_dedups(tmp_path: Path) -> None:
     assert len(list((ns.path / "segments").iterdir())) == 2  # zarr.json + one segment
 
 
+def test_two_compactions_of_a_namespace_take_turns(tmp_path: Path) -> None:
+    """Two `tsfs store compact` runs from one snapshot each kept every row: the store ended
+    with every key twice (or one run failed on segments the other removed). The second now
+    waits for the first, then finds nothing left to merge."""
+    store = Store(tmp_path / "s", mode="a")
+    rows = _rows(300)
+    ns = store.namespace("features", SPEC, FP)
+    for a in range(0, 300, 30):  # every key twice, in segments of 30
+        for _copy in range(2):
+            ns.write_segment(row_keys(rows[a : a + 30]), _outputs(rows[a : a + 30]))
+    compact = [sys.executable, "-m", "tsfs", "store", "compact", str(tmp_path / "s")]
+    with store.files.exclusive(ns.key):  # a compaction of this namespace under way
+        runs = [subprocess.Popen(compact, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        time.sleep(2.0)
+        assert [r.poll() for r in runs] == [None, None]  # both wait their turn
+    for run in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+    (commit,) = ns.commits()
+    assert commit.rows == 300  # one copy of each key
+    np.testing.assert_array_equal(ns.read_keys(row_keys(rows))["band"], _outputs(rows)["band"])
+    assert store.verify() == []
+
+
 def test_bad_store_paths(tmp_path: Path) -> None:
     f = tmp_path / "file"
     f.write_text("x")

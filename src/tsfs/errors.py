@@ -18,6 +18,7 @@ __all__ = [
     "MissingRowsError",
     "OutputError",
     "RowsTooShortError",
+    "StoreAccessError",
     "StoreCorruptError",
     "StoreError",
     "StoreFormatError",
@@ -46,14 +47,27 @@ class RowsTooShortError(InputError):
 
 
 class StoreError(TsfsError):
-    """A problem with a store as a whole."""
+    """A problem with a store's disk, files or state: full, unreadable, changed by another
+    process under a running command. The subclasses that exit 2 name what the caller chose:
+    a store this version cannot read, one it cannot reach or write, rows it lacks."""
+
+    exit_code = 1
 
 
 class StoreFormatError(StoreError, ValueError):
     """A store (or something in it) that this version cannot read: newer format, bad names."""
 
+    exit_code = 2
 
-class StoreReadOnlyError(StoreError, PermissionError):
+
+class StoreAccessError(StoreError, PermissionError):
+    """A store that cannot be reached as named: no credentials, no such bucket, not a local
+    directory where one is needed."""
+
+    exit_code = 2
+
+
+class StoreReadOnlyError(StoreAccessError):
     """A store opened for writing that cannot be written."""
 
 
@@ -65,6 +79,8 @@ class StoreCorruptError(StoreError, OSError):
 
 class MissingRowsError(StoreError, KeyError):
     """Rows asked for are not in the store; the message names the command that fills them."""
+
+    exit_code = 2
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""

@@ -40,7 +40,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tsfs.errors import InputError, StoreCorruptError, StoreError, StoreReadOnlyError
+from tsfs.errors import (
+    InputError,
+    StoreAccessError,
+    StoreCorruptError,
+    StoreError,
+    StoreReadOnlyError,
+)
 
 __all__ = ["Files", "LocalFiles", "RemoteFiles", "is_url", "open_files"]
 
@@ -131,6 +137,11 @@ class Files(ABC):
     @abstractmethod
     def is_locked(self, key: str) -> bool:
         """Whether a live writer holds the segment at ``key``."""
+
+    @abstractmethod
+    def exclusive(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """Context held by one process at a time per directory ``key`` (others wait), where
+        the store can lock; elsewhere it excludes nothing."""
 
     @abstractmethod
     def writable(self) -> bool:
@@ -313,6 +324,17 @@ class LocalFiles(Files):
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        # an flock on the directory itself: no lock file to leave behind, and a holder that
+        # dies releases it
+        fd = os.open(self.path(key), os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def is_locked(self, key: str) -> bool:
         try:
             fd = os.open(self.path(key), os.O_RDONLY)
@@ -403,7 +425,7 @@ class RemoteFiles(Files):
             # (botocore's NoCredentialsError, EndpointConnectionError, …).
             name = type(e).__name__
             if "Credential" in name:
-                raise StoreError(
+                raise StoreAccessError(
                     f"no credentials to {what} {self.where(key)}: set them in the environment "
                     "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, …)"
                 ) from e
@@ -424,7 +446,7 @@ class RemoteFiles(Files):
         try:
             self._call("write", key, self.fs.pipe_file, self._p(key), bytes(data))
         except FileNotFoundError as e:
-            raise StoreError(
+            raise StoreAccessError(
                 f"cannot write {self.where(key)}: {e}; create the bucket first, or check "
                 "the store URL"
             ) from e
@@ -499,6 +521,10 @@ class RemoteFiles(Files):
 
     def is_locked(self, key: str) -> bool:
         return False
+
+    @contextlib.contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        yield  # object stores have no locks
 
     def writable(self) -> bool:
         return True

@@ -46,6 +46,7 @@ import numpy.typing as npt
 from tsfs.errors import (
     InputError,
     MissingRowsError,
+    StoreAccessError,
     StoreCorruptError,
     StoreError,
     StoreFormatError,
@@ -852,7 +853,7 @@ class Namespace:
         for name in names:
             first = index.segments[0].arrays.get(name)
             if first is None:
-                raise StoreError(f"{self} has no output {name!r}")
+                raise MissingRowsError(f"{self} has no output {name!r}")
             res = np.empty((len(locations.row), *first.shape[1:]), dtype=first.dtype)
             for s in np.unique(locations.segment):
                 sel = np.flatnonzero(locations.segment == s)
@@ -1228,7 +1229,7 @@ class Store:
         """The store's directory; a :class:`StoreError` for a store at a remote URL."""
         if isinstance(self.files, LocalFiles):
             return self.files.root
-        raise StoreError(f"store {self.url} is not a local directory")
+        raise StoreAccessError(f"store {self.url} is not a local directory")
 
     def _require_writable(self) -> None:
         if self.mode != "a":
@@ -1613,61 +1614,67 @@ class Store:
         self._require_writable()
         kept: dict[str, int] = {}
         for ns in self.namespaces():
-            index = ns.index(refresh=True)
-            commits = index.segments
-            per_segment = _merged_rows(commits, max_rows_per_segment, max_segment_bytes)
-            if len(index) == sum(c.rows for c in commits) and len(commits) <= max(
-                1, math.ceil(len(index) / per_segment)
-            ):
-                kept[ns.url] = len(index)  # no duplicates, and as few segments as allowed
-                continue
-            # Keep rows in segment order so the merged layout follows the original writes.
-            order = np.lexsort((index.row, index.seg))
-            seg, row = index.seg[order], index.row[order]
-            keys = np.concatenate(
-                [
-                    index.hi[order].astype(">u8").view(np.uint8).reshape(-1, 8),
-                    index.lo[order].astype(">u8").view(np.uint8).reshape(-1, 8),
-                ],
-                axis=1,
-            )
-            # Merging a damaged segment would give its damage a fresh checksum: refuse.
-            for commit in commits:
-                problems = ns._verify_segment(commit)
-                if problems:
-                    raise StoreCorruptError(
-                        f"cannot compact {ns.url}: {problems[0].path}: {problems[0].message}"
-                        f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
-                        f"run `tsfs store gc --drop-corrupt {self.url}`, re-run the prep "
-                        "command to recompute those rows, then compact"
-                    )
-            names = [n for n in commits[0].arrays if n != "keys"]
-            codecs = {n: commits[-1].arrays[n].codec for n in names}
-            starts = list(range(0, len(seg), per_segment)) or [0]
-            for i, a in enumerate(starts):
-                b = min(a + per_segment, len(seg))
-                loc = Locations(segment=seg[a:b], row=row[a:b])
-                data = ns.read(loc, names, index=index)
-                last = i == len(starts) - 1
-                try:
-                    ns.write_segment(
-                        keys[a:b],
-                        data,
-                        codecs=codecs,
-                        replaces=[c.segment for c in commits] if last else (),
-                    )
-                except StoreError as e:
-                    cause = e.__cause__
-                    if not (isinstance(cause, OSError) and cause.errno == errno.ENOSPC):
-                        raise
-                    raise StoreError(
-                        f"the disk holding {self.url} is full; compaction stopped and every row "
-                        f"is still readable as before. Free space, run `tsfs store gc "
-                        f"{self.url}` to remove the unfinished segments, then compact again"
-                    ) from cause
-            _concurrently(ns.drop_segment, [c.segment for c in commits])
-            kept[ns.url] = len(seg)
+            # Two compactions of one namespace take turns (on a local disk): working from
+            # one snapshot, both kept every row, and the store ended with each one twice.
+            with ns.files.exclusive(ns.key):
+                kept[ns.url] = self._compact(ns, max_rows_per_segment, max_segment_bytes)
         return kept
+
+    def _compact(self, ns: Namespace, max_rows_per_segment: int, max_segment_bytes: int) -> int:
+        """:meth:`compact` of one namespace; returns the rows it keeps."""
+        index = ns.index(refresh=True)
+        commits = index.segments
+        per_segment = _merged_rows(commits, max_rows_per_segment, max_segment_bytes)
+        if len(index) == sum(c.rows for c in commits) and len(commits) <= max(
+            1, math.ceil(len(index) / per_segment)
+        ):
+            return len(index)  # no duplicates, and as few segments as allowed
+        # Keep rows in segment order so the merged layout follows the original writes.
+        order = np.lexsort((index.row, index.seg))
+        seg, row = index.seg[order], index.row[order]
+        keys = np.concatenate(
+            [
+                index.hi[order].astype(">u8").view(np.uint8).reshape(-1, 8),
+                index.lo[order].astype(">u8").view(np.uint8).reshape(-1, 8),
+            ],
+            axis=1,
+        )
+        # Merging a damaged segment would give its damage a fresh checksum: refuse.
+        for commit in commits:
+            problems = ns._verify_segment(commit)
+            if problems:
+                raise StoreCorruptError(
+                    f"cannot compact {ns.url}: {problems[0].path}: {problems[0].message}"
+                    f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
+                    f"run `tsfs store gc --drop-corrupt {self.url}`, re-run the prep "
+                    "command to recompute those rows, then compact"
+                )
+        names = [n for n in commits[0].arrays if n != "keys"]
+        codecs = {n: commits[-1].arrays[n].codec for n in names}
+        starts = list(range(0, len(seg), per_segment)) or [0]
+        for i, a in enumerate(starts):
+            b = min(a + per_segment, len(seg))
+            loc = Locations(segment=seg[a:b], row=row[a:b])
+            data = ns.read(loc, names, index=index)
+            last = i == len(starts) - 1
+            try:
+                ns.write_segment(
+                    keys[a:b],
+                    data,
+                    codecs=codecs,
+                    replaces=[c.segment for c in commits] if last else (),
+                )
+            except StoreError as e:
+                cause = e.__cause__
+                if not (isinstance(cause, OSError) and cause.errno == errno.ENOSPC):
+                    raise
+                raise StoreError(
+                    f"the disk holding {self.url} is full; compaction stopped and every row "
+                    f"is still readable as before. Free space, run `tsfs store gc "
+                    f"{self.url}` to remove the unfinished segments, then compact again"
+                ) from cause
+        _concurrently(ns.drop_segment, [c.segment for c in commits])
+        return len(seg)
 
 
 def _merged_rows(commits: Sequence[Commit], max_rows: int, max_bytes: int) -> int:
