@@ -323,14 +323,18 @@ def test_prep_verify_and_train_from_s3(s3: str, tmp_path: Path) -> None:
         np.testing.assert_array_equal(got.features[name], want.features[name])
     np.testing.assert_array_equal(got.images, want.images)
 
-    seen = []
-    for batch in StoreLoader(remote, batch_size=32, seed=3):
-        index = batch["index"].numpy()
-        seen.extend(index.tolist())
-        np.testing.assert_array_equal(batch["images"].numpy(), want.images[index])
-        for name, values in batch["features"].items():
-            np.testing.assert_array_equal(values.numpy(), want.features[name][index])
-    assert sorted(seen) == windows.tolist()
+    # In this process, then in forked DataLoader workers (where the parent's s3fs refused
+    # to work: "This class is not fork-safe").
+    for workers in (0, 2):
+        remote.cache.clear()  # chunks come from S3, not from the cache a fork copies
+        seen = []
+        for batch in StoreLoader(remote, batch_size=32, seed=3, num_workers=workers):
+            index = batch["index"].numpy()
+            seen.extend(index.tolist())
+            np.testing.assert_array_equal(batch["images"].numpy(), want.images[index])
+            for name, values in batch["features"].items():
+                np.testing.assert_array_equal(values.numpy(), want.features[name][index])
+        assert sorted(seen) == windows.tolist()
     assert remote.cache.stats.misses > 0
 
 

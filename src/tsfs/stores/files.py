@@ -391,7 +391,7 @@ class RemoteFiles(Files):
             raise InputError("stores at URLs need fsspec: pip install fsspec") from e
         self.url = url.rstrip("/")
         try:
-            self.fs, self.root = fsspec.url_to_fs(self.url)
+            self._fs, self.root = fsspec.url_to_fs(self.url)
         except (ImportError, ValueError) as e:
             scheme = self.url.split(":", 1)[0]
             hint = {"s3": "tsfs[s3]", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs"}.get(scheme)
@@ -400,6 +400,18 @@ class RemoteFiles(Files):
                 + (f" (pip install '{hint}')" if hint else "")
             ) from e
         self.root = self.root.rstrip("/")
+        self._pid = os.getpid()
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec file system, made again in a forked child (a DataLoader worker): the
+        parent's (s3fs's event loop and sessions) refuses to work there."""
+        if self._pid != os.getpid():
+            import fsspec
+
+            self._fs = fsspec.url_to_fs(self.url)[0]
+            self._pid = os.getpid()
+        return self._fs
 
     def _p(self, key: str) -> str:
         return f"{self.root}/{key}" if key else self.root
