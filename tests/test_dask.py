@@ -167,6 +167,23 @@ def test_executor_errors_are_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2, err
     assert err.count("\n") == 1
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in err
+    # A port that answers, but not as a scheduler (its dashboard's HTTP): the client waited
+    # for good, or read the reply as a message length and ran "out of memory".
+    import http.server
+    import threading
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        address = f"tcp://127.0.0.1:{web.server_address[1]}"
+        proc = _tsfs(*prep, "--executor", "dask", "--scheduler", address)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        web.shutdown()
+    assert proc.returncode == 2, err
+    assert err.count("\n") == 1
+    assert f"Dask scheduler at {address}" in err
+    assert "not its dashboard's" in err
     # Without Dask installed: the command names the extra to install.
     blocked = "import sys; sys.modules['distributed'] = None; from tsfs.cli.main import app; app()"
     proc = subprocess.run(
@@ -178,3 +195,64 @@ def test_executor_errors_are_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1
     assert "pip install 'tsfs[dask]'" in proc.stderr
+
+
+def test_a_relative_store_reaches_workers_started_elsewhere(
+    cluster: distributed.Client, reference: dict[str, dict[bytes, tuple]], tmp_path: Path
+) -> None:
+    """Workers run in their own directory (here the test's, not the command's): a relative
+    --store named a new store there, and the run reported rows its store never got."""
+    name = f"tsfs-relative-store-{os.getpid()}"
+    here = tmp_path / "project"
+    here.mkdir()
+    cmd = ["prep", "features", str(ETTH1), *ARGS, "--store", name, "--batch-rows", "1000"]
+    dask = ["--executor", "dask", "--scheduler", cluster.scheduler.address]
+    proc = subprocess.run(
+        [sys.executable, "-m", "tsfs", *cmd, *dask],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    stray = Path.cwd() / name
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert not stray.exists()
+        stored = _contents(features_namespace(Store(here / name), FeatureSpec(level=3)))
+        assert stored == reference["features"]
+    finally:
+        if stray.exists():  # what the defect left behind
+            import shutil
+
+            shutil.rmtree(stray)
+
+
+def test_a_task_whose_workers_keep_dying_is_a_worker_error(tmp_path: Path) -> None:
+    """The cluster gives up on a task once its workers died (allowed-failures: here 0): one
+    line saying a worker died, as the local executor says it, not an internal error."""
+    import dask
+
+    store = tmp_path / "s"
+    cmd = ["prep", "images", str(ETTH1), *ARGS, "--size", "16", "--store", str(store)]
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as c,
+        distributed.Client(c) as client,
+    ):
+        address = client.scheduler.address
+        proc = _tsfs(*cmd, "--batch-rows", "100", "--executor", "dask", "--scheduler", address)
+        victim = next(iter(client.run(os.getpid).values()))
+        deadline = time.monotonic() + 120
+        while not (store.exists() and any(store.glob("images/*/commits/*.json"))):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.kill(victim, signal.SIGKILL)
+        _out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 1, err
+        (line,) = err.strip().splitlines()[-1:]
+        assert line.startswith("tsfs: error: a worker process died"), err
+        assert "internal error" not in err
+    assert Store(store).verify() == []

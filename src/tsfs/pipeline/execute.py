@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,8 +24,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from tsfs.errors import InputError, WorkerError
+from tsfs.errors import InputError, StoreAccessError, WorkerError
 from tsfs.pipeline.hashing import KEY_BYTES, key_order, row_keys, window_keys
+from tsfs.stores.files import LocalFiles
 from tsfs.stores.store import Codec, Namespace
 
 __all__ = [
@@ -225,7 +227,15 @@ def _compute_and_commit(
     """One unit of work, run in whichever process: compute a batch, write and commit it."""
     from tsfs.stores.store import Store
 
-    namespace = Namespace(Store(store, mode="a"), kind, fingerprint)
+    try:
+        # never a store of its own: rows written there would be lost to the run's store
+        opened = Store(store, mode="a", create=False)
+    except InputError:
+        raise StoreAccessError(
+            f"a worker on {socket.gethostname()} finds no store at {store}: every worker must "
+            "reach the run's store; give a URL (s3://…) or a path on a shared file system"
+        ) from None
+    namespace = Namespace(opened, kind, fingerprint)
     commit = namespace.write_segment(
         batch.keys, compute(batch), codecs=codecs, group=batch.block.n_variables
     )
@@ -288,13 +298,7 @@ def _on_dask(
             )
             client = stack.enter_context(Client(cluster))
         else:
-            try:
-                client = stack.enter_context(Client(scheduler, timeout=_CONNECT_TIMEOUT_S))
-            except (OSError, TimeoutError, ValueError) as e:
-                raise InputError(
-                    f"cannot reach the Dask scheduler at {scheduler} ({e}); check --scheduler "
-                    "(e.g. tcp://host:8786) and that `dask scheduler` runs there"
-                ) from e
+            client = stack.enter_context(_connect(Client, scheduler))
         blocks: dict[int, Any] = {}
         for b in plan.batches:
             if id(b.block) not in blocks:
@@ -324,6 +328,42 @@ def _on_dask(
 
 # How long a client waits for a scheduler that does not answer.
 _CONNECT_TIMEOUT_S = 10
+
+
+def _connect(client: Any, scheduler: str) -> Any:
+    """A Dask ``Client`` of ``scheduler``, or a one-line error within the connect timeout.
+
+    Client's own timeout covers the TCP connection, not the handshake after it: a port that
+    answers with something else (a dashboard's HTTP) kept it waiting for good, or made it
+    read a reply as a message length (an allocation of exabytes). The connection is made on
+    a thread given the timeout, and any failure names the address.
+    """
+    made: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            made["client"] = client(scheduler, timeout=_CONNECT_TIMEOUT_S)
+        except BaseException as e:  # reported below, naming the address
+            made["error"] = e
+
+    thread = threading.Thread(target=connect, name="tsfs-dask-connect", daemon=True)
+    thread.start()
+    thread.join(_CONNECT_TIMEOUT_S + 5)
+    hint = (
+        "check --scheduler: the scheduler's own port (tcp://host:8786), not its dashboard's, "
+        "and that `dask scheduler` runs there"
+    )
+    if thread.is_alive():
+        raise InputError(
+            f"the Dask scheduler at {scheduler} did not answer within "
+            f"{_CONNECT_TIMEOUT_S + 5} s; {hint}"
+        )
+    if "error" in made:
+        e = made["error"]
+        raise InputError(
+            f"cannot reach the Dask scheduler at {scheduler} ({type(e).__name__}: {e}); {hint}"
+        ) from None
+    return made["client"]
 
 
 @contextlib.contextmanager
@@ -393,10 +433,21 @@ def run_batches(
     module-level function or a ``functools.partial`` of one). Returns (segments, bytes
     written).
     """
-    args = (namespace.store.url, namespace.kind, namespace.fingerprint)
+    files = namespace.store.files
+    # Workers elsewhere (a Dask worker started in another directory) find a local store by
+    # its absolute path; a relative one named a new store in their own directory.
+    location = str(files.root.absolute()) if isinstance(files, LocalFiles) else namespace.store.url
+    args = (location, namespace.kind, namespace.fingerprint)
     results: Iterator[tuple[int, int]]
     died: tuple[type[BaseException], ...] = ()  # what a worker's death raises here
     if executor == "dask":
+        from concurrent.futures import CancelledError
+
+        with contextlib.suppress(ImportError):  # without Dask, _on_dask says what to install
+            from distributed import KilledWorker
+
+            # a task whose workers kept dying; every task, once the whole cluster is gone
+            died = (KilledWorker, CancelledError)
         results = (
             _on_dask(plan, args, compute, codecs, scheduler=scheduler, workers=jobs)
             if plan.batches
