@@ -249,6 +249,12 @@ def test_bad_store_paths(tmp_path: Path) -> None:
     (tmp_path / "notempty" / "x").write_text("x")
     with pytest.raises(InputError, match="not a tsfs store"):
         Store(tmp_path / "notempty", mode="a")
+    # a URL short of a slash read as a local path: prep made ./s3:/bucket/store
+    for typo in ("s3:/bucket/store", "s3//bucket/store", "gs:/bucket/store"):
+        with pytest.raises(InputError, match=r"looks like a mistyped URL; write (s3|gs)://"):
+            Store(typo, mode="a")
+    assert not Path("s3:").exists()
+    assert not Path("s3").exists()
 
 
 def test_newer_format_is_refused(tmp_path: Path) -> None:

@@ -58,9 +58,18 @@ def is_url(location: str | os.PathLike[str]) -> bool:
     return isinstance(location, str) and bool(_URL.match(location))
 
 
+# A store URL missing one of its slashes (s3:/bucket, s3//bucket) reads as a local path.
+_MISTYPED_URL = re.compile(r"^(s3a?|gs|gcs|az|abfs|hdfs|https?|memory)(:/(?!/)|//)", re.I)
+
+
 def open_files(location: str | os.PathLike[str]) -> Files:
     """The :class:`Files` for a store path or URL; ``file://`` URLs are local paths."""
     if not is_url(location):
+        if isinstance(location, str) and (typo := _MISTYPED_URL.match(location)):
+            raise InputError(
+                f"store {location!r} looks like a mistyped URL; write "
+                f"{typo.group(1).lower()}://… (or ./{location} for a local directory)"
+            )
         return LocalFiles(Path(location))
     url = str(location)
     if url.startswith("file://"):
