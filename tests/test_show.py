@@ -71,6 +71,16 @@ def test_out_must_name_a_file_of_a_known_format(
     assert not (tmp_path / f"{name}.png").exists()
 
 
+def test_an_out_that_cannot_be_written_is_an_output_error(store: tuple[Path, Path]) -> None:
+    """As `tsfs train` says of its --out: exit 1, one line naming the file."""
+    data, st = store
+    code, text = tsfs("show", "images", str(st), str(data), *SMALL, "--out", "/proc/w.png")
+    assert code == 1
+    assert text.splitlines() == [
+        "tsfs: error: cannot write /proc/w.png: No such file or directory; choose another --out"
+    ]
+
+
 def test_several_features_namespaces(store: tuple[Path, Path], tmp_path: Path) -> None:
     data, st = store
     haar = ["--wavelet", "haar", "--store", str(st)]

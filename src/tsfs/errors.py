@@ -93,8 +93,8 @@ class BudgetError(TsfsError):
 
 
 class OutputError(TsfsError, OSError):
-    """A training run's output (checkpoint, metrics, plot) that could not be written; names
-    the file and says what was kept."""
+    """An output that could not be written (a training run's checkpoint, metrics or plot, a
+    contact sheet); names the file and says what was kept."""
 
     exit_code = 1
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tsfs.errors import InputError, MissingRowsError
+from tsfs.errors import InputError, MissingRowsError, OutputError
 from tsfs.pipeline.prep import dataset_blocks
 from tsfs.pipeline.windows import Dataset
 from tsfs.specs import spec_version
@@ -287,6 +287,7 @@ def write_contact_sheet(
     try:
         fig.savefig(out, dpi=100, format=fmt)
     except OSError as e:
-        raise InputError(f"cannot write {out} (option --out): {e.strerror}") from e
+        # as a training run's outputs: a file that could not be written, not a bad option
+        raise OutputError(f"cannot write {out}: {e.strerror}; choose another --out") from e
     finally:
         plt.close(fig)
