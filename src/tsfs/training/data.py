@@ -43,7 +43,7 @@ one table lookup per pixel) and 14,000–19,000 RGB images/s composed on the CPU
 workers): 128–141× and 62–80×. Per 224² image, reading costs ~23 µs (a lz4 mask decodes in
 ~12 µs, a zstd one, ``--codec zstd``, ~30% smaller, in ~45 µs); chunks the cache lacks are
 decoded on one thread per core while the reader thread copies rows out of those already
-decoded. Composing costs ~30–60 µs of CPU (two pixels per table lookup), done by compose
+decoded. Composing costs ~30–60 µs of CPU (a table lookup per pixel), done by compose
 threads while the reader thread reads the next batch; writing the output pixels to memory
 is what bounds it. DataLoader worker processes are slower here (~8,000–8,900 RGB/s): each
 batch is copied between processes.
@@ -60,7 +60,6 @@ import math
 import os
 import queue
 import shlex
-import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -670,25 +669,19 @@ class ImageComposer:
             raise ValueError("start() composes masks into pixels; see composes_on_cpu")
         masks = np.ascontiguousarray(images.numpy())
         b, v, h, w = masks.shape
-        pairs = output == "uint8" and w % 2 == 0 and sys.byteorder == "little"
-        name = f"{output} pairs" if pairs else output
-        table = self._tables.get(name)
+        table = self._tables.get(output)
         if table is None:
-            table = _pixel_table(self.colors, output)
-            table = self._tables[name] = _pair_table(table) if pairs else table
+            table = self._tables[output] = _pixel_table(self.colors, output)
         # a whole pixel, padding channel included: 4 uint8 channels, or 4 float32 ones
         channel, pixel = (np.uint8, np.uint32) if output == "uint8" else (np.float32, np.complex128)
         out = self._buffers.empty((b, v, h, w), pixel)
-        # pairs: two mask bytes are one uint16 index, two output pixels one uint64 item
-        src = masks.view(np.uint16) if pairs else masks
-        dst = out.view(np.uint64) if pairs else out
         # A pool made before a fork (a DataLoader worker) has no threads in the child.
         if self._pool is None or self._pool_pid != os.getpid():
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tsfs-compose")
             self._pool_pid = os.getpid()
         edges = np.linspace(0, b, min(self.threads, b) + 1).astype(int)
         jobs = [
-            self._pool.submit(_compose_into, src[lo:hi], table, dst[lo:hi])
+            self._pool.submit(_compose_into, masks[lo:hi], table, out[lo:hi])
             for lo, hi in itertools.pairwise(edges)
             if hi > lo
         ]
@@ -734,29 +727,17 @@ def _pixel_table(colors: npt.NDArray[np.uint8], output: Output) -> npt.NDArray[A
     return padded.view(np.uint32 if rgb.dtype == np.uint8 else np.complex128)[..., 0]
 
 
-def _pair_table(table: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint64]:
-    """(V, 256) pixels → (V, 65536): the two pixels of each pair of coverage levels.
-
-    Entry ``a + 256·b`` holds pixel ``a`` then pixel ``b`` in memory (little-endian), so a
-    mask read as uint16 looks up two pixels per gather: half the gathers and index bytes.
-    """
-    level = np.arange(65536)
-    first = table[:, level & 255].astype(np.uint64)
-    return first | (table[:, level >> 8].astype(np.uint64) << np.uint64(32))
-
-
 def _compose_into(
-    masks: npt.NDArray[np.unsignedinteger[Any]],
-    table: npt.NDArray[Any],
-    out: npt.NDArray[Any],
+    masks: npt.NDArray[np.uint8], table: npt.NDArray[Any], out: npt.NDArray[Any]
 ) -> None:
-    """Masks (B, V, H, W') → ``out`` (B, V, H, W') whole pixels through ``table`` (V, L).
+    """Masks (B, V, H, W) → ``out`` (B, V, H, W) whole pixels through ``table`` (V, 256).
 
-    One gather per pixel (or per pixel pair, see :func:`_pair_table`) into channels-last
-    memory (with the padding channel) — a third of the gathers of channel-first planes,
-    which is what composing costs on a CPU. A window's V images take one gather from the
-    flattened table at ``L·v + coverage``: few calls, so compose threads seldom wait for
-    the GIL.
+    One gather per pixel into channels-last memory (with the padding channel) — a third of
+    the gathers of channel-first planes, which is what composing costs on a CPU. The table
+    (1 KiB per variable) stays in the L1 cache; a table of pixel pairs (a gather per two
+    pixels, 512 KiB per variable) was 10% slower end to end, evicting what the decode
+    threads share the cache for. A window's V images take one gather from the flattened
+    table at ``256·v + coverage``: few calls, so compose threads seldom wait for the GIL.
     """
     flat = table.reshape(-1)
     offsets = (table.shape[1] * np.arange(masks.shape[1], dtype=np.intp))[:, None, None]
