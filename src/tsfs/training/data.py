@@ -37,10 +37,10 @@ opening a reader never holds more keys than the largest segment has.
 
 **Speed** (``benchmarks/bench_loader.py``: ETTh1 T=512, 224² images, batches of 64 windows,
 this project's 2-core machine). From a store as ``tsfs prep images`` writes it (blosc-lz4
-masks), the reader thread delivers 30,000–34,000 masks/s (what a GPU run reads: composing there is
-one table lookup per pixel) and 14,000–19,000 RGB images/s composed on the CPU, against
-~215–265 images/s for pyplot and the per-window DWT generator inside ``__getitem__`` (2
-workers): 128–141× and 62–80×. Per 224² image, reading costs ~23 µs (a lz4 mask decodes in
+masks), the reader thread delivers 36,000–41,000 masks/s (what a GPU run reads: composing there is
+one table lookup per pixel) and 17,000–19,500 RGB images/s composed on the CPU, against
+~165–225 images/s for pyplot and the per-window DWT generator inside ``__getitem__`` (2
+workers): 183–219× and 87–104×. Per 224² image, reading costs ~23 µs (a lz4 mask decodes in
 ~12 µs, a zstd one, ``--codec zstd``, ~30% smaller, in ~45 µs); chunks the cache lacks are
 decoded on one thread per core while the reader thread copies rows out of those already
 decoded. Composing costs ~30–60 µs of CPU (a table lookup per pixel), done by compose
