@@ -26,7 +26,6 @@ import numpy.typing as npt
 
 from tsfs.errors import InputError, StoreAccessError, WorkerError
 from tsfs.pipeline.hashing import KEY_BYTES, key_order, row_keys, window_keys
-from tsfs.stores.files import LocalFiles
 from tsfs.stores.store import Codec, Namespace
 
 __all__ = [
@@ -433,11 +432,9 @@ def run_batches(
     module-level function or a ``functools.partial`` of one). Returns (segments, bytes
     written).
     """
-    files = namespace.store.files
     # Workers elsewhere (a Dask worker started in another directory) find a local store by
     # its absolute path; a relative one named a new store in their own directory.
-    location = str(files.root.absolute()) if isinstance(files, LocalFiles) else namespace.store.url
-    args = (location, namespace.kind, namespace.fingerprint)
+    args = (namespace.store.files.address, namespace.kind, namespace.fingerprint)
     results: Iterator[tuple[int, int]]
     died: tuple[type[BaseException], ...] = ()  # what a worker's death raises here
     if executor == "dask":

@@ -729,14 +729,14 @@ def cheaper_settings(
     from tsfs.pipeline.sources import load
 
     variants: list[tuple[str, Dataset, FeatureSpec | ImageSpec]] = []
+    sizes: list[int] = []  # smaller images to offer
     if isinstance(spec, ImageSpec):
+        sizes = [s for s in (spec.size // 2, spec.size // 4) if s >= 32]
         if spec.rgb:
             variants.append(
                 ("masks instead of RGB (drop --rgb)", dataset, replace(spec, rgb=False))
             )
-        for size in (spec.size // 2, spec.size // 4):
-            if size >= 32:
-                variants.append((f"--size {size}", dataset, replace(spec, size=size)))
+        variants.extend((f"--size {size}", dataset, replace(spec, size=size)) for size in sizes)
     elif spec.store_coefficients:
         variants.append(
             ("without --coefficients", dataset, replace(spec, store_coefficients=False))
@@ -751,11 +751,10 @@ def cheaper_settings(
     ]
     if isinstance(spec, ImageSpec) and spec.rgb and not any(est.fits for _, est in out):
         # the two image savings together: masks take a third of RGB's bytes at any size
-        for size in (spec.size // 2, spec.size // 4):
-            if size >= 32:
-                smaller = replace(spec, rgb=False, size=size)
-                est = _plan_variant(dataset, smaller, store, jobs, budget_bytes, batch_rows, codec)
-                out.append((f"drop --rgb, --size {size}", est))
+        for size in sizes:
+            smaller = replace(spec, rgb=False, size=size)
+            est = _plan_variant(dataset, smaller, store, jobs, budget_bytes, batch_rows, codec)
+            out.append((f"drop --rgb, --size {size}", est))
     if dataset.kind == "forecast":
         for k in (2, 4, 8, 16, 32, 64):
             stride = dataset.spec.stride * k

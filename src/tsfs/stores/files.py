@@ -82,10 +82,13 @@ class Files(ABC):
 
     Attributes:
         url: how a person names the store (its path, or its URL).
+        address: how another process names it, wherever it runs (an absolute path, or the
+            URL): a relative path would name a store in that process's own directory.
         grace_s: how old an uncommitted segment must be before ``gc`` may remove it.
     """
 
     url: str
+    address: str
     grace_s: float
 
     @abstractmethod
@@ -215,6 +218,7 @@ class LocalFiles(Files):
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = str(root)
+        self.address = str(root.absolute())
 
     def path(self, key: str) -> Path:
         return self.root / key if key else self.root
@@ -398,7 +402,7 @@ class RemoteFiles(Files):
             import fsspec
         except ImportError as e:  # pragma: no cover - fsspec is a dependency of tsfs
             raise InputError("stores at URLs need fsspec: pip install fsspec") from e
-        self.url = url.rstrip("/")
+        self.url = self.address = url.rstrip("/")
         try:
             self._fs, self.root = fsspec.url_to_fs(self.url)
         except (ImportError, ValueError) as e:
