@@ -628,6 +628,24 @@ def test_info_shows_a_namespace_with_a_damaged_segment(tmp_path: Path) -> None:
     assert len(Store(tmp_path / "s").namespace("features", SPEC, FP)) == 30
 
 
+def test_info_counts_rows_as_the_key_index_does(tmp_path: Path) -> None:
+    """info counts distinct keys without building the index: duplicates across segments once,
+    and keys that share their first 8 bytes but not the rest as different rows."""
+    store = Store(tmp_path / "s", mode="a")
+    ns = store.namespace("features", SPEC, FP)
+    rows = _rows(90)
+    keys = row_keys(rows).copy()
+    keys[10:20, :8] = keys[0, :8]  # eleven keys share an upper half, all distinct
+    keys[30, :8] = keys[31, :8]
+    for a, b in ((0, 50), (40, 80), (70, 90), (0, 5)):  # overlapping segments
+        ns.write_segment(keys[a:b], _outputs(rows[a:b]), codecs={"mask": "zstd"})
+    fresh = Store(tmp_path / "s").namespace("features", SPEC, FP)
+    assert fresh.count_rows() == (4, 90) == (len(fresh.index().segments), len(fresh.index()))
+    (space,) = Store(tmp_path / "s").info()["namespaces"]
+    assert (space["segments"], space["rows"]) == (4, 90)
+    assert Store(tmp_path / "s", mode="a").namespace("features", SPEC, FP).count_rows() == (4, 90)
+
+
 def test_compact_bounds_merged_segments_by_bytes(tmp_path: Path) -> None:
     """A merged segment is what compaction holds in memory and what one damaged chunk costs:
     bounded in bytes (a million 224² images would be 50 GB), and a store already compacted
