@@ -85,6 +85,16 @@ def _check(
         raise InputError(f"quantile levels must be in [0, 1], got {quantiles}")
 
 
+def _from_smallest(ordered: torch.Tensor) -> torch.Tensor:
+    """(N, S) sorted samples less each row's smallest.
+
+    The pair term's rank weights ``2i − S − 1`` sum to zero, so it is the same for samples
+    measured from any origin; from the row's own smallest sample its terms stop cancelling.
+    Summed as they are, float32 samples near 1e4 lost 3e-4 of the CRPS (4e-3 near 1e5).
+    """
+    return ordered - ordered[:, :1]
+
+
 class _Sorted:
     """What one sort of each element's S samples gives (elements flattened to N).
 
@@ -134,7 +144,7 @@ class _Sorted:
             return
         if self._pairs:
             self.error = (ordered - y[:, None]).abs().mean(dim=-1)
-            self.pairs = ordered @ self._ranks(ordered.dtype, ordered.device)
+            self.pairs = _from_smallest(ordered) @ self._ranks(ordered.dtype, ordered.device)
         levels = torch.as_tensor(self._levels, dtype=q.dtype, device=q.device)
         yq = y[:, None]
         self.level_loss = (2 * ((q - yq) * ((yq <= q).to(q.dtype) - levels)).abs()).sum(0)
@@ -173,10 +183,11 @@ class _Sorted:
                 block.sort(axis=-1)
                 if y is not None and self._pairs:
                     d = diff[: b - a]
+                    np.subtract(block, block[:, :1], out=d)  # see _from_smallest
+                    pairs[a:b] = d @ ranks
                     np.subtract(block, y[a:b, None], out=d)
                     np.abs(d, out=d)
                     error[a:b] = (d @ ones) / s
-                    pairs[a:b] = block @ ranks
                 if len(frac):
                     low, high = block[:, self._low], block[:, self._high]
                     step = high - low
