@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -81,6 +82,44 @@ def test_cosine_schedule_is_nichol_and_dhariwals() -> None:
     assert ddim_timesteps(100, 30) == list(range(99, -1, -3))
 
 
+@torch.no_grad()
+def fork_ddim(model: DiffusionForecaster, b: Batch, n_samples: int, seed: int) -> torch.Tensor:
+    """The iTransformerDiffusion fork's ``sample_ddim_batch`` (eta 0), restated step by step
+    around the model's own networks: timesteps ``range(0, T, T // S)[::-1]``, ᾱ_prev = 1 at
+    the last step, x0 clamped to ±3, and the noise direction the raw noise prediction
+    (objective eps) or the one the clamped x0 implies (objective x0)."""
+    cfg = model.config
+    y_det, cond, mean, std = model.encode(b)
+    bv, length = y_det.shape[0] * y_det.shape[1], y_det.shape[2]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((n_samples * bv, 1, length), generator=g)
+    cond_rows = cond.flatten(0, 1).repeat(n_samples, 1)  # sample-major
+    det_rows = y_det.flatten(0, 1)[:, None].repeat(n_samples, 1, 1)
+    steps = list(range(0, cfg.steps, cfg.steps // cfg.sample_steps))[::-1]
+    alpha_bar = torch.cumprod(1 - cosine_schedule(cfg.steps), 0).float()
+    for i, t in enumerate(steps):
+        a_t = alpha_bar[t]
+        a_prev = alpha_bar[steps[i + 1]] if i + 1 < len(steps) else torch.tensor(1.0)
+        emb = model._embedding(cond_rows, torch.full((1,), t))
+        pred = model.denoiser(torch.cat([x, det_rows], dim=1), emb)
+        if cfg.objective == "eps":
+            x0 = ((x - (1 - a_t).sqrt() * pred) / a_t.sqrt()).clamp(-3, 3)
+            direction = pred
+        else:
+            x0 = pred.clamp(-3, 3)
+            direction = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+        x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * direction
+    z = y_det[None] + x.reshape(n_samples, *y_det.shape)
+    return z.transpose(-1, -2) * std + mean
+
+
+@pytest.mark.parametrize("objective", ["x0", "eps"])
+def test_ddim_is_the_forks_sampler(objective: str) -> None:
+    model = trained(dataclasses.replace(SMALL, objective=objective))  # type: ignore[arg-type]
+    ours = sample(model, seed=3, n_samples=4)
+    torch.testing.assert_close(ours, fork_ddim(model, batch(), 4, seed=3))
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_samples_have_the_forecast_shape(sampler: str) -> None:
     model = trained(steps=2)
@@ -107,6 +146,30 @@ def test_chunked_sampling_equals_unchunked(chunk: int) -> None:
     model = trained()
     whole = sample(model, n_samples=6, chunk_rows=6 * 5 * 3)
     torch.testing.assert_close(sample(model, n_samples=6, chunk_rows=chunk), whole)
+
+
+@pytest.mark.parametrize("chunk", [45, 100])
+@pytest.mark.parametrize("how", [{"sampler": "ddpm"}, {"eta": 0.7}])
+def test_stochastic_sampling_does_not_depend_on_the_chunks(
+    chunk: int, how: dict[str, object]
+) -> None:
+    """Each step's noise belongs to a row, not to a chunk: 300 rows, whose noise blocks of
+    128 rows straddle the chunks."""
+    model = trained()
+    whole = sample(model, n_samples=20, chunk_rows=20 * 5 * 3, **how)
+    torch.testing.assert_close(sample(model, n_samples=20, chunk_rows=chunk, **how), whole)
+
+
+def test_sampling_settings_out_of_range_are_refused() -> None:
+    model = trained(steps=1)
+    for bad, match in (
+        ({"sample_steps": 2000}, "sample_steps must be from 1 to steps"),
+        ({"eta": -1.0}, "eta ≥ 0"),
+        ({"n_samples": 0}, "n_samples ≥ 1"),
+        ({"sampler": "euler"}, "choose ddim or ddpm"),
+    ):
+        with pytest.raises(InputError, match=match):
+            model.sample(batch(), **bad)  # type: ignore[arg-type]
 
 
 def test_an_untrained_denoiser_samples_the_deterministic_forecast() -> None:

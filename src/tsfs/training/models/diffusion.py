@@ -23,7 +23,9 @@ at the last step, x0 clamped to ±``clip_x0``) or ancestral DDPM over all ``step
 ``σ_t = sqrt(β_t)``. The S samples of every window are folded into the batch (sample-major:
 row ``s·B·V + b·V + v``) and denoised ``chunk_rows`` rows at a time, so memory is bounded by
 the chunk, never by S, and no Python loop runs over samples. The initial noise of all S·B·V
-rows is drawn at once, so a deterministic sampler gives the same samples for any chunk size.
+rows is drawn at once, and the noise of each later step (DDPM, DDIM with ``eta > 0``) from
+one generator per block of 128 rows, seeded from the caller's: a generator gives the same
+samples for any chunk size (and after an out-of-memory back-off), stochastic samplers too.
 
 **Scores**: ``mse`` / ``mae`` of the samples' median (``torch.median``, as CSDI), ``mse_det``
 of the deterministic forecast, and CRPS in the four forms of :mod:`tsfs.training.metrics`
@@ -71,6 +73,8 @@ Objective = Literal["x0", "eps"]
 # Sampling chunks (rows): on the CPU, chunks whose activations stay in cache run ~2x faster than
 # big ones (measured with benchmarks/bench_train.py); a GPU wants big launches.
 _CPU_CHUNK, _GPU_CHUNK = 128, 8192
+# Rows per step-noise generator: a row's noise depends on its block, never on the chunks.
+_NOISE_ROWS = 128
 
 #: The stored per-row DWT prompt features the denoiser's condition can carry.
 DWT_FEATURES = (
@@ -166,7 +170,34 @@ def cosine_schedule(steps: int, s: float = 0.008) -> torch.Tensor:
 
 def ddim_timesteps(steps: int, sample_steps: int) -> list[int]:
     """DDIM's timesteps, last first: ``range(0, steps, steps // sample_steps)[::-1]``."""
+    if not 1 <= sample_steps <= steps:
+        raise InputError(f"DDIM sample_steps must be from 1 to steps ({steps}), got {sample_steps}")
     return list(range(0, steps, steps // sample_steps))[::-1]
+
+
+class _StepNoise:
+    """Each sampling step's noise for rows ``[start, stop)``, as the same rows of any chunking.
+
+    Block ``k`` (rows ``128k … 128k+127``) draws from its own generator seeded ``seed + k``,
+    one block per step: a chunk re-creates the generators of the blocks it touches.
+    """
+
+    def __init__(self, seed: int, start: int, stop: int, device: torch.device) -> None:
+        self.start, self.stop, self.device = start, stop, device
+        first, last = start // _NOISE_ROWS, -(-stop // _NOISE_ROWS)
+        self.blocks = [
+            (k * _NOISE_ROWS, torch.Generator(device).manual_seed(seed + k))
+            for k in range(first, last)
+        ]
+
+    def draw(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """(stop − start, *shape) standard normal noise of the next step."""
+        parts = []
+        for origin, generator in self.blocks:
+            block = torch.randn((_NOISE_ROWS, *shape), generator=generator, device=self.device)
+            lo, hi = max(self.start, origin), min(self.stop, origin + _NOISE_ROWS)
+            parts.append(block[lo - origin : hi - origin])
+        return torch.cat(parts).to(dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,6 +421,13 @@ class DiffusionForecaster(nn.Module):
         cfg = self.config
         sampler = sampler or cfg.sampler
         eta = cfg.eta if eta is None else eta
+        if sampler not in ("ddim", "ddpm"):
+            raise InputError(f"sampler {sampler!r}: choose ddim or ddpm")
+        if not (eta >= 0 and n_samples >= 1 and (chunk_rows is None or chunk_rows >= 0)):
+            raise InputError(
+                f"sampling needs eta ≥ 0, n_samples ≥ 1 and chunk_rows ≥ 0, got eta={eta}, "
+                f"n_samples={n_samples}, chunk_rows={chunk_rows}"
+            )
         y_det, cond, mean, std = self.encode(batch)
         chunk = (
             chunk_rows
@@ -407,18 +445,21 @@ class DiffusionForecaster(nn.Module):
             timesteps = ddim_timesteps(cfg.steps, sample_steps or cfg.sample_steps)
         else:
             timesteps = list(range(cfg.steps))[::-1]
+        # the step noise's seed: the caller's generator (or torch's) decides it, not the chunks
+        seed = int(torch.randint(1 << 62, (), generator=generator, device=x.device))
         out = torch.empty_like(x)
         for start in range(0, len(x), chunk):
             # Sample-major rows: row r is window-variable r mod B·V of sample r div B·V.
-            which = torch.arange(start, min(start + chunk, len(x)), device=x.device) % rows
-            out[start : start + chunk] = self._reverse(
-                x[start : start + chunk],
+            stop = min(start + chunk, len(x))
+            which = torch.arange(start, stop, device=x.device) % rows
+            out[start:stop] = self._reverse(
+                x[start:stop],
                 cond_rows[which],
                 det_rows[which],
                 timesteps,
                 ddpm=sampler == "ddpm",
                 eta=eta,
-                generator=generator,
+                noise=_StepNoise(seed, start, stop, x.device),
             )
         residual = out.reshape(n_samples, b, v, length)
         z = y_det[None] + residual
@@ -434,7 +475,7 @@ class DiffusionForecaster(nn.Module):
         *,
         ddpm: bool,
         eta: float,
-        generator: torch.Generator | None,
+        noise: _StepNoise,
     ) -> torch.Tensor:
         """One chunk's reverse chain: (N, 1, L) noise → (N, 1, L) residual samples."""
         condition = self.condition(cond)  # the per-row part of the FiLM input, once per chunk
@@ -458,12 +499,17 @@ class DiffusionForecaster(nn.Module):
                 x = (a_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - a_prev) * x) / (1 - a_t)
                 sigma = beta.sqrt() if t > 0 else beta.new_zeros(())
             else:
-                eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+                # The noise direction: the predicted noise itself where the denoiser predicts
+                # it, as the iTransformerDiffusion fork's sample_ddim_batch (its x0 alone is
+                # clamped); else the noise that the clamped x0 implies.
+                if self.config.objective == "eps":
+                    eps = predicted
+                else:
+                    eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
                 sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
                 x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
             if (t > 0) if ddpm else eta > 0:
-                noise = torch.randn(x.shape, generator=generator, device=x.device).to(x.dtype)
-                x = x + sigma * noise
+                x = x + sigma * noise.draw(tuple(x.shape[1:]), x.dtype)
         return x
 
 
