@@ -391,6 +391,12 @@ def test_resume_refuses_what_does_not_fit(ett: Dataset, tmp_path: Path) -> None:
         run(other, tmp_path, TrainSpec(epochs=1, out=out, resume=True))
     with pytest.raises(InputError, match="--resume needs --out"):
         TrainSpec(resume=True)
+    # the same family and settings, but weights of other layers: an earlier tsfs's model
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    ckpt["model_state"] = {f"old.{k}": v for k, v in ckpt["model_state"].items()}
+    torch.save(ckpt, out / "last.pt")
+    with pytest.raises(InputError, match=r"its linear weights do not fit .* another --out$"):
+        run(ett, tmp_path, TrainSpec(epochs=1, out=out, resume=True))
     # a run of another model: --resume could not continue it, so it is not offered
     with pytest.raises(InputError, match=r"holds a linear run; choose another --out$"):
         run(ett, tmp_path, TrainSpec(epochs=1, out=out), OtherConfig(), Other())

@@ -80,6 +80,25 @@ def test_patches_are_time_llms(seq_len: int, patch_len: int, stride: int) -> Non
         torch.testing.assert_close(tokens[:, p], embed.project(patch))
 
 
+def test_time_llms_patch_tokens_mix_each_patch_with_its_neighbours() -> None:
+    """Time-LLM's TokenEmbedding: Conv1d(patch_len, d_model, 3, padding 1, circular, no
+    bias) along the patches, written out here as a sum over the patch and its neighbours."""
+    seq_len, patch_len, stride = 40, 8, 4
+    embed = PatchEmbedding(
+        patch_len=patch_len, stride=stride, d_model=5, dropout=0.0, mix_neighbours=True
+    )
+    rows = torch.randn(3, seq_len)
+    tokens = embed(rows)
+    n = patch_count(seq_len, patch_len, stride)
+    padded = torch.cat([rows, rows[:, -1:].expand(3, stride)], dim=1)
+    patches = [padded[:, p * stride : p * stride + patch_len] for p in range(n)]
+    weight = embed.project.weight  # (d_model, patch_len, 3)
+    assert embed.project.bias is None
+    for p in range(n):
+        want = sum(patches[(p + k - 1) % n] @ weight[:, :, k].T for k in range(3))
+        torch.testing.assert_close(tokens[:, p], want)
+
+
 def test_forecast_scores_are_sums_over_the_target_steps() -> None:
     forecast = torch.randn(4, 24, 3)
     y = torch.randn(4, 48 + 24, 3)
@@ -145,6 +164,34 @@ def test_prompt_ids_are_cached_per_window_and_left_padded(run: Run) -> None:
     again, _ = model.prompts(batch["features"], torch.device("cpu"))
     assert len(model.prompts) == 8
     assert torch.equal(again, ids)
+
+
+def test_a_windows_forecast_does_not_depend_on_its_batch_mates(run: Run) -> None:
+    """Prompts differ in length and are left-padded to the batch's longest: positions must
+    count from each row's own first token, or the same window forecasts otherwise in another
+    batch (and scores depend on --batch-size)."""
+    torch.manual_seed(0)
+    model = family("timellm").build(run.info, SMALL).eval()
+    assert isinstance(model, TimeLLM)
+    reader = run.readers["test"]
+
+    def features(windows: list[int]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v) for k, v in (reader.read(windows).features or {}).items()}
+
+    lengths = {}
+    for w in range(0, 300, 7):
+        _, padding = model.prompts(features([w]), torch.device("cpu"))
+        lengths[w] = int((~padding).sum(dim=1).max())
+    short, long = min(lengths, key=lengths.__getitem__), max(lengths, key=lengths.__getitem__)
+    assert lengths[short] < lengths[long]  # the batch pads the short window's prompts
+
+    def forecast(windows: list[int]) -> torch.Tensor:
+        x = torch.from_numpy(reader.read(windows).x)
+        with torch.no_grad():
+            out: torch.Tensor = model.forecast({"x": x, "features": features(windows)})
+        return out
+
+    torch.testing.assert_close(forecast([short, long])[0], forecast([short])[0])
 
 
 def test_build_names_the_features_a_prompt_needs(run: Run) -> None:

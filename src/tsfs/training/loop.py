@@ -651,7 +651,13 @@ class _Run:
                 f"cannot resume {path}: it was trained with {said}; resume with the same "
                 "settings, or start another --out"
             )
-        self.model.load_state_dict(ckpt["model_state"])
+        try:
+            self.model.load_state_dict(ckpt["model_state"])
+        except RuntimeError:  # same family and settings, other layers: an earlier tsfs's model
+            raise InputError(
+                f"cannot resume {path}: its {self.identity['model']} weights do not fit this "
+                "tsfs version's model (the model changed since); start another --out"
+            ) from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])

@@ -26,6 +26,7 @@ __all__ = [
     "patch_count",
     "require_positive",
     "revin",
+    "row_positions",
 ]
 
 
@@ -125,20 +126,43 @@ class PatchEmbedding(nn.Module):
 
     The row is padded at its end by repeating its last value ``stride`` times (as Time-LLM's
     ``ReplicationPad1d((0, stride))``), so the last steps get a patch of their own.
+
+    ``mix_neighbours``: Time-LLM's ``TokenEmbedding``, a bias-free circular convolution of
+    width 3 along the patches (Kaiming-initialised), so that each token sees its neighbours
+    too; otherwise PatchTST's linear projection of each patch alone.
     """
 
-    def __init__(self, *, patch_len: int, stride: int, d_model: int, dropout: float) -> None:
+    def __init__(
+        self,
+        *,
+        patch_len: int,
+        stride: int,
+        d_model: int,
+        dropout: float,
+        mix_neighbours: bool = False,
+    ) -> None:
         super().__init__()
         self.patch_len = patch_len
         self.stride = stride
-        self.project = nn.Linear(patch_len, d_model)
+        self.project: nn.Module
+        if mix_neighbours:
+            self.project = nn.Conv1d(
+                patch_len, d_model, 3, padding=1, padding_mode="circular", bias=False
+            )
+            nn.init.kaiming_normal_(self.project.weight, mode="fan_in", nonlinearity="leaky_relu")
+        else:
+            self.project = nn.Linear(patch_len, d_model)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         """(N, T) → (N, P, D) with P = :func:`patch_count`."""
         padded = F.pad(rows[:, None, :], (0, self.stride), mode="replicate")[:, 0]
         patches = padded.unfold(-1, self.patch_len, self.stride)  # (N, P, patch_len)
-        out: torch.Tensor = self.dropout(self.project(patches))
+        if isinstance(self.project, nn.Conv1d):  # along the patches: (N, patch_len, P)
+            tokens = self.project(patches.transpose(1, 2)).transpose(1, 2)
+        else:
+            tokens = self.project(patches)
+        out: torch.Tensor = self.dropout(tokens)
         return out
 
 
@@ -173,11 +197,24 @@ class TransformerEncoder(nn.Module):
         )
 
     def forward(self, tokens: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, L, D) tokens (``padding`` (N, L) bool, True = ignore) → (N, L, D)."""
-        out: torch.Tensor = self.layers(
-            tokens + self.position[:, : tokens.shape[1]], src_key_padding_mask=padding
-        )
+        """(N, L, D) tokens (``padding`` (N, L) bool, True = ignore) → (N, L, D).
+
+        Positions count a row's own tokens, padding skipped: a left-padded row's first token
+        is at position 0 however long its batch-mates are, so its output does not depend on
+        them.
+        """
+        if padding is None:
+            position = self.position[:, : tokens.shape[1]]
+        else:
+            position = self.position[0, row_positions(padding)]
+        out: torch.Tensor = self.layers(tokens + position, src_key_padding_mask=padding)
         return out
+
+
+def row_positions(padding: torch.Tensor) -> torch.Tensor:
+    """(N, L) bool padding (True = not a token) → (N, L) int64 position of each token in its
+    row, padding skipped (0 on the padding itself)."""
+    return ((~padding).cumsum(dim=1) - 1).clamp(min=0)
 
 
 class FlattenHead(nn.Module):

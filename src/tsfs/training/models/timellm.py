@@ -29,6 +29,7 @@ train.
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import re
 import string
@@ -66,6 +67,7 @@ from tsfs.training.models.layers import (
     require_fraction,
     require_positive,
     revin,
+    row_positions,
 )
 
 __all__ = ["FAMILY", "TimeLLM", "TimeLLMConfig", "TimeLLMFamily", "WordTokenizer"]
@@ -261,13 +263,17 @@ class _HFBackbone(_Backbone):
         super().__init__()
         self.model = model
         self.width = int(model.get_input_embeddings().weight.shape[1])
+        self._takes_positions = "position_ids" in inspect.signature(model.forward).parameters
 
     def embeddings(self) -> torch.Tensor:
         weight: torch.Tensor = self.model.get_input_embeddings().weight
         return weight
 
     def forward(self, tokens: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        out = self.model(inputs_embeds=tokens, attention_mask=(~padding).long())
+        # Left-padded rows: a model with absolute positions (GPT-2, BERT) counts them from each
+        # row's first token; rotary ones (LLaMA) see relative positions either way.
+        where = {"position_ids": row_positions(padding)} if self._takes_positions else {}
+        out = self.model(inputs_embeds=tokens, attention_mask=(~padding).long(), **where)
         hidden: torch.Tensor = out.last_hidden_state
         return hidden
 
@@ -490,6 +496,7 @@ class TimeLLM(nn.Module):
             stride=config.stride,
             d_model=config.d_model,
             dropout=config.dropout,
+            mix_neighbours=True,  # Time-LLM's TokenEmbedding
         )
         vocabulary = self.backbone.embeddings().shape[0]
         self.mapping = nn.Linear(vocabulary, config.n_prototypes)
