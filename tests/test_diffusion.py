@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from _torch_threads import one_thread  # noqa: F401  # autouse fixture
+from family_runs import prepare
 
 from tsfs.errors import InputError
 from tsfs.pipeline.prep import prep_features
@@ -17,7 +18,7 @@ from tsfs.pipeline.sources import load
 from tsfs.specs import FeatureSpec, WindowSpec
 from tsfs.stores.store import Store
 from tsfs.training.data import Batch
-from tsfs.training.loop import TrainSpec, repeat_last_scores, train
+from tsfs.training.loop import TrainSpec, fit, repeat_last_scores, train
 from tsfs.training.models import DataInfo
 from tsfs.training.models.diffusion import (
     FAMILY,
@@ -243,6 +244,27 @@ def test_diffusion_beats_repeating_the_last_value_on_etth1(
     assert test["mae"] < baseline["mae"]
     assert 0 < test["crps_fair"] < test["crps"] < test["mae"]
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+
+
+def test_val_is_scored_on_val_windows_evenly_spread(ett_store: Store) -> None:
+    """``val_windows=k`` scores exactly the k windows a reader subset of those windows would,
+    and the epoch line says how many of how many."""
+
+    ds = load(ETTH1, WindowSpec(stride=8))
+    run = prepare(ds, ett_store)
+    config = dataclasses.replace(SMALL, n_samples=2, sample_steps=2, val_windows=7)
+    spec = TrainSpec(epochs=1, max_steps=2, batch_size=16, log_epochs=True)
+    lines: list[str] = []
+    limited = fit(FAMILY, config, run.info, run.readers, spec, notify=lines.append)
+    n = len(run.readers["val"])
+    picked = np.unique(np.linspace(0, n - 1, 7).round()).astype(np.int64)
+    readers = {**run.readers, "val": run.readers["val"].subset(picked)}
+    whole = dataclasses.replace(config, val_windows=0)
+    direct = fit(FAMILY, whole, run.info, readers, spec, notify=lambda _: None)
+    (got,), (want,) = limited.metrics["epochs"], direct.metrics["epochs"]
+    assert got["val"] == want["val"]
+    assert f"(7 of {n:,} windows)" in lines[-1]
+    assert limited.metrics["test"] == direct.metrics["test"]  # test: whole either way
 
 
 def test_features_ms_scores_the_target_alone() -> None:

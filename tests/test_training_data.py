@@ -206,6 +206,29 @@ def test_reader_returns_each_windows_own_rows(reader: WindowReader) -> None:
     assert np.array_equal(a.images, masks.reshape(len(windows), 7, IMAGES.size, IMAGES.size))
 
 
+def test_a_subset_reads_its_windows_under_their_own_numbers(reader: WindowReader) -> None:
+    picked = np.array([4000, 3, 17, 8448])
+    part = reader.subset(picked)
+    assert len(part) == 4
+    assert len(reader) > 8448
+    got, want = part.read([2, 0, -1]), reader.read([17, 4000, 8448])
+    np.testing.assert_array_equal(got.index, [17, 4000, 8448])  # the split's numbers
+    for name in ("x", "y", "x_mark", "y_mark", "images"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+    assert got.features is not None
+    assert want.features is not None
+    for name in want.features:
+        np.testing.assert_array_equal(got.features[name], want.features[name])
+    np.testing.assert_array_equal(part.groups(), reader.groups()[picked])
+    np.testing.assert_array_equal(part.subset([3, 1]).read([0, 1]).index, [8448, 3])
+    loader = StoreLoader(part, batch_size=3, order="sequential")
+    assert sorted(np.concatenate([b["index"].numpy() for b in loader])) == sorted(picked)
+    with pytest.raises(IndexError, match="out of range"):
+        reader.subset([len(reader)])
+    with pytest.raises(IndexError, match="out of range"):
+        part.read([4])
+
+
 def test_chunk_reads_equal_the_stores_own_zarr_reads(
     reader: WindowReader, filled: Store, ett: Dataset
 ) -> None:

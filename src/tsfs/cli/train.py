@@ -37,9 +37,10 @@ HELP = "\n\n".join(
     [
         "Train a model on a data set; its features and images come from the store.",
         f"Models: {', '.join(MODELS)}.",
-        "  diffusion: iTransformer + 1D U-Net diffusion, CRPS scores. Val is scored after "
-        "every epoch by sampling each window n_samples x sample_steps times (16 x 50 by "
-        "default): on a CPU, -c sample_steps=10 takes 5x fewer denoising steps.",
+        "  diffusion: iTransformer + 1D U-Net diffusion, CRPS scores. After every epoch, "
+        "val_windows (256) val windows evenly spread are scored by sampling each "
+        "n_samples x sample_steps times (16 x 50); -c val_windows=0 scores all of them, "
+        "-c sample_steps=10 takes 5x fewer denoising steps.",
         "  timellm: Time-LLM on stored prompt features (prep features first)",
         "  timesclip: line plots + series, forecast or classify (prep images)",
         "  unet: forecasts by inpainting stored line plots (prep images first)",

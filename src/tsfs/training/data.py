@@ -52,6 +52,7 @@ batch is copied between processes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -522,13 +523,31 @@ class WindowReader:
             image_output,
             stored_rgb=images is not None and images.rgb,
         )
+        #: the split's windows this reader reads (None: all of them); see :meth:`subset`
+        self.windows: I64 | None = None
 
     @property
     def split(self) -> Split:
         return self.dataset.splits[self.split_name]
 
     def __len__(self) -> int:
-        return len(self.split)
+        return len(self.split) if self.windows is None else len(self.windows)
+
+    def subset(self, windows: npt.ArrayLike) -> WindowReader:
+        """A reader of some of this one's windows (sharing its columns and cache).
+
+        Its positions ``0 … len(windows) − 1`` read windows ``windows``; batches still report
+        the split's own window numbers as ``index``.
+        """
+        picked = np.asarray(windows)
+        if picked.size and not np.issubdtype(picked.dtype, np.integer):
+            raise InputError(f"window indices must be integers, got {picked.dtype}")
+        picked = picked.astype(np.int64).reshape(-1)
+        if picked.size and (picked.min() < 0 or picked.max() >= len(self)):
+            raise IndexError(f"windows out of range for split {self.split_name} ({len(self)})")
+        part = copy.copy(self)
+        part.windows = picked if self.windows is None else self.windows[picked]
+        return part
 
     def groups(self) -> I64:
         """(N,) chunk group of each window, for :func:`tsfs.training.sampler.epoch_order`.
@@ -537,7 +556,10 @@ class WindowReader:
         by the features'; without either every window is its own group.
         """
         columns = self.images or self.features
-        return columns.groups() if columns is not None else np.arange(len(self), dtype=np.int64)
+        if columns is None:
+            return np.arange(len(self), dtype=np.int64)
+        groups = columns.groups()
+        return groups if self.windows is None else groups[self.windows]
 
     def read(self, windows: npt.ArrayLike) -> WindowArrays:
         """The arrays of ``windows`` (B,) (any order; repeats allowed; negative ones count
@@ -551,6 +573,8 @@ class WindowReader:
             bad = idx[(idx < -n) | (idx >= n)][0]
             raise IndexError(f"window {bad} is out of range for split {self.split_name} ({n})")
         idx = np.where(idx < 0, idx + n, idx)
+        if self.windows is not None:
+            idx = self.windows[idx]
         split = self.split
         arrays = WindowArrays(index=idx.copy(), x=split.x[idx])
         if split.y is not None and split.x_mark is not None and split.y_mark is not None:

@@ -394,7 +394,7 @@ class _Run:
 
     def _loader(self, split: str = "train") -> StoreLoader:
         return StoreLoader(
-            self.readers[split],
+            self._scored(split),
             batch_size=self.batch_size,
             order=self.spec.order if split == "train" else "sequential",
             seed=self.spec.seed,
@@ -403,6 +403,15 @@ class _Run:
             num_workers=self.spec.num_workers,
             device=self.device,
         )
+
+    def _scored(self, split: str) -> WindowReader:
+        """The reader of ``split``; for val, of at most the config's ``val_windows`` windows
+        (0: all), evenly spread: what a family that samples to score can afford per epoch."""
+        reader = self.readers[split]
+        limit = int(getattr(self.config, "val_windows", 0) or 0)
+        if split != "val" or not 0 < limit < len(reader):
+            return reader
+        return reader.subset(np.unique(np.linspace(0, len(reader) - 1, limit).round().astype(int)))
 
     def _loader_state(self) -> dict[str, Any]:
         state = self.loader.state_dict()
@@ -825,7 +834,9 @@ def _epoch_line(run: _Run, record: Mapping[str, Any], monitor: str) -> str:
     if "train_loss" in record:
         parts.append(f"train loss {record['train_loss']:.4f}")
     if "val" in record:
-        parts.append(f"val {monitor} {record['val'][monitor]:.4f}")
+        scored, windows = len(run._scored("val")), len(run.readers["val"])
+        of = f" ({scored:,} of {windows:,} windows)" if scored < windows else ""
+        parts.append(f"val {monitor} {record['val'][monitor]:.4f}{of}")
     if not record["complete"]:
         parts.append("cut short")
     seconds = run.seconds_before + time.perf_counter() - run.started

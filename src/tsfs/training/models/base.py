@@ -69,7 +69,11 @@ class DataInfo:
 
 
 class FamilyConfig(Protocol):
-    """A family's config: a frozen keyword-only dataclass whose every field has a default."""
+    """A family's config: a frozen keyword-only dataclass whose every field has a default.
+
+    A config may have ``val_windows: int``: the loop then scores at most that many val windows
+    after each epoch, evenly spread (0: all), for families whose scoring is costly.
+    """
 
     def __init__(self, **kwargs: Any) -> None: ...
 
