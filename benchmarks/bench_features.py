@@ -60,7 +60,8 @@ _POOL: ProcessPoolExecutor | None = None
 
 
 def features_two_processes(series: Series, starts: Starts) -> float:
-    """The same math split over two one-thread worker processes (results sent back)."""
+    """The same math split over two one-thread worker processes (math only: the features stay
+    in the workers, as prep's workers write their own segments)."""
     assert _POOL is not None
     t0 = time.perf_counter()
     done = sum(_POOL.map(_features, [series, series], np.array_split(starts, 2)))
@@ -69,7 +70,7 @@ def features_two_processes(series: Series, starts: Starts) -> float:
 
 PATHS: dict[str, Callable[[Series, Starts], float]] = {
     "features (math only)": features_windows_per_second,
-    "features, 2 processes": features_two_processes,
+    "features, 2 processes (math only)": features_two_processes,
 }
 
 
