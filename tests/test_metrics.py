@@ -200,8 +200,9 @@ def test_many_elements_in_blocks_and_threads_agree_with_the_references(
     dtype: torch.dtype, threads: int
 ) -> None:
     """Above a block of elements the CPU path transposes, sorts and sums block by block, in as
-    many threads as torch may use: 2,600 elements are two whole blocks and a partial one."""
-    samples, target = draws((9, 2, 1300), 16, ties=True), draws((2, 1300), 17)
+    many threads as torch may use (each given at least 4 blocks): 9,400 elements are nine
+    whole blocks and a partial one."""
+    samples, target = draws((9, 2, 4700), 16, ties=True), draws((2, 4700), 17)
     s, t = torch.from_numpy(samples).to(dtype), torch.from_numpy(target).to(dtype)
     kept = s.clone()
     before = torch.get_num_threads()
@@ -219,7 +220,8 @@ def test_many_elements_in_blocks_and_threads_agree_with_the_references(
         q, np.quantile(s.double().numpy(), np.array(QUANTILES), axis=0), atol=atol
     )
     assert quantile == pytest.approx(csdi_quantile_crps(samples, target), abs=1e-5)
-    for idx in [(0, 0), (0, 1023), (0, 1024), (1, 747), (1, 1299)]:  # every block, both ends
+    # the first block's ends, one within, the two threads' seam, the partial last block's ends
+    for idx in [(0, 0), (0, 1023), (0, 1024), (1, 419), (1, 420), (1, 4516), (1, 4699)]:
         members = s.double().numpy()[(slice(None), *idx)]
         y = float(t[idx])
         assert ensemble[idx] == pytest.approx(integral_crps(members, y), abs=1e-5)
