@@ -391,6 +391,12 @@ def test_resume_refuses_what_does_not_fit(ett: Dataset, tmp_path: Path) -> None:
         run(other, tmp_path, TrainSpec(epochs=1, out=out, resume=True))
     with pytest.raises(InputError, match="--resume needs --out"):
         TrainSpec(resume=True)
+    # a setting the family gained since the checkpoint: whatever it is now, the run resumes
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    del ckpt["config"]["dropout"]
+    torch.save(ckpt, out / "last.pt")
+    run(ett, tmp_path, TrainSpec(epochs=1, max_steps=3, out=out, resume=True))
+    run(ett, tmp_path, TrainSpec(epochs=1, max_steps=4, out=out, resume=True))
     # the same family and settings, but weights of other layers: an earlier tsfs's model
     ckpt = torch.load(out / "last.pt", weights_only=True)
     ckpt["model_state"] = {f"old.{k}": v for k, v in ckpt["model_state"].items()}

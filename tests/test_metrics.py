@@ -19,6 +19,7 @@ import numpy.typing as npt
 import pytest
 import torch
 
+from tsfs.errors import InputError
 from tsfs.training.metrics import (
     QUANTILES,
     crps_ensemble,
@@ -160,6 +161,8 @@ def test_a_perfect_sharp_forecast_scores_zero_and_spread_costs() -> None:
 
 
 def test_shapes_that_do_not_fit_are_refused() -> None:
+    with pytest.raises(InputError, match="variable dimension"):
+        crps_sum(torch.randn(10), torch.randn(()))
     with pytest.raises(ValueError, match="do not fit"):
         crps_ensemble(torch.zeros(4, 3, 2), torch.zeros(3, 3))
     with pytest.raises(ValueError, match="at least two"):

@@ -607,13 +607,22 @@ class _Run:
             "window": strict_json(dataclasses.asdict(self.readers["train"].dataset.spec)),
         }
 
+    def _same(self, key: str, ckpt: dict[str, Any]) -> bool:
+        """Whether the checkpoint's ``key`` (model, config, data) is this run's. Settings a
+        family gained after the checkpoint was written take any value: the run resumes with
+        what is given now (default or ``-c``)."""
+        was, now = ckpt.get(key), self.identity[key]
+        if key == "config" and isinstance(was, dict) and isinstance(now, dict):
+            return was == {k: v for k, v in now.items() if k in was}
+        return bool(was == now)
+
     def _difference(self, key: str, ckpt: dict[str, Any]) -> str:
         """What differs in ``key`` (model, config, data) between a checkpoint and this run."""
         was, now = ckpt.get(key), self.identity[key]
         if key == "config" and isinstance(was, dict) and isinstance(now, dict):
             return "-c " + ", -c ".join(
                 f"{k}={was.get(k)} (now {now.get(k)})"
-                for k in sorted({*was, *now})
+                for k in sorted(was)
                 if was.get(k) != now.get(k)
             )
         if key == "data":
@@ -639,7 +648,7 @@ class _Run:
         ckpt = _load_checkpoint(path, self.device)
         if ckpt.get("format") != _CHECKPOINT_FORMAT:
             raise InputError(f"{path} is not a tsfs checkpoint this version reads")
-        differ = [k for k in self.identity if ckpt.get(k) != self.identity[k]]
+        differ = [k for k in self.identity if not self._same(k, ckpt)]
         if "model" in differ:  # another family's settings are all different: say the model
             differ = [k for k in differ if k != "config"]
         if differ:

@@ -350,6 +350,12 @@ def crps_sum(
     Returns:
         () the normalised quantile CRPS of ``samples.sum(-1)`` against ``target.sum(-1)``.
     """
+    _check(samples, target, quantiles)
+    if samples.dim() < 2:
+        raise InputError(
+            f"crps_sum sums over a last, variable dimension: samples (S, ..., V), got "
+            f"{tuple(samples.shape)}"
+        )
     return crps_quantile(_sum_last(samples), _sum_last(target), quantiles)
 
 

@@ -25,7 +25,7 @@ row ``s·B·V + b·V + v``) and denoised ``chunk_rows`` rows at a time, so memor
 the chunk, never by S, and no Python loop runs over samples. The initial noise of all S·B·V
 rows is drawn at once, and the noise of each later step (DDPM, DDIM with ``eta > 0``) from
 one generator per block of 128 rows, seeded from the caller's: a generator gives the same
-samples for any chunk size (and after an out-of-memory back-off), stochastic samplers too.
+samples for any chunk size, stochastic samplers too.
 
 **Scores**: ``mse`` / ``mae`` of the samples' median (``torch.median``, as CSDI), ``mse_det``
 of the deterministic forecast, and CRPS in the four forms of :mod:`tsfs.training.metrics`
