@@ -26,6 +26,8 @@ ETTH1 = ROOT / "data" / "ETTh1.csv"
 WINDOWS = WindowSpec(seq_len=96, splits=("train",), stride=6)
 ARGS = ["--seq-len", "96", "--splits", "train", "--stride", "6", "--quiet", "--json"]
 IMAGES = ImageSpec(size=16)
+# the scheduler's HTTP server on a free port: two clusters on 8787 warn, as tsfs's own avoids
+NO_HTTP_PORT = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
 
 
 def _contents(ns: Namespace) -> dict[bytes, tuple[bytes, ...]]:
@@ -55,7 +57,11 @@ def cluster() -> Iterator[distributed.Client]:
     """Two single-threaded worker processes, as `dask worker` runs them on two machines."""
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            scheduler_kwargs=NO_HTTP_PORT,
         ) as c,
         distributed.Client(c) as client,
     ):
@@ -143,6 +149,32 @@ def test_cli_executor_dask_starts_its_own_cluster(
     assert json.loads(out)["segments_written"] > 2
     stored = _contents(features_namespace(Store(store), FeatureSpec(level=3)))
     assert stored == reference["features"]
+
+
+def test_ctrl_c_with_its_own_cluster_is_one_line(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole process group, Dask's worker processes too: they
+    printed a traceback each before tsfs's one line."""
+    store = tmp_path / "s"
+    cmd = [sys.executable, "-m", "tsfs", "prep", "images", str(ETTH1), "--store", str(store)]
+    proc = subprocess.Popen(
+        [*cmd, "--size", "64", "--executor", "dask", "--jobs", "2", "--batch-rows", "500"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as a shell's foreground job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while not list(store.glob("images/*/commits/*.json")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "tsfs: interrupted; committed segments are kept, re-run the command to resume"
+    ]
 
 
 def test_executor_errors_are_one_line(tmp_path: Path) -> None:
@@ -237,7 +269,11 @@ def test_a_task_whose_workers_keep_dying_is_a_worker_error(tmp_path: Path) -> No
     with (
         dask.config.set({"distributed.scheduler.allowed-failures": 0}),
         distributed.LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            scheduler_kwargs=NO_HTTP_PORT,
         ) as c,
         distributed.Client(c) as client,
     ):

@@ -11,6 +11,7 @@ in joblib worker processes on this machine's cores, or as tasks on a Dask cluste
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -287,14 +288,22 @@ def _on_dask(
         ) from e
     with contextlib.ExitStack() as stack:
         if scheduler is None:
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=max(1, workers),
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
+            # Its worker processes start with SIGINT blocked, and log errors only: a Ctrl-C
+            # (it reaches the terminal's whole process group) printed a traceback from each
+            # worker and a warning per task cancelled before tsfs's one line.
+            with _ctrl_c_for_this_process_only():
+                cluster = stack.enter_context(
+                    LocalCluster(
+                        n_workers=max(1, workers),
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                        # its HTTP server (health, metrics) on a free loopback port: on 8787,
+                        # taken by another cluster, it warned
+                        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                        silence_logs=logging.ERROR,
+                    )
                 )
-            )
             client = stack.enter_context(Client(cluster))
         else:
             client = stack.enter_context(_connect(Client, scheduler))
@@ -370,8 +379,10 @@ def _ctrl_c_for_this_process_only() -> Iterator[None]:
     """Start worker processes with SIGINT blocked: the mask passes through fork and exec.
 
     A Ctrl-C goes to the terminal's whole process group; workers still importing would each
-    print a KeyboardInterrupt traceback. This process alone handles it (joblib then stops the
-    workers). A Ctrl-C while the pool starts waits for the mask to lift, then arrives.
+    print a KeyboardInterrupt traceback (Dask's, a CancelledError one). This process alone
+    handles it (joblib, or closing the Dask cluster, then stops the workers). A Ctrl-C while
+    the pool starts waits for the mask to lift, then arrives. Threads started meanwhile
+    (Dask's event loop) keep SIGINT blocked: Python runs signal handlers in the main thread.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
