@@ -26,6 +26,7 @@ import torch
 from _refuse_imports import REFUSE_PTWT_MATPLOTLIB
 from _torch_threads import one_thread  # noqa: F401  # autouse fixture
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from tsfs.errors import InputError, MissingRowsError, OutputError, StoreCorruptError
 from tsfs.pipeline.prep import prep_features
@@ -446,6 +447,27 @@ def test_out_of_memory_halves_the_batch_and_finishes_the_epoch(
     for epoch in (seen[:n], seen[n:]):
         np.testing.assert_array_equal(np.sort(epoch), np.arange(n))
     assert result.metrics["test"]["mse"] < repeat_last_scores(ett.splits["test"], 96)["mse"]
+
+
+def test_out_of_memory_in_the_optimizers_update_is_an_error_not_a_retry(
+    ett: Dataset, tmp_path: Path
+) -> None:
+    """AdamW builds its state at its first step: an out-of-memory error there leaves it
+    half-built, and a retry with half the batch failed on it (KeyError) or applied an update
+    twice. Raised from a global optimizer-step hook, torch's own public fault point."""
+    calls = []
+
+    def out_of_memory(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        calls.append(1)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    handle = register_optimizer_step_pre_hook(out_of_memory)
+    try:
+        with pytest.raises(InputError, match=r"optimizer's update at step 0 .* --resume"):
+            run(ett, tmp_path, TrainSpec(epochs=1, batch_size=40))
+    finally:
+        handle.remove()
+    assert calls == [1]  # not retried with a smaller batch
 
 
 def test_out_of_memory_mid_epoch_keeps_the_trained_part(ett: Dataset, tmp_path: Path) -> None:

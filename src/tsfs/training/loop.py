@@ -202,6 +202,11 @@ def resolve_device(device: str) -> torch.device:
         raise InputError(f"--device {device}: tsfs trains on auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {device} was asked for, but no CUDA device is available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
     return dev
 
 
@@ -255,7 +260,11 @@ def majority_class_accuracy(train: Split, test: Split) -> float:
 def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     if not amp or device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # bf16 where the GPU computes it natively (compute capability 8.0, Ampere, and later);
+    # torch.cuda.is_bf16_supported() also says yes where it is only emulated (T4, V100),
+    # slowly, and the fp16 path with loss scaling is the one meant for those.
+    native = torch.cuda.get_device_capability(device) >= (8, 0)
+    return torch.bfloat16 if native else torch.float16
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
@@ -464,10 +473,20 @@ class _Run:
             loss = self.family.loss(self.model, batch)
         scaled: torch.Tensor = self.scaler.scale(loss)
         scaled.backward()  # type: ignore[no-untyped-call]
-        if self.spec.clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.clip)
-        self.scaler.step(self.optimizer)
+        # From here on an out-of-memory error cannot be retried with a smaller batch: the
+        # optimizer's state (AdamW's moments, made at its first step) and the scaler's may be
+        # half updated, and a retry would fail on them or apply an update twice.
+        try:
+            if self.spec.clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.clip)
+            self.scaler.step(self.optimizer)
+        except torch.OutOfMemoryError as e:
+            raise InputError(
+                f"out of GPU memory in the optimizer's update at step {self.step} (its state "
+                "is partly written, so a smaller batch cannot retry it); use a smaller model "
+                "(--config) or --amp, and --resume from the last checkpoint"
+            ) from e
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -595,7 +614,9 @@ class _Run:
             "scaler": self.scaler.state_dict(),
             "loader": self._loader_state(),
             "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if cuda else [],
+            # the training GPU's own: another machine may have fewer GPUs, or number them
+            # otherwise, and a resume restores this one onto whichever GPU it trains on
+            "cuda_rng": [torch.cuda.get_rng_state(self.device)] if cuda else [],
             "history": self.history,
             "losses": self.losses,
             "pending_loss": list(self.pending),
@@ -645,7 +666,7 @@ class _Run:
     def restore(self, path: Path) -> None:
         if not path.is_file():
             raise InputError(f"nothing to resume: {path} does not exist; drop --resume")
-        ckpt = _load_checkpoint(path, self.device)
+        ckpt = _load_checkpoint(path)
         if ckpt.get("format") != _CHECKPOINT_FORMAT:
             raise InputError(f"{path} is not a tsfs checkpoint this version reads")
         differ = [k for k in self.identity if not self._same(k, ckpt)]
@@ -703,7 +724,12 @@ class _Run:
             self.samples_done = int(ckpt["loader"]["samples"])
         torch.set_rng_state(ckpt["rng"].cpu())
         if ckpt["cuda_rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])
+            # one state (the training GPU's); an earlier tsfs saved every GPU's, in order
+            saved = ckpt["cuda_rng"]
+            state = (
+                saved[0] if len(saved) == 1 else saved[min(self.device.index or 0, len(saved) - 1)]
+            )
+            torch.cuda.set_rng_state(state.cpu(), self.device)
         if self.best is not None:
             # The best epoch's weights score the test split, as in a run never interrupted.
             best = path.with_name("best.pt")
@@ -722,10 +748,12 @@ class _Run:
 _UNREADABLE = (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError)
 
 
-def _load_checkpoint(path: Path, device: torch.device | str) -> dict[str, Any]:
+def _load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's dict, loaded with ``weights_only``; anything else is a one-line error."""
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        # Onto the CPU: load_state_dict moves weights and moments to their parameters, and
+        # leaves AdamW's step counters on the CPU, where reading them costs no device sync.
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except _UNREADABLE as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, pickle.UnpicklingError):  # torch's text advises the unsafe load
@@ -881,7 +909,7 @@ def fit(
         _check_out(out)
     if out is not None and not spec.resume and (out / "last.pt").exists():
         try:
-            saved = _load_checkpoint(out / "last.pt", "cpu").get("model")
+            saved = _load_checkpoint(out / "last.pt").get("model")
         except StoreCorruptError:
             saved = None
         if saved != fam.name:  # --resume could not continue it: do not suggest it
