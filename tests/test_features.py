@@ -19,6 +19,10 @@ from tsfs.pipeline.features import compute_rows, compute_windows, feature_schema
 from tsfs.pipeline.hashing import row_keys, window_keys
 from tsfs.pipeline.normalize import revin
 from tsfs.pipeline.stats import (
+    _half_autocorrelation,
+    _propose,
+    _select,
+    lag_length,
     sliding_extrema,
     sliding_order_statistic,
     sliding_top_lags,
@@ -358,6 +362,25 @@ def test_lags_of_ties_go_to_the_lower_lag() -> None:
     lags = compute_rows(rows, FeatureSpec())["lags"]
     np.testing.assert_array_equal(lags[0], [0, 2, 4, 6, 8])
     np.testing.assert_array_equal(lags[1], [0, 1, 2, 3, 4])
+
+
+def test_lag_proposals_are_proven_or_ranked_in_full_on_strided_autocorrelations() -> None:
+    """The CPU FFT hands `_select` a strided slice: its proposals were masked in a copy, so
+    none was ever proven (every row ranked in full). Proven now, a right proposal and a wrong
+    one (another row's) must both give each row's own top lags, leaving the input as it was."""
+    rng = np.random.default_rng(5)
+    rows = np.cumsum(rng.standard_normal((300, 97)), axis=1).astype(np.float32)
+    half = _half_autocorrelation(rows, None)
+    assert not half.flags.c_contiguous
+    kept = half.copy()
+    n, k = lag_length(97), 5
+    want = timellm_statistics(rows, torch.float64)["lags"]
+    own = _propose(half, n, k)
+    for proposal in (own, np.roll(own, 1, axis=0)):
+        got = _select(half, half[:, 0].copy(), proposal, n, k)
+        np.testing.assert_array_equal(half, kept)
+        for r in range(len(rows)):
+            assert set(got[r]) == set(want[r]), r
 
 
 def test_lags_survive_extreme_magnitudes() -> None:

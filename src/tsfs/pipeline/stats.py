@@ -173,6 +173,10 @@ def _select(half: F64, c0: F64, proposal: I64, n: int, k: int) -> I32:
             whose values prove it (its members strictly above every other half-lag, on the
             grid) keeps it, every other row is ranked in full.
     """
+    # The proposal is masked out in place through a flat view: of a strided array (the CPU
+    # FFT's slice) reshape made a copy, the mask missed `half`, and no proposal was ever
+    # proven, so every row was ranked in full.
+    half = np.ascontiguousarray(half)
     R, W = half.shape
     with np.errstate(divide="ignore"):
         factor = np.where(c0 > 0, _GRID / c0, 0.0)
