@@ -26,8 +26,6 @@ ETTH1 = ROOT / "data" / "ETTh1.csv"
 WINDOWS = WindowSpec(seq_len=96, splits=("train",), stride=6)
 ARGS = ["--seq-len", "96", "--splits", "train", "--stride", "6", "--quiet", "--json"]
 IMAGES = ImageSpec(size=16)
-# the scheduler's HTTP server on a free port: two clusters on 8787 warn, as tsfs's own avoids
-NO_HTTP_PORT = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
 
 
 def _contents(ns: Namespace) -> dict[bytes, tuple[bytes, ...]]:
@@ -52,17 +50,23 @@ def _tsfs(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def _local_cluster(workers: int) -> distributed.LocalCluster:
+    """Single-threaded worker processes; the scheduler's HTTP server on a free port (two
+    clusters on 8787 warn, as tsfs's own avoids)."""
+    return distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+    )
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[distributed.Client]:
     """Two single-threaded worker processes, as `dask worker` runs them on two machines."""
     with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            scheduler_kwargs=NO_HTTP_PORT,
-        ) as c,
+        _local_cluster(2) as c,
         distributed.Client(c) as client,
     ):
         yield client
@@ -268,13 +272,7 @@ def test_a_task_whose_workers_keep_dying_is_a_worker_error(tmp_path: Path) -> No
     cmd = ["prep", "images", str(ETTH1), *ARGS, "--size", "16", "--store", str(store)]
     with (
         dask.config.set({"distributed.scheduler.allowed-failures": 0}),
-        distributed.LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            scheduler_kwargs=NO_HTTP_PORT,
-        ) as c,
+        _local_cluster(1) as c,
         distributed.Client(c) as client,
     ):
         address = client.scheduler.address

@@ -363,6 +363,9 @@ class _Run:
             spec,
         )
         self.notify = notify
+        # what is read per split: val at most the config's ``val_windows`` windows (0: all),
+        # evenly spread, what a family that samples to score can afford per epoch
+        self.scored = {split: self._scored(split) for split in readers}
         self.device = resolve_device(spec.device)
         self.amp = _amp_dtype(self.device, spec.amp)
         if spec.amp and self.amp is None:
@@ -403,7 +406,7 @@ class _Run:
 
     def _loader(self, split: str = "train") -> StoreLoader:
         return StoreLoader(
-            self._scored(split),
+            self.scored[split],
             batch_size=self.batch_size,
             order=self.spec.order if split == "train" else "sequential",
             seed=self.spec.seed,
@@ -414,8 +417,7 @@ class _Run:
         )
 
     def _scored(self, split: str) -> WindowReader:
-        """The reader of ``split``; for val, of at most the config's ``val_windows`` windows
-        (0: all), evenly spread: what a family that samples to score can afford per epoch."""
+        """The reader of ``split`` (see :attr:`scored`)."""
         reader = self.readers[split]
         limit = int(getattr(self.config, "val_windows", 0) or 0)
         if split != "val" or not 0 < limit < len(reader):
@@ -726,9 +728,7 @@ class _Run:
         if ckpt["cuda_rng"] and self.device.type == "cuda":
             # one state (the training GPU's); an earlier tsfs saved every GPU's, in order
             saved = ckpt["cuda_rng"]
-            state = (
-                saved[0] if len(saved) == 1 else saved[min(self.device.index or 0, len(saved) - 1)]
-            )
+            state = saved[min(self.device.index or 0, len(saved) - 1)]
             torch.cuda.set_rng_state(state.cpu(), self.device)
         if self.best is not None:
             # The best epoch's weights score the test split, as in a run never interrupted.
@@ -871,7 +871,7 @@ def _epoch_line(run: _Run, record: Mapping[str, Any], monitor: str) -> str:
     if "train_loss" in record:
         parts.append(f"train loss {record['train_loss']:.4f}")
     if "val" in record:
-        scored, windows = len(run._scored("val")), len(run.readers["val"])
+        scored, windows = len(run.scored["val"]), len(run.readers["val"])
         of = f" ({scored:,} of {windows:,} windows)" if scored < windows else ""
         parts.append(f"val {monitor} {record['val'][monitor]:.4f}{of}")
     if not record["complete"]:

@@ -186,19 +186,22 @@ class _StepNoise:
     """Each sampling step's noise for rows ``[start, stop)``, as the same rows of any chunking.
 
     Block ``k`` (rows ``128k … 128k+127``) draws from its own generator seeded ``seed + k``,
-    one block per step: a chunk re-creates the generators of the blocks it touches.
+    one block per step: a chunk re-creates the generators of the blocks it touches, at its
+    first draw (a deterministic sampler draws none).
     """
 
     def __init__(self, seed: int, start: int, stop: int, device: torch.device) -> None:
-        self.start, self.stop, self.device = start, stop, device
-        first, last = start // _NOISE_ROWS, -(-stop // _NOISE_ROWS)
-        self.blocks = [
-            (k * _NOISE_ROWS, torch.Generator(device).manual_seed(seed + k))
-            for k in range(first, last)
-        ]
+        self.seed, self.start, self.stop, self.device = seed, start, stop, device
+        self.blocks: list[tuple[int, torch.Generator]] = []
 
     def draw(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """(stop − start, *shape) standard normal noise of the next step."""
+        if not self.blocks:
+            first, last = self.start // _NOISE_ROWS, -(-self.stop // _NOISE_ROWS)
+            self.blocks = [
+                (k * _NOISE_ROWS, torch.Generator(self.device).manual_seed(self.seed + k))
+                for k in range(first, last)
+            ]
         parts = []
         for origin, generator in self.blocks:
             block = torch.randn((_NOISE_ROWS, *shape), generator=generator, device=self.device)
