@@ -60,6 +60,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from tsfs._allocator import keep_freed_memory
 from tsfs.errors import (
     InputError,
     Interrupted,
@@ -904,6 +905,9 @@ def fit(
     """
     if "train" not in readers:
         raise InputError("training needs the train split; add train to --splits")
+    # PyTorch's per-step activations would otherwise be page-faulted in afresh at every step
+    # on the CPU (a quarter of a diffusion step's time): see tsfs._allocator.
+    keep_freed_memory()
     out = spec.out
     if out is not None:
         _check_out(out)
