@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,8 @@ def test_ctrl_c_while_the_commands_load_is_one_line(tmp_path: Path) -> None:
         [sys.executable, "-c", interrupt_in_imports, "store", "info", str(tmp_path)],
         capture_output=True,
         text=True,
+        # as in a terminal: a runner started in the background hands SIGINT down ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert (proc.returncode, proc.stderr) == (130, "tsfs: interrupted\n")
 

@@ -34,6 +34,7 @@ from tsfs.pipeline.sources import load
 from tsfs.pipeline.windows import Dataset
 from tsfs.specs import FeatureSpec, ImageSpec, WindowSpec
 from tsfs.stores.store import Namespace, Store
+from tsfs.training._compose_kernel import compose_into
 from tsfs.training.cache import ChunkCache
 from tsfs.training.data import (
     ChunkedWindows,
@@ -390,7 +391,7 @@ def test_a_store_compacted_under_a_reader_is_named_as_such_not_as_corrupt(
 # images
 
 
-@pytest.mark.parametrize("width", [24, 23])  # even widths compose two pixels per lookup
+@pytest.mark.parametrize("width", [24, 23])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("output", ["uint8", "float", "clip"])
 def test_cpu_composition_equals_compose_torch(
@@ -407,6 +408,17 @@ def test_cpu_composition_equals_compose_torch(
     sparse = ImageComposer(colors, output, threads=threads)(torch.from_numpy(masks))
     assert sparse.dtype == dense.dtype
     assert torch.equal(sparse, dense)
+
+
+def test_the_compiled_loop_refuses_shapes_it_would_write_past() -> None:
+    masks = np.zeros((2, 3, 4, 4), np.uint8)
+    table = np.zeros((3, 256), np.uint32)
+    with pytest.raises(InputError, match="out must be"):
+        compose_into(masks, table, np.zeros((1, 3, 4, 4), np.uint32))
+    with pytest.raises(InputError, match="table"):
+        compose_into(masks, table[:2], np.zeros((2, 3, 4, 4), np.uint32))
+    with pytest.raises(InputError, match="out must be"):
+        compose_into(masks, table, np.zeros((2, 3, 4, 4), np.float32))
 
 
 def test_composed_batches_reuse_memory_only_when_nobody_holds_it() -> None:

@@ -37,16 +37,15 @@ opening a reader never holds more keys than the largest segment has.
 
 **Speed** (``benchmarks/bench_loader.py``: ETTh1 T=512, 224² images, batches of 64 windows,
 this project's 2-core machine). From a store as ``tsfs prep images`` writes it (blosc-lz4
-masks), the reader thread delivers 36,000–41,000 masks/s (what a GPU run reads: composing there is
-one table lookup per pixel) and 17,000–19,500 RGB images/s composed on the CPU, against
-~165–225 images/s for pyplot and the per-window DWT generator inside ``__getitem__`` (2
-workers): 183–219× and 87–104×. Per 224² image, reading costs ~23 µs (a lz4 mask decodes in
+masks), the reader thread delivers 41,700–46,100 masks/s (what a GPU run reads: composing there
+is one table lookup per pixel) and 29,700–30,300 RGB images/s composed on the CPU, against
+~270–300 images/s for pyplot and the per-window DWT generator inside ``__getitem__`` (2
+workers): 139–173× and 99–108×. Per 224² image, reading costs ~23 µs (a lz4 mask decodes in
 ~12 µs, a zstd one, ``--codec zstd``, ~30% smaller, in ~45 µs); chunks the cache lacks are
 decoded on one thread per core while the reader thread copies rows out of those already
-decoded. Composing costs ~30–60 µs of CPU (a table lookup per pixel), done by compose
-threads while the reader thread reads the next batch; writing the output pixels to memory
-is what bounds it. DataLoader worker processes are slower here (~8,000–8,900 RGB/s): each
-batch is copied between processes.
+decoded. Composing costs ~19 µs of CPU (a compiled loop, one table read per pixel), done by
+compose threads while the reader thread reads the next batch. DataLoader worker processes
+are slower here (~12,000 RGB/s): each batch is copied between processes.
 """
 
 from __future__ import annotations
@@ -685,12 +684,14 @@ class ImageComposer:
         """Start composing (B, V, H, W) masks on the CPU; return the output and its jobs.
 
         The output (as :meth:`__call__` returns it) may be read once every job is done.
-        Threads compose disjoint windows of the batch (np.take runs without the GIL), so the
-        caller can read the next batch meanwhile.
+        Threads compose disjoint windows of the batch (the compiled loop holds no GIL), so
+        the caller can read the next batch meanwhile.
         """
         output = self.output
         if output == "mask" or self.stored_rgb:
             raise ValueError("start() composes masks into pixels; see composes_on_cpu")
+        from tsfs.training._compose_kernel import compose_into  # numba: on first use only
+
         masks = np.ascontiguousarray(images.numpy())
         b, v, h, w = masks.shape
         table = self._tables.get(output)
@@ -705,7 +706,7 @@ class ImageComposer:
             self._pool_pid = os.getpid()
         edges = np.linspace(0, b, min(self.threads, b) + 1).astype(int)
         jobs = [
-            self._pool.submit(_compose_into, masks[lo:hi], table, out[lo:hi])
+            self._pool.submit(compose_into, masks[lo:hi], table, out[lo:hi])
             for lo, hi in itertools.pairwise(edges)
             if hi > lo
         ]
@@ -749,27 +750,6 @@ def _pixel_table(colors: npt.NDArray[np.uint8], output: Output) -> npt.NDArray[A
     padded = np.zeros((len(colors), 256, 4), dtype=rgb.dtype)
     padded[..., :3] = rgb.transpose(0, 2, 1)
     return padded.view(np.uint32 if rgb.dtype == np.uint8 else np.complex128)[..., 0]
-
-
-def _compose_into(
-    masks: npt.NDArray[np.uint8], table: npt.NDArray[Any], out: npt.NDArray[Any]
-) -> None:
-    """Masks (B, V, H, W) → ``out`` (B, V, H, W) whole pixels through ``table`` (V, 256).
-
-    One gather per pixel into channels-last memory (with the padding channel) — a third of
-    the gathers of channel-first planes, which is what composing costs on a CPU. The table
-    (1 KiB per variable) stays in the L1 cache; a table of pixel pairs (a gather per two
-    pixels, 512 KiB per variable) was 10% slower end to end, evicting what the decode
-    threads share the cache for. A window's V images take one gather from the flattened
-    table at ``256·v + coverage``: few calls, so compose threads seldom wait for the GIL.
-    """
-    flat = table.reshape(-1)
-    offsets = (table.shape[1] * np.arange(masks.shape[1], dtype=np.intp))[:, None, None]
-    index = np.empty(masks.shape[1:], dtype=np.intp)  # take() wants intp; one window's worth
-    for i in range(masks.shape[0]):
-        np.copyto(index, masks[i], casting="unsafe")
-        index += offsets
-        np.take(flat, index, out=out[i], mode="wrap")  # in range by construction
 
 
 # --------------------------------------------------------------------------------------------
