@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ import textwrap
 import pytest
 
 pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
     reason="glibc's malloc only",
 )
 
