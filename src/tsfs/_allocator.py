@@ -4,10 +4,15 @@ PyTorch on the CPU allocates every activation through the C library's ``malloc``
 allocations of a few MiB from its heap, but gives the heap's free top back to the kernel as soon
 as it exceeds twice the largest block freed so far; a U-Net pass over a batch frees more than
 that at once, so the next pass takes every page back as a fresh, zero-filled page fault. For
-a diffusion training step on ETTh1 that was a quarter of the step's time, and 40% of sampling's
+a diffusion training step on ETTh1 that was a quarter of the step's time, and over a third of
+sampling's
 (``benchmarks/bench_train.py``). :func:`keep_freed_memory` raises glibc's two thresholds once
-per process, so freed blocks stay mapped and are reused; the process's peak memory does not
-change, only memory freed after a peak is kept until the process ends.
+per process, so freed blocks stay mapped and are reused.
+
+What it costs: up to 1 GiB of free memory at the heap's top stays mapped (beyond that glibc
+trims it as before), so memory freed after a peak is mostly not given back; and blocks up to
+32 MiB now come from the heap, where a freed block under a live one leaves a hole that a later,
+larger block may not fit, so a process's peak can be somewhat higher than with glibc's defaults.
 
 A user who has tuned the allocator (glibc's ``MALLOC_*_`` variables or ``GLIBC_TUNABLES``, or
 jemalloc or tcmalloc preloaded) keeps their settings; other C libraries are left alone.
@@ -29,7 +34,7 @@ _M_MMAP_THRESHOLD: Final = -3
 # Blocks up to this size come from the heap (glibc's largest allowed threshold on 64-bit);
 # larger ones stay separate mappings, returned whole when freed.
 _MMAP_THRESHOLD: Final = 32 << 20
-# Free memory at the heap's top kept mapped, up to this much.
+# Free memory at the heap's top kept mapped up to this much; past it glibc trims the top.
 _TRIM_THRESHOLD: Final = 1 << 30
 
 _lock = threading.Lock()

@@ -38,13 +38,13 @@ opening a reader never holds more keys than the largest segment has.
 **Speed** (``benchmarks/bench_loader.py``: ETTh1 T=512, 224² images, batches of 64 windows,
 this project's 2-core machine). From a store as ``tsfs prep images`` writes it (blosc-lz4
 masks), the reader thread delivers 41,700–46,100 masks/s (what a GPU run reads: composing there
-is one table lookup per pixel) and 29,700–30,300 RGB images/s composed on the CPU, against
-~270–300 images/s for pyplot and the per-window DWT generator inside ``__getitem__`` (2
-workers): 139–173× and 99–108×. Per 224² image, reading costs ~23 µs (a lz4 mask decodes in
+is one table lookup per pixel) and 31,100–32,900 RGB images/s composed on the CPU, against
+~270–315 images/s for pyplot and the per-window DWT generator inside ``__getitem__`` (2
+workers): 139–173× and 104–107×. Per 224² image, reading costs ~23 µs (a lz4 mask decodes in
 ~12 µs, a zstd one, ``--codec zstd``, ~30% smaller, in ~45 µs); chunks the cache lacks are
 decoded on one thread per core while the reader thread copies rows out of those already
 decoded. Composing costs ~19 µs of CPU (a compiled loop, one table read per pixel), done by
-compose threads while the reader thread reads the next batch. DataLoader worker processes
+a compose thread while the reader thread reads the next batch. DataLoader worker processes
 are slower here (~12,000 RGB/s): each batch is copied between processes.
 """
 
@@ -620,7 +620,8 @@ class ImageComposer:
         output: ``mask`` (as stored), ``uint8`` RGB, ``float`` (pixels / 255) or ``clip``
             (CLIP-normalised), shaped channel first.
         stored_rgb: the store holds (…, H, W, 3) RGB images rather than coverage masks.
-        threads: threads composing one batch on the CPU (default: the cores, at most 4).
+        threads: threads composing one batch on the CPU (default: half the cores, at least
+            one, at most 4: one compiled compose thread outpaces two cores' reading).
 
     On the CPU, a batch's pixels go into memory recycled from earlier batches once nothing
     refers to those any more (a fresh batch of pages costs the kernel a third as much again
@@ -642,7 +643,10 @@ class ImageComposer:
         self.colors = colors
         self.output: ImageOutput = output
         self.stored_rgb = stored_rgb
-        self.threads = threads or min(4, os.cpu_count() or 1)
+        # The other half of the cores decode chunks: composing on every core too only made
+        # threads wait on each other (2 cores, benchmarks/bench_loader.py: 28,400-30,300 RGB
+        # images/s with two compose threads, 31,100-32,900 with one).
+        self.threads = threads or max(1, min(4, (os.cpu_count() or 1) // 2))
         self._tables: dict[str, npt.NDArray[Any]] = {}
         self._buffers = Recycler(keep=_KEEP_BATCHES)
         self._pool: ThreadPoolExecutor | None = None
