@@ -37,10 +37,10 @@ opening a reader never holds more keys than the largest segment has.
 
 **Speed** (``benchmarks/bench_loader.py``: ETTh1 T=512, 224² images, batches of 64 windows,
 this project's 2-core machine). From a store as ``tsfs prep images`` writes it (blosc-lz4
-masks), the reader thread delivers 41,700–46,100 masks/s (what a GPU run reads: composing there
+masks), the reader thread delivers 40,800–46,100 masks/s (what a GPU run reads: composing there
 is one table lookup per pixel) and 31,100–32,900 RGB images/s composed on the CPU, against
 ~270–315 images/s for pyplot and the per-window DWT generator inside ``__getitem__`` (2
-workers): 139–173× and 104–107×. Per 224² image, reading costs ~23 µs (a lz4 mask decodes in
+workers): 139–173× and 104–110×. Per 224² image, reading costs ~23 µs (a lz4 mask decodes in
 ~12 µs, a zstd one, ``--codec zstd``, ~30% smaller, in ~45 µs); chunks the cache lacks are
 decoded on one thread per core while the reader thread copies rows out of those already
 decoded. Composing costs ~19 µs of CPU (a compiled loop, one table read per pixel), done by
