@@ -7,7 +7,9 @@ Each figure is printed beside its faithful baseline, measured in the same run (m
     :meth:`DiffusionForecaster.sample` with ``n_samples=100`` folded into the batch (chunks of
     rows, no loop over samples) against the sequential per-sample loop that CSDI and the
     iTransformerDiffusion fork run (``for s in range(100): sample(batch, n_samples=1)``, every
-    call a full reverse chain). Same model, DDIM; ETTh1 test windows, one torch thread.
+    call a full reverse chain). Same model, DDIM; ETTh1 test windows. Once on one torch
+    thread, once on torch's default (one per core), for both cases alike: there the folded
+    chunks run side by side, one torch thread each.
 ``CRPS``
     :mod:`tsfs.training.metrics` (one sort over the samples) against the loop forms: the
     fork's ``CRPS()`` (a Python double loop over sample pairs, for the fair and the ensemble
@@ -104,8 +106,12 @@ def split_batch(split: Split, b: int) -> Batch:
 # sampling
 
 
-def bench_sampling(repeats: int, steps: int) -> None:
-    print(f"\n== sampling: n_samples={N_SAMPLES}, DDIM {steps} steps, ETTh1 96→96 test windows")
+def bench_sampling(repeats: int, steps: int, threads: int) -> None:
+    torch.set_num_threads(threads)
+    print(
+        f"\n== sampling: n_samples={N_SAMPLES}, DDIM {steps} steps, ETTh1 96→96 test windows, "
+        f"{threads} torch thread{'s' if threads > 1 else ''}"
+    )
     print(f"{'case':<26}{'batch-parallel s':>17}{'sequential s':>14}{'ratio':>8}")
     for features, b in (("S", 1), ("M", 1), ("M", 16)):
         split = load(ETTH1, WindowSpec(features=features, splits=("test",))).splits["test"]
@@ -343,14 +349,17 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="on-the-fly DataLoader workers")
     p.add_argument("--skip-step", action="store_true", help="skip the training-step section")
     args = p.parse_args()
-    torch.set_num_threads(1)
+    default_threads = torch.get_num_threads()
     load_before = os.getloadavg()[0]
-    bench_sampling(args.repeats, args.ddim_steps)
+    bench_sampling(args.repeats, args.ddim_steps, 1)
+    if default_threads > 1:
+        bench_sampling(args.repeats, args.ddim_steps, default_threads)
+    torch.set_num_threads(1)
     bench_crps(args.repeats)
     if not args.skip_step:
         bench_step(args.repeats, args.batch_size, args.workers)
     print(
-        f"\n{args.repeats} runs per case, medians; one torch thread; load average "
+        f"\n{args.repeats} runs per case, medians; one torch thread unless said; load average "
         f"{load_before:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
 

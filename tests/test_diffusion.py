@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,62 @@ def test_stochastic_sampling_does_not_depend_on_the_chunks(
     model = trained()
     whole = sample(model, n_samples=20, chunk_rows=20 * 5 * 3, **how)
     torch.testing.assert_close(sample(model, n_samples=20, chunk_rows=chunk, **how), whole)
+
+
+@pytest.fixture
+def torch_threads() -> Iterator[None]:
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("torch_threads")
+@pytest.mark.parametrize("how", [{}, {"sampler": "ddpm"}])
+def test_chunks_side_by_side_give_the_samples_of_one_thread(
+    how: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several torch threads the chunks run on threads of their own: the same samples,
+    sampling's own no-grad mode in every chunk (grad mode is per thread), and torch's thread
+    count as it was."""
+    model = trained()
+    real = model._reverse
+    grad_in_chunks: list[bool] = []
+
+    def reverse(*args: object, **kwargs: object) -> torch.Tensor:
+        grad_in_chunks.append(torch.is_grad_enabled())
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(model, "_reverse", reverse)
+    torch.set_num_threads(1)
+    one = sample(model, n_samples=20, chunk_rows=40, **how)
+    torch.set_num_threads(3)
+    three = sample(model, n_samples=20, chunk_rows=40, **how)
+    assert torch.equal(three, one)
+    assert len(grad_in_chunks) == 2 * 8  # 300 rows in chunks of 40, twice
+    assert not any(grad_in_chunks)
+    assert torch.get_num_threads() == 3
+
+
+@pytest.mark.usefixtures("torch_threads")
+def test_a_failing_chunk_stops_sampling_and_gives_the_threads_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = trained()
+    real = model._reverse
+    started: list[int] = []
+
+    def reverse(x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        started.append(len(x))
+        if len(started) == 2:
+            raise RuntimeError("a chunk failed")
+        return real(x, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(model, "_reverse", reverse)
+    torch.set_num_threads(2)
+    with pytest.raises(RuntimeError, match="a chunk failed"):
+        sample(model, n_samples=20, chunk_rows=10)  # 30 chunks
+    assert len(started) < 30  # the chunks not yet started never ran
+    assert torch.get_num_threads() == 2
 
 
 def test_sampling_settings_out_of_range_are_refused() -> None:
