@@ -286,52 +286,65 @@ def _on_dask(
         raise InputError(
             "--executor dask needs Dask's distributed scheduler: pip install 'tsfs[dask]'"
         ) from e
-    with contextlib.ExitStack() as stack:
-        if scheduler is None:
-            # Its worker processes start with SIGINT blocked, and log errors only: a Ctrl-C
-            # (it reaches the terminal's whole process group) printed a traceback from each
-            # worker and a warning per task cancelled before tsfs's one line.
-            with _ctrl_c_for_this_process_only():
-                cluster = stack.enter_context(
-                    LocalCluster(
-                        n_workers=max(1, workers),
-                        threads_per_worker=1,
-                        processes=True,
-                        dashboard_address=None,
-                        # its HTTP server (health, metrics) on a free loopback port: on 8787,
-                        # taken by another cluster, it warned
-                        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-                        silence_logs=logging.ERROR,
+    dask_log = logging.getLogger("distributed")
+    level = dask_log.level
+    try:
+        with contextlib.ExitStack() as stack:
+            if scheduler is None:
+                # Its worker processes start with SIGINT blocked, and log errors only: a Ctrl-C
+                # (it reaches the terminal's whole process group) printed a traceback from each
+                # worker and a warning per task cancelled before tsfs's one line.
+                with _ctrl_c_for_this_process_only():
+                    cluster = stack.enter_context(
+                        LocalCluster(
+                            n_workers=max(1, workers),
+                            threads_per_worker=1,
+                            processes=True,
+                            dashboard_address=None,
+                            # its HTTP server (health, metrics) on a free loopback port: on 8787,
+                            # taken by another cluster, it warned
+                            scheduler_kwargs={
+                                "dashboard": False,
+                                "dashboard_address": "127.0.0.1:0",
+                            },
+                            silence_logs=logging.ERROR,
+                        )
                     )
+                client = stack.enter_context(Client(cluster))
+            else:
+                client = stack.enter_context(_connect(Client, scheduler))
+            blocks: dict[int, Any] = {}
+            for b in plan.batches:
+                if id(b.block) not in blocks:
+                    # On every worker: scattered data cannot be recomputed, so a copy held by one
+                    # worker alone dies with it, and with it every task still to read it.
+                    blocks[id(b.block)] = client.scatter(b.block, hash=False, broadcast=True)
+            futures = [
+                client.submit(
+                    _compute_and_commit_parts,
+                    *args,
+                    blocks[id(b.block)],
+                    b.windows,
+                    b.select,
+                    b.keys,
+                    compute,
+                    codecs,
+                    pure=False,
                 )
-            client = stack.enter_context(Client(cluster))
-        else:
-            client = stack.enter_context(_connect(Client, scheduler))
-        blocks: dict[int, Any] = {}
-        for b in plan.batches:
-            if id(b.block) not in blocks:
-                # On every worker: scattered data cannot be recomputed, so a copy held by one
-                # worker alone dies with it, and with it every task still to read it.
-                blocks[id(b.block)] = client.scatter(b.block, hash=False, broadcast=True)
-        futures = [
-            client.submit(
-                _compute_and_commit_parts,
-                *args,
-                blocks[id(b.block)],
-                b.windows,
-                b.select,
-                b.keys,
-                compute,
-                codecs,
-                pure=False,
-            )
-            for b in plan.batches
-        ]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        finally:
-            client.cancel(futures)
+                for b in plan.batches
+            ]
+            try:
+                for future in as_completed(futures):
+                    yield future.result()
+            except BaseException:
+                # Stopped (Ctrl-C, a failed batch): the scheduler logs an error for each result
+                # the cancellation cuts short, before tsfs's own line says what happened.
+                dask_log.setLevel(logging.CRITICAL)
+                raise
+            finally:
+                client.cancel(futures)
+    finally:
+        dask_log.setLevel(level)  # once a local cluster, and its scheduler, are closed
 
 
 # How long a client waits for a scheduler that does not answer.
