@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,18 @@ def test_a_failing_chunk_stops_sampling_and_gives_the_threads_back(
     with pytest.raises(RuntimeError, match="a chunk failed"):
         sample(model, n_samples=20, chunk_rows=10)  # 30 chunks
     assert len(started) < 30  # the chunks not yet started never ran
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.usefixtures("torch_threads")
+def test_sampling_in_several_threads_at_once() -> None:
+    """The same samples in every thread, and torch's thread count as it was afterwards."""
+    model = trained()
+    torch.set_num_threads(2)
+    want = sample(model, n_samples=20, chunk_rows=10)
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda _: sample(model, n_samples=20, chunk_rows=10), range(6)))
+    assert all(torch.equal(g, want) for g in got)
     assert torch.get_num_threads() == 2
 
 
