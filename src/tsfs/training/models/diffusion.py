@@ -314,7 +314,8 @@ class UNet1D(nn.Module):
 class _OneTorchThread:
     """Torch on one intra-op thread while any sampling runs chunks side by side, and its thread
     count as it was once the last one is done: ``sample`` may run in several threads at once,
-    and two that each saved the count after the other had set it to 1 would leave it at 1."""
+    and one that saved the count after another had set it to 1, then finished last, would
+    leave it at 1."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
