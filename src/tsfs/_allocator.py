@@ -21,9 +21,9 @@ jemalloc or tcmalloc preloaded) keeps their settings; other C libraries are left
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
-import threading
 from typing import Final
 
 __all__ = ["keep_freed_memory"]
@@ -37,9 +37,6 @@ _MMAP_THRESHOLD: Final = 32 << 20
 # Free memory at the heap's top kept mapped up to this much; past it glibc trims the top.
 _TRIM_THRESHOLD: Final = 1 << 30
 
-_lock = threading.Lock()
-_state: list[bool] = []  # the one outcome, once decided
-
 
 def _user_tuned() -> bool:
     """Whether the user has chosen the allocator's behaviour themselves."""
@@ -52,6 +49,7 @@ def _user_tuned() -> bool:
     return "jemalloc" in preload or "tcmalloc" in preload or "mimalloc" in preload
 
 
+@functools.cache  # once per process; a second mallopt would change nothing anyway
 def keep_freed_memory() -> bool:
     """Have glibc's ``malloc`` keep freed memory for reuse, once per process.
 
@@ -59,13 +57,6 @@ def keep_freed_memory() -> bool:
         True when the thresholds are (now or already) raised by this function; False on
         another platform or C library, or where the user tuned the allocator.
     """
-    with _lock:
-        if not _state:
-            _state.append(_apply())
-        return _state[0]
-
-
-def _apply() -> bool:
     if not sys.platform.startswith("linux") or _user_tuned():
         return False
     try:
