@@ -40,7 +40,6 @@ split).
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tsfs._allocator import keep_freed_memory
+from tsfs._threads import one_torch_thread
 from tsfs.errors import InputError
 from tsfs.training.data import Batch
 from tsfs.training.metrics import crps_scores, quantile_loss
@@ -311,34 +311,6 @@ class UNet1D(nn.Module):
         return out
 
 
-class _OneTorchThread:
-    """Torch on one intra-op thread while any sampling runs chunks side by side, and its thread
-    count as it was once the last one is done: ``sample`` may run in several threads at once,
-    and one that saved the count after another had set it to 1, then finished last, would
-    leave it at 1."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._inside = 0
-        self._before = 1
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if not self._inside:
-                self._before = torch.get_num_threads()
-                torch.set_num_threads(1)  # read by the threads each sampling starts after this
-            self._inside += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._inside -= 1
-            if not self._inside:
-                torch.set_num_threads(self._before)
-
-
-_ONE_TORCH_THREAD = _OneTorchThread()
-
-
 def _side_by_side(chain: Callable[[int], None], starts: Sequence[int], threads: int) -> None:
     """Run ``chain(start)`` for every start on ``threads`` threads, each one torch thread.
 
@@ -354,7 +326,7 @@ def _side_by_side(chain: Callable[[int], None], starts: Sequence[int], threads: 
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             chain(start)
 
-    with _ONE_TORCH_THREAD:
+    with one_torch_thread():
         pool = ThreadPoolExecutor(threads, thread_name_prefix="tsfs-sample")
         try:
             for future in [pool.submit(run, start) for start in starts]:
